@@ -1,0 +1,91 @@
+//! wgrad's CPU backend: plain, obviously correct loops, one function per primitive op.
+//!
+//! It is the oracle every GPU kernel is checked against and the engine's fallback when no GPU
+//! adapter exists. Sums accumulate in `f64`.
+
+mod kernels;
+
+use std::cell::RefCell;
+
+use wgrad_graph::{Arg, Backend, BufferId, Device, Op, Result};
+
+/// The CPU reference backend. Buffers are host vectors of 32-bit words.
+#[derive(Default)]
+pub struct CpuBackend {
+    buffers: RefCell<Vec<Option<Vec<u32>>>>,
+    free: RefCell<Vec<BufferId>>,
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A [`Device`] running on this backend.
+    pub fn device() -> Device {
+        Device::new(CpuBackend::new())
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        "CPU (reference backend)".into()
+    }
+
+    fn is_gpu(&self) -> bool {
+        false
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<BufferId> {
+        let words = vec![0u32; bytes.div_ceil(4)];
+        let mut buffers = self.buffers.borrow_mut();
+        if let Some(id) = self.free.borrow_mut().pop() {
+            buffers[id] = Some(words);
+            return Ok(id);
+        }
+        buffers.push(Some(words));
+        Ok(buffers.len() - 1)
+    }
+
+    fn free(&self, id: BufferId) {
+        self.buffers.borrow_mut()[id] = None;
+        self.free.borrow_mut().push(id);
+    }
+
+    fn write(&self, id: BufferId, data: &[u8]) -> Result<()> {
+        let mut buffers = self.buffers.borrow_mut();
+        let words = buffers[id].as_mut().expect("write to a live buffer");
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(words);
+        bytes[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>> {
+        let buffers = self.buffers.borrow();
+        let words = buffers[id].as_ref().expect("read from a live buffer");
+        Ok(bytemuck::cast_slice(words)[..bytes].to_vec())
+    }
+
+    fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
+        let mut result = self.buffers.borrow_mut()[out.buffer]
+            .take()
+            .expect("output buffer is live");
+        {
+            let buffers = self.buffers.borrow();
+            let ins: Vec<kernels::In> = inputs
+                .iter()
+                .map(|a| kernels::In {
+                    data: buffers[a.buffer].as_deref().expect("input buffer is live"),
+                    shape: a.shape,
+                })
+                .collect();
+            kernels::run(op, &ins, out.shape, &mut result);
+        }
+        self.buffers.borrow_mut()[out.buffer] = Some(result);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! `GpuBackend`: wgrad's graph backend on a wgpu [`Context`]. Buffers come from a pool keyed
+//! by size class; `exec` records dispatches, and `flush` encodes them all into one command
+//! encoder and one queue submission, with every dispatch's parameters in one buffer.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wgrad_graph::{Arg, Backend, BufferId, Device, Error, Op, Result};
+
+use crate::context::Context;
+
+struct Slot {
+    buffer: wgpu::Buffer,
+    class: u64,
+}
+
+pub(crate) enum Command {
+    Dispatch {
+        pipeline: Arc<wgpu::ComputePipeline>,
+        params_at: u64,
+        params_len: u64,
+        /// Binding 1 is the output, 2.. the inputs.
+        buffers: Vec<BufferId>,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: BufferId,
+        dst: BufferId,
+        bytes: u64,
+    },
+}
+
+/// The wgpu backend.
+pub struct GpuBackend {
+    pub(crate) ctx: Arc<Context>,
+    slots: RefCell<Vec<Slot>>,
+    pool: RefCell<HashMap<u64, Vec<BufferId>>>,
+    pub(crate) commands: RefCell<Vec<Command>>,
+    pub(crate) params: RefCell<Vec<u8>>,
+    params_buffer: RefCell<Option<wgpu::Buffer>>,
+}
+
+/// Buffers are pooled by size class: sizes round up to 1/8 of their power of two.
+fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(256);
+    let step = (bytes.next_power_of_two() / 8).max(256);
+    bytes.div_ceil(step) * step
+}
+
+impl GpuBackend {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        GpuBackend {
+            ctx,
+            slots: RefCell::new(Vec::new()),
+            pool: RefCell::new(HashMap::new()),
+            commands: RefCell::new(Vec::new()),
+            params: RefCell::new(Vec::new()),
+            params_buffer: RefCell::new(None),
+        }
+    }
+
+    /// A [`Device`] on the process-wide shared context (the best adapter, or the one named
+    /// by `WGRAD_ADAPTER` / `WGRAD_BACKEND`).
+    pub fn device() -> Result<Device> {
+        Ok(Device::new(GpuBackend::new(Context::shared()?)))
+    }
+
+    /// A [`Device`] on a given context, e.g. one built from an application's wgpu device.
+    pub fn device_on(ctx: Arc<Context>) -> Device {
+        Device::new(GpuBackend::new(ctx))
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    fn check_error(&self) -> Result<()> {
+        match self.ctx.take_error() {
+            None => Ok(()),
+            Some(msg) if msg.to_lowercase().contains("out of memory") => {
+                Err(Error::OutOfMemory { bytes: 0 })
+            }
+            Some(msg) => Err(Error::Device(msg)),
+        }
+    }
+
+    fn buffer(&self, id: BufferId) -> std::cell::Ref<'_, wgpu::Buffer> {
+        std::cell::Ref::map(self.slots.borrow(), |s| &s[id].buffer)
+    }
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> String {
+        self.ctx.describe()
+    }
+
+    fn is_gpu(&self) -> bool {
+        true
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<BufferId> {
+        let bytes = bytes as u64;
+        let limit = self
+            .ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.ctx.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::BufferTooLarge { bytes, limit });
+        }
+        let class = size_class(bytes).min(limit.max(bytes));
+        if let Some(id) = self.pool.borrow_mut().get_mut(&class).and_then(|v| v.pop()) {
+            return Ok(id);
+        }
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: class,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            log::error!("allocating {class} bytes failed: {e}");
+            return Err(Error::OutOfMemory { bytes: class });
+        }
+        let mut slots = self.slots.borrow_mut();
+        slots.push(Slot { buffer, class });
+        Ok(slots.len() - 1)
+    }
+
+    fn free(&self, id: BufferId) {
+        let class = self.slots.borrow()[id].class;
+        self.pool.borrow_mut().entry(class).or_default().push(id);
+    }
+
+    fn write(&self, id: BufferId, data: &[u8]) -> Result<()> {
+        // A pooled buffer may still be read by recorded work; that work must run first.
+        if !self.commands.borrow().is_empty() {
+            self.flush()?;
+        }
+        if !data.is_empty() {
+            self.ctx.queue.write_buffer(&self.buffer(id), 0, data);
+        }
+        Ok(())
+    }
+
+    fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>> {
+        self.flush()?;
+        let size = (bytes as u64).div_ceil(4) * 4;
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgrad readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.buffer(id), 0, &staging, 0, size);
+        self.ctx.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("waiting for the device failed: {e}")))?;
+        self.check_error()?;
+        futures::executor::block_on(rx)
+            .map_err(|_| Error::Map("the map request was dropped".into()))?
+            .map_err(|e| Error::Map(e.to_string()))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Map(e.to_string()))?[..bytes]
+            .to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+
+    fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
+        crate::launch::record(self, op, inputs, out);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let commands = std::mem::take(&mut *self.commands.borrow_mut());
+        let params = std::mem::take(&mut *self.params.borrow_mut());
+        if commands.is_empty() {
+            return self.check_error();
+        }
+        let ctx = &self.ctx;
+        let mut params_buffer = self.params_buffer.borrow_mut();
+        let too_small = params_buffer.as_ref().is_none_or(|b| b.size() < params.len() as u64);
+        if too_small {
+            *params_buffer = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgrad params"),
+                size: (params.len() as u64).next_power_of_two().max(4096),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let params_buffer = params_buffer.as_ref().expect("params buffer exists");
+        if !params.is_empty() {
+            ctx.queue.write_buffer(params_buffer, 0, &params);
+        }
+        let slots = self.slots.borrow();
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        let mut dispatches = 0;
+        let mut i = 0;
+        while i < commands.len() {
+            if let Command::Copy { src, dst, bytes } = &commands[i] {
+                encoder.copy_buffer_to_buffer(&slots[*src].buffer, 0, &slots[*dst].buffer, 0, *bytes);
+                i += 1;
+                continue;
+            }
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            while let Some(Command::Dispatch {
+                pipeline,
+                params_at,
+                params_len,
+                buffers,
+                groups,
+            }) = commands.get(i)
+            {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: params_buffer,
+                        offset: *params_at,
+                        size: std::num::NonZeroU64::new(*params_len),
+                    }),
+                }];
+                for (k, &id) in buffers.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: k as u32 + 1,
+                        resource: slots[id].buffer.as_entire_binding(),
+                    });
+                }
+                let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                });
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                dispatches += 1;
+                i += 1;
+            }
+        }
+        ctx.queue.submit([encoder.finish()]);
+        log::debug!(
+            "submit: {dispatches} dispatches, {} commands, {} bytes of parameters",
+            commands.len(),
+            params.len()
+        );
+        self.check_error()
+    }
+}

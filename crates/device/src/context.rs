@@ -1,0 +1,222 @@
+//! `Context`: the adapter, device and queue, the shader modules and the pipeline cache.
+//!
+//! It is `Send + Sync` and shared (`Arc`) by every backend built on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use wgrad_graph::{Error, Family, Result};
+
+use crate::shaders;
+
+/// How to pick an adapter. `Default` reads `WGRAD_ADAPTER` and `WGRAD_BACKEND`.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterOptions {
+    /// Case-insensitive substring of the adapter's name (`WGRAD_ADAPTER`).
+    pub name: Option<String>,
+    /// `vulkan`, `metal`, `dx12` or `gl` (`WGRAD_BACKEND`).
+    pub backend: Option<String>,
+}
+
+impl AdapterOptions {
+    /// Options from the environment variables `WGRAD_ADAPTER` and `WGRAD_BACKEND`.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        AdapterOptions {
+            name: var("WGRAD_ADAPTER"),
+            backend: var("WGRAD_BACKEND"),
+        }
+    }
+}
+
+/// A wgpu device ready to run wgrad's kernels.
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(Family, String), Arc<wgpu::ComputePipeline>>>,
+    /// First error reported by wgpu since it was last taken (validation, out of memory, lost).
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "metal" | "mtl" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        other => {
+            return Err(Error::NoAdapter(format!(
+                "unknown backend {other:?} in WGRAD_BACKEND; use vulkan, metal, dx12 or gl"
+            )))
+        }
+    })
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    };
+    // Prefer native APIs to GL for the same hardware.
+    let api = u8::from(info.backend != wgpu::Backend::Gl);
+    (kind, api)
+}
+
+impl Context {
+    /// The best adapter allowed by `WGRAD_ADAPTER` / `WGRAD_BACKEND`.
+    pub fn new() -> Result<Arc<Context>> {
+        Self::with_options(&AdapterOptions::from_env())
+    }
+
+    /// One context per process, created on first use and shared by every caller.
+    pub fn shared() -> Result<Arc<Context>> {
+        static SHARED: OnceLock<std::result::Result<Arc<Context>, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Context::new().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(Error::NoAdapter)
+    }
+
+    /// The best adapter matching `options`.
+    pub fn with_options(options: &AdapterOptions) -> Result<Arc<Context>> {
+        let backends = match &options.backend {
+            Some(b) => parse_backend(b)?,
+            None => wgpu::Backends::all(),
+        };
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        let wanted = options.name.as_ref().map(|n| n.to_lowercase());
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| match &wanted {
+                Some(w) => a.get_info().name.to_lowercase().contains(w),
+                None => true,
+            })
+            .max_by_key(|a| rank(&a.get_info()));
+        let Some(adapter) = adapter else {
+            let found = if names.is_empty() {
+                "none found; install a Vulkan driver (on Debian/Ubuntu: apt-get install \
+                 mesa-vulkan-drivers libvulkan1) or run on the CPU backend"
+                    .to_string()
+            } else {
+                format!("available: {}", names.join(", "))
+            };
+            let what = match (&options.name, &options.backend) {
+                (Some(n), _) => format!("no adapter named like {n:?}"),
+                (None, Some(b)) => format!("no adapter for backend {b}"),
+                (None, None) => "no adapter".to_string(),
+            };
+            return Err(Error::NoAdapter(format!("{what}; {found}")));
+        };
+        let info = adapter.get_info();
+        let wanted_limits = adapter.limits();
+        let request = |limits: wgpu::Limits| {
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgrad"),
+                required_limits: limits,
+                ..Default::default()
+            }))
+        };
+        let (device, queue) = match request(wanted_limits) {
+            Ok(dq) => dq,
+            Err(e) => {
+                log::warn!("adapter refused its own limits ({e}); using default limits");
+                request(wgpu::Limits::default())
+                    .or_else(|_| request(wgpu::Limits::downlevel_defaults()))
+                    .map_err(|e| Error::Device(format!("could not open {}: {e}", info.name)))?
+            }
+        };
+        Ok(Self::from_wgpu(device, queue, info))
+    }
+
+    /// Builds a context on an application's existing device and queue, so the engine lives
+    /// inside a GPU program instead of beside it.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Arc<Context> {
+        let limits = device.limits();
+        log::info!(
+            "wgrad adapter: {} ({:?}, {:?}, driver {} {}); max buffer {} MiB, max storage binding {} MiB",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info,
+            limits.max_buffer_size >> 20,
+            limits.max_storage_buffer_binding_size >> 20,
+        );
+        let errors = Arc::new(Mutex::new(None));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("wgpu error: {e}");
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert_with(|| format!("device lost: {msg}"));
+            }
+        });
+        Arc::new(Context {
+            device,
+            queue,
+            info,
+            limits,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            errors,
+        })
+    }
+
+    /// e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// The error wgpu reported since the last call, if any.
+    pub fn take_error(&self) -> Option<String> {
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The compiled pipeline for `entry` of `family`, compiled on first use.
+    pub fn pipeline(&self, family: Family, entry: &str) -> Arc<wgpu::ComputePipeline> {
+        let mut pipelines = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pipelines.get(&(family, entry.to_string())) {
+            return p.clone();
+        }
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let module = modules.entry(family).or_insert_with(|| {
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family.file()),
+                source: wgpu::ShaderSource::Wgsl(shaders::source(family).into()),
+            })
+        });
+        let pipeline = Arc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            },
+        ));
+        pipelines.insert((family, entry.to_string()), pipeline.clone());
+        pipeline
+    }
+}

@@ -1,0 +1,301 @@
+//! One launcher arm per primitive: turns an [`Op`] and its operands into recorded dispatches.
+//! Each kernel family's parameters are a `#[repr(C)]` struct whose WGSL twin names it.
+
+use bytemuck::{Pod, Zeroable};
+use wgrad_graph::op::{DType, Family, Op};
+use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK};
+use wgrad_graph::{Arg, BufferId};
+
+use crate::backend::{Command, GpuBackend};
+
+const WORKGROUP: u32 = 64;
+
+/// `shaders/elementwise.wgsl`'s `EwParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct EwParams {
+    pub n: u32,
+    pub rank: u32,
+    pub alpha: f32,
+    pub flat: u32,
+    pub shape: [u32; MAX_RANK],
+    pub sa: [u32; MAX_RANK],
+    pub sb: [u32; MAX_RANK],
+    pub sc: [u32; MAX_RANK],
+}
+
+/// `ShapeParams` of `shaders/reduce.wgsl` and `shaders/index.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct ShapeParams {
+    pub n: u32,
+    pub count: u32,
+    pub rank: u32,
+    pub tail: u32,
+    pub kept: [u32; MAX_RANK],
+    pub red: [u32; MAX_RANK],
+    pub strides: [u32; MAX_RANK],
+    pub extra: [u32; MAX_RANK],
+}
+
+/// `shaders/layout.wgsl`'s `CopyParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct CopyParams {
+    pub n: u32,
+    pub rank: u32,
+    pub src_offset: u32,
+    pub dst_offset: u32,
+    pub value: u32,
+    pub pad: [u32; 3],
+    pub shape: [u32; MAX_RANK],
+    pub src_strides: [u32; MAX_RANK],
+    pub dst_strides: [u32; MAX_RANK],
+}
+
+/// `shaders/matmul.wgsl`'s `MatmulParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub batch_rank: u32,
+    pub batch: [u32; 4],
+    pub sa: [u32; 4],
+    pub sb: [u32; 4],
+}
+
+/// `shaders/random.wgsl`'s `RandParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct RandParams {
+    pub n: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub pad: u32,
+}
+
+fn dims<const N: usize>(v: &[usize]) -> [u32; N] {
+    let mut out = [0u32; N];
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = x as u32;
+    }
+    out
+}
+
+impl GpuBackend {
+    fn push<P: Pod>(&self, family: Family, entry: &str, params: &P, buffers: Vec<BufferId>, groups: [u32; 3]) {
+        let pipeline = self.ctx.pipeline(family, entry);
+        let align = self.ctx.limits.min_storage_buffer_offset_alignment.max(4) as usize;
+        let mut arena = self.params.borrow_mut();
+        let at = arena.len().div_ceil(align) * align;
+        arena.resize(at, 0);
+        arena.extend_from_slice(bytemuck::bytes_of(params));
+        self.commands.borrow_mut().push(Command::Dispatch {
+            pipeline,
+            params_at: at as u64,
+            params_len: std::mem::size_of::<P>() as u64,
+            buffers,
+            groups,
+        });
+    }
+
+    /// A 1-D launch of `n` invocations, folded into a 2-D grid past the per-dimension limit.
+    fn push_linear<P: Pod>(&self, family: Family, entry: &str, params: &P, buffers: Vec<BufferId>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let groups = (n as u32).div_ceil(WORKGROUP);
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1);
+        let x = groups.min(max);
+        self.push(family, entry, params, buffers, [x, groups.div_ceil(x), 1]);
+    }
+
+    fn copy_strided(&self, src: BufferId, dst: BufferId, view: &[usize], src_at: usize, src_strides: &[usize], dst_at: usize, dst_strides: &[usize]) {
+        let params = CopyParams {
+            n: numel(view) as u32,
+            rank: view.len() as u32,
+            src_offset: src_at as u32,
+            dst_offset: dst_at as u32,
+            value: 0,
+            pad: [0; 3],
+            shape: dims(view),
+            src_strides: dims(src_strides),
+            dst_strides: dims(dst_strides),
+        };
+        self.push_linear(Family::Layout, "copy", &params, vec![dst, src], numel(view));
+    }
+
+    fn fill(&self, dst: BufferId, n: usize, bits: u32) {
+        let params = CopyParams {
+            n: n as u32,
+            value: bits,
+            ..Zeroable::zeroed()
+        };
+        self.push_linear(Family::Layout, "fill", &params, vec![dst], n);
+    }
+}
+
+/// Records the dispatches that compute `op`.
+pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
+    let n = numel(out.shape);
+    let (family, entries) = op.kernels();
+    let entry = entries.first().map(String::as_str).unwrap_or("");
+    let ids = |extra: &[Arg]| -> Vec<BufferId> {
+        std::iter::once(out.buffer).chain(extra.iter().map(|a| a.buffer)).collect()
+    };
+    match op {
+        Op::Full { value, dtype, .. } => {
+            let bits = match dtype {
+                DType::F32 => value.to_bits(),
+                DType::U32 => *value as u32,
+            };
+            be.fill(out.buffer, n, bits);
+        }
+        Op::RandUniform { seed, .. } => {
+            let params = RandParams {
+                n: n as u32,
+                seed_lo: *seed as u32,
+                seed_hi: (*seed >> 32) as u32,
+                pad: 0,
+            };
+            be.push_linear(family, entry, &params, ids(&[]), n);
+        }
+        Op::Unary(_) | Op::Binary(_) | Op::Where => {
+            let alpha = match op {
+                Op::Unary(wgrad_graph::UnaryOp::LeakyRelu(s)) => *s,
+                _ => 0.0,
+            };
+            let strides: Vec<[u32; MAX_RANK]> = x
+                .iter()
+                .map(|a| dims(&broadcast_strides(a.shape, out.shape)))
+                .collect();
+            let flat = x.iter().all(|a| a.shape == out.shape);
+            let pick = |k: usize| strides.get(k).copied().unwrap_or([0; MAX_RANK]);
+            let params = EwParams {
+                n: n as u32,
+                rank: out.shape.len() as u32,
+                alpha,
+                flat: flat as u32,
+                shape: dims(out.shape),
+                sa: pick(0),
+                sb: pick(1),
+                sc: pick(2),
+            };
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+        Op::Reduce { axes, .. } => {
+            let s = x[0].shape;
+            let params = reduce_params(s, axes, n);
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+        Op::Argmax { axis, .. } => {
+            let s = x[0].shape;
+            let mut params = reduce_params(s, &[*axis], n);
+            params.tail = 0;
+            params.extra[0] = contiguous_strides(s)[*axis] as u32;
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+        Op::MatMul => {
+            let (a, b) = (x[0].shape, x[1].shape);
+            let r = out.shape.len();
+            let (m, nn, k) = (out.shape[r - 2], out.shape[r - 1], a[a.len() - 1]);
+            let batch = &out.shape[..r - 2];
+            let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch).iter().map(|s| s * m * k).collect();
+            let sb: Vec<usize> = broadcast_strides(&b[..b.len() - 2], batch).iter().map(|s| s * k * nn).collect();
+            let params = MatmulParams {
+                m: m as u32,
+                n: nn as u32,
+                k: k as u32,
+                batch_rank: batch.len() as u32,
+                batch: dims(batch),
+                sa: dims(&sa),
+                sb: dims(&sb),
+            };
+            if n > 0 {
+                let groups = [(nn as u32).div_ceil(32), (m as u32).div_ceil(32), numel(batch) as u32];
+                be.push(family, entry, &params, ids(x), groups);
+            }
+        }
+        Op::Reshape { .. } => {
+            if n > 0 {
+                be.commands.borrow_mut().push(Command::Copy {
+                    src: x[0].buffer,
+                    dst: out.buffer,
+                    bytes: n as u64 * 4,
+                });
+            }
+        }
+        Op::Permute { perm } => {
+            let own = contiguous_strides(x[0].shape);
+            let src: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
+            be.copy_strided(x[0].buffer, out.buffer, out.shape, 0, &src, 0, &contiguous_strides(out.shape));
+        }
+        Op::Expand { .. } => {
+            let src = broadcast_strides(x[0].shape, out.shape);
+            be.copy_strided(x[0].buffer, out.buffer, out.shape, 0, &src, 0, &contiguous_strides(out.shape));
+        }
+        Op::Slice { ranges } => {
+            let own = contiguous_strides(x[0].shape);
+            let at: usize = ranges.iter().zip(&own).map(|(r, s)| r.0 * s).sum();
+            be.copy_strided(x[0].buffer, out.buffer, out.shape, at, &own, 0, &contiguous_strides(out.shape));
+        }
+        Op::Pad { before, .. } => {
+            be.fill(out.buffer, n, 0);
+            let dst = contiguous_strides(out.shape);
+            let at: usize = before.iter().zip(&dst).map(|(b, s)| b * s).sum();
+            be.copy_strided(x[0].buffer, out.buffer, x[0].shape, 0, &contiguous_strides(x[0].shape), at, &dst);
+        }
+        Op::Concat { axis } => {
+            let dst = contiguous_strides(out.shape);
+            let mut at = 0;
+            for a in x {
+                be.copy_strided(a.buffer, out.buffer, a.shape, 0, &contiguous_strides(a.shape), at * dst[*axis], &dst);
+                at += a.shape[*axis];
+            }
+        }
+        Op::Gather => {
+            let row_len: usize = x[0].shape[1..].iter().product();
+            let mut params: ShapeParams = Zeroable::zeroed();
+            params.n = n as u32;
+            params.count = row_len as u32;
+            params.extra[0] = x[0].shape[0] as u32;
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+        Op::OneHot { classes } => {
+            let mut params: ShapeParams = Zeroable::zeroed();
+            params.n = n as u32;
+            params.count = *classes as u32;
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+        Op::Cast { to } => {
+            let mut params: ShapeParams = Zeroable::zeroed();
+            params.n = n as u32;
+            let entry = match to {
+                DType::U32 => &entries[0],
+                DType::F32 => &entries[1],
+            };
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+    }
+}
+
+/// Parameters of a reduction of `shape` over `axes` producing `n` outputs.
+fn reduce_params(shape: &[usize], axes: &[usize], n: usize) -> ShapeParams {
+    let rank = shape.len();
+    let kept: Vec<usize> = (0..rank).map(|d| if axes.contains(&d) { 1 } else { shape[d] }).collect();
+    let red: Vec<usize> = (0..rank).map(|d| if axes.contains(&d) { shape[d] } else { 1 }).collect();
+    // The group is one contiguous run when the reduced axes are the trailing ones.
+    let tail = axes.iter().all(|&a| a >= rank - axes.len());
+    ShapeParams {
+        n: n as u32,
+        count: numel(&red) as u32,
+        rank: rank as u32,
+        tail: tail as u32,
+        kept: dims(&kept),
+        red: dims(&red),
+        strides: dims(&contiguous_strides(shape)),
+        extra: [0; MAX_RANK],
+    }
+}

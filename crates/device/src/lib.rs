@@ -1,0 +1,12 @@
+//! wgrad's GPU backend on wgpu: the device [`Context`], a pooled-buffer [`GpuBackend`] that
+//! batches every dispatch of a realisation into one submission, and the WGSL kernels in
+//! `shaders/`, one file per family.
+
+mod backend;
+mod context;
+pub mod launch;
+pub mod shaders;
+
+pub use backend::GpuBackend;
+pub use context::{AdapterOptions, Context};
+pub use wgpu;

@@ -1,0 +1,98 @@
+//! The contract between the graph and a compute backend: allocate, copy, launch, flush.
+//!
+//! A backend knows buffers by id and ops by their [`Op`] value; it never sees tensors or graphs.
+
+use std::rc::Rc;
+
+use crate::error::Result;
+use crate::op::{DType, Op};
+
+/// A backend's handle to one of its buffers.
+pub type BufferId = usize;
+
+/// One operand of a launch: where it lives and how it is shaped.
+#[derive(Clone, Copy, Debug)]
+pub struct Arg<'a> {
+    pub buffer: BufferId,
+    pub shape: &'a [usize],
+    pub dtype: DType,
+}
+
+/// A place ops run: the CPU reference loops or a wgpu device.
+///
+/// `exec` may record work instead of running it; `flush` makes everything recorded happen,
+/// and `read` always sees the result of every earlier `exec`.
+pub trait Backend {
+    /// Human-readable description, e.g. the adapter's name and API.
+    fn name(&self) -> String;
+    /// True for GPU backends (used in messages and tests).
+    fn is_gpu(&self) -> bool;
+    /// A buffer of at least `bytes` bytes with undefined contents.
+    fn alloc(&self, bytes: usize) -> Result<BufferId>;
+    /// Returns a buffer to the backend; it may be handed out again by `alloc`.
+    fn free(&self, id: BufferId);
+    /// Copies host bytes into a buffer (before any later `exec` reads it).
+    fn write(&self, id: BufferId, data: &[u8]) -> Result<()>;
+    /// Copies `bytes` bytes of a buffer to the host, after all recorded work.
+    fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>>;
+    /// Runs or records `op` on `inputs`, writing `out`.
+    fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()>;
+    /// Submits recorded work.
+    fn flush(&self) -> Result<()>;
+}
+
+/// A cheap, clonable handle to a backend. Tensors on one device can only be combined with
+/// tensors on the same device.
+#[derive(Clone)]
+pub struct Device(pub(crate) Rc<dyn Backend>);
+
+impl Device {
+    pub fn new(backend: impl Backend + 'static) -> Self {
+        Device(Rc::new(backend))
+    }
+
+    pub fn name(&self) -> String {
+        self.0.name()
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        self.0.is_gpu()
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.0
+    }
+
+    /// Whether two handles name the same backend instance.
+    pub fn same(&self, other: &Device) -> bool {
+        std::ptr::addr_eq(Rc::as_ptr(&self.0), Rc::as_ptr(&other.0))
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({})", self.name())
+    }
+}
+
+/// A backend buffer owned by the graph; dropping it hands the buffer back to the backend.
+pub struct Buffer {
+    pub(crate) id: BufferId,
+    pub(crate) device: Device,
+}
+
+impl Buffer {
+    pub(crate) fn alloc(device: &Device, bytes: usize) -> Result<Rc<Buffer>> {
+        let id = device.0.alloc(bytes)?;
+        Ok(Rc::new(Buffer {
+            id,
+            device: device.clone(),
+        }))
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.device.0.free(self.id);
+    }
+}

@@ -1,0 +1,19 @@
+//! wgrad's graph: lazy tensors, the closed set of primitive ops, reverse-mode autodiff and the
+//! scheduler that runs a batch of ops on any [`Backend`]. This crate never names wgpu.
+
+mod autodiff;
+mod backend;
+mod composite;
+mod error;
+pub mod op;
+mod ops;
+mod schedule;
+pub mod shape;
+mod tensor;
+
+pub use autodiff::Grads;
+pub use backend::{Arg, Backend, BufferId, Device};
+pub use composite::{bce_with_logits, cross_entropy, mse_loss};
+pub use error::{Error, Result};
+pub use op::{BinaryOp, DType, Family, Op, ReduceOp, UnaryOp};
+pub use tensor::{grad_enabled, no_grad, realize_all, Tensor};

@@ -1,0 +1,320 @@
+//! Tensor methods that record primitive ops, and operator overloading.
+
+use crate::op::{BinaryOp, DType, Op, ReduceOp, UnaryOp};
+use crate::shape::normalize_axis;
+use crate::tensor::Tensor;
+
+macro_rules! unary_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self) -> Tensor {
+            Tensor::from_op(Op::Unary(UnaryOp::$op), &[self])
+        }
+    )*};
+}
+
+macro_rules! binary_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:ident;)*) => {$(
+        $(#[$doc])*
+        #[track_caller]
+        pub fn $name(&self, other: &Tensor) -> Tensor {
+            Tensor::from_op(Op::Binary(BinaryOp::$op), &[self, other])
+        }
+    )*};
+}
+
+impl Tensor {
+    unary_methods! {
+        neg => Neg;
+        exp => Exp;
+        /// Natural logarithm.
+        log => Log;
+        sqrt => Sqrt;
+        abs => Abs;
+        /// -1, 0 or 1; its gradient is zero.
+        sign => Sign;
+        relu => Relu;
+        sigmoid => Sigmoid;
+        tanh => Tanh;
+        erf => Erf;
+        /// GELU, exact form `x·Φ(x) = x/2·(1 + erf(x/√2))`.
+        gelu => Gelu;
+    }
+
+    binary_methods! {
+        add => Add;
+        sub => Sub;
+        mul => Mul;
+        div => Div;
+        /// `self ^ other` elementwise.
+        pow => Pow;
+        maximum => Maximum;
+        minimum => Minimum;
+        /// 1.0 where equal, else 0.0 (not differentiable).
+        eq => Eq;
+        ne => Ne;
+        lt => Lt;
+        le => Le;
+        gt => Gt;
+        ge => Ge;
+    }
+
+    /// `x` where positive, `slope·x` elsewhere.
+    pub fn leaky_relu(&self, slope: f32) -> Tensor {
+        Tensor::from_op(Op::Unary(UnaryOp::LeakyRelu(slope)), &[self])
+    }
+
+    /// A 0-dimensional constant on this tensor's device.
+    pub fn scalar_like(&self, value: f32) -> Tensor {
+        Tensor::scalar(self.device(), value)
+    }
+
+    /// A tensor of this one's shape filled with `value`.
+    pub fn full_like(&self, value: f32) -> Tensor {
+        Tensor::full(self.device(), self.shape(), value)
+    }
+
+    pub fn zeros_like(&self) -> Tensor {
+        self.full_like(0.0)
+    }
+
+    pub fn ones_like(&self) -> Tensor {
+        self.full_like(1.0)
+    }
+
+    pub fn add_scalar(&self, v: f32) -> Tensor {
+        self.add(&self.scalar_like(v))
+    }
+
+    pub fn mul_scalar(&self, v: f32) -> Tensor {
+        self.mul(&self.scalar_like(v))
+    }
+
+    pub fn pow_scalar(&self, v: f32) -> Tensor {
+        self.pow(&self.scalar_like(v))
+    }
+
+    /// `cond != 0 ? a : b` elementwise, with broadcasting (like `torch.where`).
+    #[track_caller]
+    pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+        Tensor::from_op(Op::Where, &[cond, a, b])
+    }
+
+    #[track_caller]
+    fn axes(&self, axes: &[isize], what: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = axes
+            .iter()
+            .map(|&a| {
+                normalize_axis(a, self.rank()).unwrap_or_else(|| {
+                    panic!("{what}: axis {a} is out of range for shape {:?}", self.shape())
+                })
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Sum over `axes` (negative axes count from the end).
+    #[track_caller]
+    pub fn sum(&self, axes: &[isize], keepdim: bool) -> Tensor {
+        let axes = self.axes(axes, "sum");
+        Tensor::from_op(Op::Reduce { op: ReduceOp::Sum, axes, keepdim }, &[self])
+    }
+
+    /// Sum of every element, as a 0-dimensional tensor.
+    pub fn sum_all(&self) -> Tensor {
+        let axes = (0..self.rank()).collect();
+        Tensor::from_op(Op::Reduce { op: ReduceOp::Sum, axes, keepdim: false }, &[self])
+    }
+
+    /// Maximum over `axes`; its gradient is shared equally among tied maxima.
+    #[track_caller]
+    pub fn max(&self, axes: &[isize], keepdim: bool) -> Tensor {
+        let axes = self.axes(axes, "max");
+        Tensor::from_op(Op::Reduce { op: ReduceOp::Max, axes, keepdim }, &[self])
+    }
+
+    #[track_caller]
+    pub fn mean(&self, axes: &[isize], keepdim: bool) -> Tensor {
+        let norm = self.axes(axes, "mean");
+        let count: usize = norm.iter().map(|&a| self.shape()[a]).product();
+        self.sum(axes, keepdim).mul_scalar(1.0 / count as f32)
+    }
+
+    pub fn mean_all(&self) -> Tensor {
+        self.sum_all().mul_scalar(1.0 / self.numel() as f32)
+    }
+
+    /// Index of the largest value along `axis` (first one on ties), as `u32`.
+    #[track_caller]
+    pub fn argmax(&self, axis: isize, keepdim: bool) -> Tensor {
+        let axis = self.axes(&[axis], "argmax")[0];
+        Tensor::from_op(Op::Argmax { axis, keepdim }, &[self])
+    }
+
+    /// Matrix product over the last two dimensions, batch dimensions broadcast.
+    #[track_caller]
+    pub fn matmul(&self, other: &Tensor) -> Tensor {
+        Tensor::from_op(Op::MatMul, &[self, other])
+    }
+
+    #[track_caller]
+    pub fn reshape(&self, shape: &[usize]) -> Tensor {
+        Tensor::from_op(Op::Reshape { shape: shape.to_vec() }, &[self])
+    }
+
+    /// Keeps the first `axis` dimensions and flattens the rest into one.
+    #[track_caller]
+    pub fn flatten_from(&self, axis: usize) -> Tensor {
+        assert!(axis <= self.rank(), "flatten_from: axis {axis} beyond shape {:?}", self.shape());
+        let mut shape = self.shape()[..axis].to_vec();
+        shape.push(self.shape()[axis..].iter().product());
+        self.reshape(&shape)
+    }
+
+    /// Inserts a dimension of size 1 at `axis`.
+    #[track_caller]
+    pub fn unsqueeze(&self, axis: usize) -> Tensor {
+        assert!(axis <= self.rank(), "unsqueeze: axis {axis} beyond shape {:?}", self.shape());
+        let mut shape = self.shape().to_vec();
+        shape.insert(axis, 1);
+        self.reshape(&shape)
+    }
+
+    #[track_caller]
+    pub fn permute(&self, perm: &[usize]) -> Tensor {
+        Tensor::from_op(Op::Permute { perm: perm.to_vec() }, &[self])
+    }
+
+    /// Swaps two axes.
+    #[track_caller]
+    pub fn transpose(&self, a: isize, b: isize) -> Tensor {
+        let ax = self.axes(&[a], "transpose")[0];
+        let bx = self.axes(&[b], "transpose")[0];
+        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        perm.swap(ax, bx);
+        self.permute(&perm)
+    }
+
+    /// Transpose of the last two dimensions.
+    #[track_caller]
+    pub fn t(&self) -> Tensor {
+        assert!(self.rank() >= 2, "t: needs at least 2 dimensions, got {:?}", self.shape());
+        self.transpose(-2, -1)
+    }
+
+    /// Broadcasts to `shape` (NumPy rules).
+    #[track_caller]
+    pub fn expand(&self, shape: &[usize]) -> Tensor {
+        if self.shape() == shape {
+            return self.clone();
+        }
+        Tensor::from_op(Op::Expand { shape: shape.to_vec() }, &[self])
+    }
+
+    /// `ranges[d] = (start, end)` for every dimension.
+    #[track_caller]
+    pub fn slice(&self, ranges: &[(usize, usize)]) -> Tensor {
+        Tensor::from_op(Op::Slice { ranges: ranges.to_vec() }, &[self])
+    }
+
+    /// `len` elements of `axis` starting at `start`.
+    #[track_caller]
+    pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Tensor {
+        let axis = self.axes(&[axis], "narrow")[0];
+        let mut ranges: Vec<(usize, usize)> = self.shape().iter().map(|&d| (0, d)).collect();
+        ranges[axis] = (start, start + len);
+        self.slice(&ranges)
+    }
+
+    /// Zero padding around every dimension.
+    #[track_caller]
+    pub fn pad(&self, before: &[usize], after: &[usize]) -> Tensor {
+        Tensor::from_op(
+            Op::Pad {
+                before: before.to_vec(),
+                after: after.to_vec(),
+            },
+            &[self],
+        )
+    }
+
+    /// Joins tensors along `axis`.
+    #[track_caller]
+    pub fn concat(tensors: &[&Tensor], axis: isize) -> Tensor {
+        assert!(!tensors.is_empty(), "concat: needs at least one tensor");
+        let axis = tensors[0].axes(&[axis], "concat")[0];
+        Tensor::from_op(Op::Concat { axis }, tensors)
+    }
+
+    /// Rows of this table picked by `u32` indices: `[v, ...]` with `idx` `[...]` gives
+    /// `[idx..., ...]` (an embedding lookup).
+    #[track_caller]
+    pub fn gather(&self, idx: &Tensor) -> Tensor {
+        Tensor::from_op(Op::Gather, &[self, idx])
+    }
+
+    /// `u32` labels to one-hot `f32` rows.
+    #[track_caller]
+    pub fn one_hot(&self, classes: usize) -> Tensor {
+        Tensor::from_op(Op::OneHot { classes }, &[self])
+    }
+
+    /// Converts to `dtype` (`f32` → `u32` truncates; negatives become 0).
+    pub fn cast(&self, dtype: DType) -> Tensor {
+        if self.dtype() == dtype {
+            return self.clone();
+        }
+        Tensor::from_op(Op::Cast { to: dtype }, &[self])
+    }
+}
+
+macro_rules! overload {
+    ($tr:ident, $method:ident, $call:ident) => {
+        overload!(@pair $tr, $method, $call, &Tensor, &Tensor, |r: &Tensor| r.clone());
+        overload!(@pair $tr, $method, $call, &Tensor, Tensor, |r: Tensor| r);
+        overload!(@pair $tr, $method, $call, Tensor, &Tensor, |r: &Tensor| r.clone());
+        overload!(@pair $tr, $method, $call, Tensor, Tensor, |r: Tensor| r);
+        impl std::ops::$tr<f32> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f32) -> Tensor {
+                Tensor::$call(self, &self.scalar_like(rhs))
+            }
+        }
+        impl std::ops::$tr<f32> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f32) -> Tensor {
+                Tensor::$call(&self, &self.scalar_like(rhs))
+            }
+        }
+    };
+    (@pair $tr:ident, $method:ident, $call:ident, $lhs:ty, $rhs:ty, $own:expr) => {
+        impl std::ops::$tr<$rhs> for $lhs {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: $rhs) -> Tensor {
+                let rhs: Tensor = ($own)(rhs);
+                Tensor::$call(&self, &rhs)
+            }
+        }
+    };
+}
+
+overload!(Add, add, add);
+overload!(Sub, sub, sub);
+overload!(Mul, mul, mul);
+overload!(Div, div, div);
+
+impl std::ops::Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(self)
+    }
+}
+
+impl std::ops::Neg for Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(&self)
+    }
+}

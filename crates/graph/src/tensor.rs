@@ -1,0 +1,324 @@
+//! `Tensor`: a cheap handle to a node of a lazy graph. Building ops records nodes; values are
+//! computed only when asked for (`to_vec`, `realize`, an optimizer step).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backend::{Buffer, Device};
+use crate::error::Result;
+use crate::op::{DType, Op};
+use crate::schedule;
+use crate::shape::numel;
+
+pub(crate) struct Node {
+    pub(crate) id: u64,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    /// `None` for leaves (data uploaded by the user, parameters).
+    pub(crate) op: Option<Op>,
+    /// Kept after realisation only while the node may still need a backward pass.
+    pub(crate) inputs: RefCell<Vec<Tensor>>,
+    pub(crate) buffer: RefCell<Option<Rc<Buffer>>>,
+    pub(crate) requires_grad: Cell<bool>,
+}
+
+/// A lazily evaluated n-dimensional array on a [`Device`].
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Rc<Node>);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` without recording what it builds for autodiff, like PyTorch's `torch.no_grad()`.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let previous = GRAD_ENABLED.with(|g| g.replace(false));
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
+/// Whether new nodes currently record their inputs for autodiff.
+pub fn grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+impl Tensor {
+    fn new_node(
+        device: Device,
+        shape: Vec<usize>,
+        dtype: DType,
+        op: Option<Op>,
+        inputs: Vec<Tensor>,
+        buffer: Option<Rc<Buffer>>,
+        requires_grad: bool,
+    ) -> Tensor {
+        Tensor(Rc::new(Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape,
+            dtype,
+            device,
+            op,
+            inputs: RefCell::new(inputs),
+            buffer: RefCell::new(buffer),
+            requires_grad: Cell::new(requires_grad),
+        }))
+    }
+
+    /// Records `op` applied to `inputs`. Panics at the caller with the op's name and the shapes
+    /// when they do not fit.
+    #[track_caller]
+    pub fn from_op(op: Op, inputs: &[&Tensor]) -> Tensor {
+        let device = match inputs.first() {
+            Some(t) => t.device().clone(),
+            None => panic!("{}: needs a device; use Tensor::full or Tensor::rand", op.name()),
+        };
+        Self::from_op_on(&device, op, inputs)
+    }
+
+    #[track_caller]
+    pub(crate) fn from_op_on(device: &Device, op: Op, inputs: &[&Tensor]) -> Tensor {
+        for t in inputs {
+            if !t.device().same(device) {
+                panic!(
+                    "{}: inputs live on different devices ({} and {})",
+                    op.name(),
+                    device.name(),
+                    t.device().name()
+                );
+            }
+        }
+        let metas: Vec<_> = inputs.iter().map(|t| (t.shape().to_vec(), t.dtype())).collect();
+        let (shape, dtype) = match op.infer(&metas) {
+            Ok(m) => m,
+            Err(msg) => panic!("{msg}"),
+        };
+        let requires_grad =
+            grad_enabled() && op.differentiable() && inputs.iter().any(|t| t.requires_grad());
+        let inputs = inputs.iter().map(|t| (*t).clone()).collect();
+        Self::new_node(device.clone(), shape, dtype, Some(op), inputs, None, requires_grad)
+    }
+
+    fn upload(device: &Device, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let buffer = Buffer::alloc(device, bytes.len())?;
+        device.0.write(buffer.id, bytes)?;
+        Ok(Self::new_node(
+            device.clone(),
+            shape.to_vec(),
+            dtype,
+            None,
+            vec![],
+            Some(buffer),
+            false,
+        ))
+    }
+
+    /// Uploads `f32` data of the given shape. Panics when the lengths disagree.
+    #[track_caller]
+    pub fn from_slice(device: &Device, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        check_len(data.len(), shape);
+        Self::upload(device, bytemuck::cast_slice(data), shape, DType::F32)
+    }
+
+    /// Uploads `u32` data (labels, indices) of the given shape.
+    #[track_caller]
+    pub fn from_u32(device: &Device, data: &[u32], shape: &[usize]) -> Result<Tensor> {
+        check_len(data.len(), shape);
+        Self::upload(device, bytemuck::cast_slice(data), shape, DType::U32)
+    }
+
+    /// A trainable leaf: uploaded data that autodiff computes gradients for.
+    #[track_caller]
+    pub fn param(device: &Device, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        let t = Self::from_slice(device, data, shape)?;
+        t.0.requires_grad.set(true);
+        Ok(t)
+    }
+
+    /// Marks a leaf as trainable (or not). Panics on non-leaves, whose flag follows their inputs.
+    #[track_caller]
+    pub fn set_requires_grad(&self, on: bool) -> &Self {
+        assert!(self.is_leaf(), "set_requires_grad: only leaf tensors can be marked trainable");
+        self.0.requires_grad.set(on);
+        self
+    }
+
+    /// A tensor of `shape` filled with `value` (lazy: no upload).
+    pub fn full(device: &Device, shape: &[usize], value: f32) -> Tensor {
+        let op = Op::Full {
+            value,
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+        };
+        Self::from_op_on(device, op, &[])
+    }
+
+    pub fn zeros(device: &Device, shape: &[usize]) -> Tensor {
+        Self::full(device, shape, 0.0)
+    }
+
+    pub fn ones(device: &Device, shape: &[usize]) -> Tensor {
+        Self::full(device, shape, 1.0)
+    }
+
+    /// A 0-dimensional tensor holding `value`.
+    pub fn scalar(device: &Device, value: f32) -> Tensor {
+        Self::full(device, &[], value)
+    }
+
+    /// Uniform samples in `[0, 1)`; the same seed gives the same bits on every backend.
+    pub fn rand(device: &Device, shape: &[usize], seed: u64) -> Tensor {
+        let op = Op::RandUniform {
+            seed,
+            shape: shape.to_vec(),
+        };
+        Self::from_op_on(device, op, &[])
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.0.shape)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+
+    /// Unique id of the node (stable for the tensor's lifetime).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    pub fn op(&self) -> Option<&Op> {
+        self.0.op.as_ref()
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.0.op.is_none()
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.get()
+    }
+
+    pub fn is_realized(&self) -> bool {
+        self.0.buffer.borrow().is_some()
+    }
+
+    /// Computes this tensor (and whatever it needs that is not computed yet) in one batch.
+    pub fn realize(&self) -> Result<&Self> {
+        schedule::realize(&[self])?;
+        Ok(self)
+    }
+
+    /// Copies the values to the host. Panics if the tensor is not `f32`.
+    #[track_caller]
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        assert_eq!(self.dtype(), DType::F32, "to_vec: tensor is u32; use to_vec_u32");
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes()?))
+    }
+
+    /// Copies `u32` values to the host. Panics if the tensor is not `u32`.
+    #[track_caller]
+    pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
+        assert_eq!(self.dtype(), DType::U32, "to_vec_u32: tensor is f32; use to_vec");
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes()?))
+    }
+
+    /// The single value of a one-element `f32` tensor.
+    #[track_caller]
+    pub fn item(&self) -> Result<f32> {
+        assert_eq!(self.numel(), 1, "item: tensor has shape {:?}", self.shape());
+        Ok(self.to_vec()?[0])
+    }
+
+    fn read_bytes(&self) -> Result<Vec<u8>> {
+        self.realize()?;
+        let buffer = self.0.buffer.borrow().clone().expect("realized tensor has a buffer");
+        let bytes = self.numel() * 4;
+        if bytes == 0 {
+            return Ok(vec![]);
+        }
+        self.device().0.read(buffer.id, bytes)
+    }
+
+    /// A leaf sharing this tensor's values that autodiff does not look through.
+    pub fn detach(&self) -> Tensor {
+        if let Some(buffer) = self.0.buffer.borrow().clone() {
+            return Self::new_node(
+                self.device().clone(),
+                self.shape().to_vec(),
+                self.dtype(),
+                None,
+                vec![],
+                Some(buffer),
+                false,
+            );
+        }
+        no_grad(|| self.reshape(self.shape()))
+    }
+
+    /// Replaces the values of a leaf with those of `value` (computed now if needed), keeping
+    /// the leaf's identity: how optimizers update parameters in place.
+    #[track_caller]
+    pub fn assign(&self, value: &Tensor) -> Result<()> {
+        assert!(self.is_leaf(), "assign: only leaf tensors can be assigned to");
+        assert!(
+            self.shape() == value.shape() && self.dtype() == value.dtype(),
+            "assign: target {:?} {} and value {:?} {} differ",
+            self.shape(),
+            self.dtype().name(),
+            value.shape(),
+            value.dtype().name()
+        );
+        value.realize()?;
+        let buffer = value.0.buffer.borrow().clone();
+        *self.0.buffer.borrow_mut() = buffer;
+        Ok(())
+    }
+}
+
+/// Computes several tensors in one batch (one submission on a GPU).
+pub fn realize_all(tensors: &[&Tensor]) -> Result<()> {
+    schedule::realize(tensors)
+}
+
+#[track_caller]
+fn check_len(len: usize, shape: &[usize]) {
+    assert_eq!(
+        len,
+        numel(shape),
+        "data has {len} values but shape {shape:?} holds {}",
+        numel(shape)
+    );
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.op() {
+            Some(op) => op.name(),
+            None => "leaf",
+        };
+        write!(f, "Tensor({what}, {:?}, {})", self.shape(), self.dtype().name())
+    }
+}

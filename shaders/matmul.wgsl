@@ -1,0 +1,78 @@
+// Batched matrix product C[b] = A[b] · B[b], row-major, batch dimensions broadcast.
+// Each invocation computes a 4×4 block of C held in four named vec4 accumulators (indexed
+// arrays can spill to memory); edge blocks clamp their loads and guard their stores, so the
+// interior needs no separate path.
+
+// Rust twin: MatmulParams in crates/device/src/launch.rs
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_rank: u32,
+    batch: array<u32, 4>,
+    // Element strides of A's and B's matrices along each output batch dimension (0 = broadcast).
+    sa: array<u32, 4>,
+    sb: array<u32, 4>,
+}
+
+@group(0) @binding(0) var<storage, read> p: MatmulParams;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> a: array<f32>;
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+
+@compute @workgroup_size(8, 8, 1)
+fn matmul(@builtin(global_invocation_id) g: vec3<u32>) {
+    let col = g.x * 4u;
+    let row = g.y * 4u;
+    if (row >= p.m || col >= p.n) { return; }
+
+    var r = g.z;
+    var a0 = 0u;
+    var b0 = 0u;
+    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
+        let n = p.batch[d];
+        let i = r % n;
+        r = r / n;
+        a0 += i * p.sa[d];
+        b0 += i * p.sb[d];
+    }
+
+    let k = p.k;
+    // Rows and columns past the edge are clamped; their results are never stored.
+    let ra0 = a0 + min(row, p.m - 1u) * k;
+    let ra1 = a0 + min(row + 1u, p.m - 1u) * k;
+    let ra2 = a0 + min(row + 2u, p.m - 1u) * k;
+    let ra3 = a0 + min(row + 3u, p.m - 1u) * k;
+    let c0 = min(col, p.n - 1u);
+    let c1 = min(col + 1u, p.n - 1u);
+    let c2 = min(col + 2u, p.n - 1u);
+    let c3 = min(col + 3u, p.n - 1u);
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var t = 0u; t < k; t++) {
+        let rb = b0 + t * p.n;
+        let bv = vec4<f32>(b[rb + c0], b[rb + c1], b[rb + c2], b[rb + c3]);
+        acc0 += a[ra0 + t] * bv;
+        acc1 += a[ra1 + t] * bv;
+        acc2 += a[ra2 + t] * bv;
+        acc3 += a[ra3 + t] * bv;
+    }
+
+    let base = g.z * p.m * p.n;
+    store_row(base, row, col, acc0);
+    store_row(base, row + 1u, col, acc1);
+    store_row(base, row + 2u, col, acc2);
+    store_row(base, row + 3u, col, acc3);
+}
+
+fn store_row(base: u32, row: u32, col: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    let o = base + row * p.n + col;
+    out[o] = v.x;
+    if (col + 1u < p.n) { out[o + 1u] = v.y; }
+    if (col + 2u < p.n) { out[o + 2u] = v.z; }
+    if (col + 3u < p.n) { out[o + 3u] = v.w; }
+}

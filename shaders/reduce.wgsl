@@ -1,0 +1,71 @@
+// Reductions over any set of axes. One invocation per output element walks its group:
+// `kept` is the input shape with reduced axes set to 1, `red` the shape with kept axes set to 1,
+// both read with the input's own strides. When the reduced axes are the trailing ones
+// (`tail` set) the group is the contiguous run [base, base + count).
+
+// Rust twin: ShapeParams in crates/device/src/launch.rs
+struct ShapeParams {
+    n: u32,
+    count: u32,
+    rank: u32,
+    tail: u32,
+    kept: array<u32, 6>,
+    red: array<u32, 6>,
+    strides: array<u32, 6>,
+    extra: array<u32, 6>,
+}
+
+@group(0) @binding(0) var<storage, read> p: ShapeParams;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> a: array<f32>;
+
+const WG: u32 = 64u;
+
+fn base_offset(o: u32) -> u32 {
+    var r = o;
+    var off = 0u;
+    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+        let n = p.kept[d];
+        off += (r % n) * p.strides[d];
+        r = r / n;
+    }
+    return off;
+}
+
+fn group_offset(k: u32) -> u32 {
+    if (p.tail != 0u) {
+        return k;
+    }
+    var r = k;
+    var off = 0u;
+    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+        let n = p.red[d];
+        off += (r % n) * p.strides[d];
+        r = r / n;
+    }
+    return off;
+}
+
+@compute @workgroup_size(64)
+fn reduce_sum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
+    let o = g.x + g.y * w.x * WG;
+    if (o >= p.n) { return; }
+    let base = base_offset(o);
+    var acc = 0.0;
+    for (var k = 0u; k < p.count; k++) {
+        acc += a[base + group_offset(k)];
+    }
+    out[o] = acc;
+}
+
+@compute @workgroup_size(64)
+fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
+    let o = g.x + g.y * w.x * WG;
+    if (o >= p.n) { return; }
+    let base = base_offset(o);
+    var acc = bitcast<f32>(0xff800000u);
+    for (var k = 0u; k < p.count; k++) {
+        acc = max(acc, a[base + group_offset(k)]);
+    }
+    out[o] = acc;
+}

@@ -1,0 +1,55 @@
+//! wgrad: a deep-learning engine whose kernels are WGSL compute shaders run through wgpu.
+//!
+//! This facade re-exports the engine's crates and picks a default device: the best GPU
+//! adapter, or the CPU reference backend (with one warning) when no adapter exists.
+//!
+//! ```no_run
+//! use wgrad::Tensor;
+//! let dev = wgrad::default_device();
+//! let x = Tensor::from_slice(&dev, &[1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+//! let y = x.matmul(&x).relu().sum_all();
+//! println!("{}", y.item()?);
+//! # Ok::<(), wgrad::Error>(())
+//! ```
+
+pub use wgrad_cpu as cpu;
+pub use wgrad_device as device;
+pub use wgrad_graph as graph;
+pub use wgrad_nn as nn;
+
+pub use wgrad_graph::{
+    bce_with_logits, cross_entropy, mse_loss, no_grad, realize_all, DType, Device, Error, Grads,
+    Result, Tensor,
+};
+
+/// A device on the best GPU adapter (see `WGRAD_ADAPTER` and `WGRAD_BACKEND`).
+pub fn gpu() -> Result<Device> {
+    device::GpuBackend::device()
+}
+
+/// The CPU reference backend.
+pub fn cpu() -> Device {
+    cpu::CpuBackend::device()
+}
+
+/// The best GPU adapter, or the CPU backend with one warning line when none can be opened.
+/// `WGRAD_DEVICE=cpu` selects the CPU backend directly.
+pub fn default_device() -> Device {
+    if std::env::var("WGRAD_DEVICE").is_ok_and(|v| v.eq_ignore_ascii_case("cpu")) {
+        return cpu();
+    }
+    match gpu() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("warning: {e}; falling back to the CPU backend (slower)");
+            cpu()
+        }
+    }
+}
+
+/// Starts `env_logger` with `RUST_LOG`, defaulting to warnings only.
+pub fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .try_init();
+}
