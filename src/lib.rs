@@ -33,18 +33,25 @@ pub fn cpu() -> Device {
 }
 
 /// The best GPU adapter, or the CPU backend with one warning line when none can be opened.
-/// `WGRAD_DEVICE=cpu` selects the CPU backend directly.
+/// `WGRAD_DEVICE=cpu` selects the CPU backend directly; `WGRAD_ADAPTER` and `WGRAD_BACKEND`
+/// choose the adapter.
 pub fn default_device() -> Device {
     if std::env::var("WGRAD_DEVICE").is_ok_and(|v| v.eq_ignore_ascii_case("cpu")) {
         return cpu();
     }
-    match gpu() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("warning: {e}; falling back to the CPU backend (slower)");
-            cpu()
-        }
-    }
+    fall_back(gpu())
+}
+
+/// Like [`default_device`], with the adapter chosen by `options` instead of the environment.
+pub fn default_device_with(options: &device::AdapterOptions) -> Device {
+    fall_back(device::Context::with_options(options).map(device::GpuBackend::device_on))
+}
+
+fn fall_back(gpu: Result<Device>) -> Device {
+    gpu.unwrap_or_else(|e| {
+        eprintln!("warning: {e}; falling back to the CPU backend (slower)");
+        cpu()
+    })
 }
 
 /// Starts `env_logger` with `RUST_LOG`, defaulting to warnings only.

@@ -29,8 +29,12 @@ fn binary_rules() {
     gradcheck("mul", &[f(&[2, 3]), f(&[1, 3])], |x| &x[0] * &x[1]);
     gradcheck("div", &[f(&[2, 3]), pos(&[3])], |x| &x[0] / &x[1]);
     gradcheck("pow", &[pos(&[4]), f(&[4])], |x| x[0].pow(&x[1]));
-    gradcheck("maximum", &[distinct(&[3, 4]), distinct(&[4])], |x| x[0].maximum(&x[1]));
-    gradcheck("minimum", &[distinct(&[3, 4]), distinct(&[3, 1])], |x| x[0].minimum(&x[1]));
+    gradcheck("maximum", &[distinct(&[3, 4]), distinct(&[4])], |x| {
+        x[0].maximum(&x[1])
+    });
+    gradcheck("minimum", &[distinct(&[3, 4]), distinct(&[3, 1])], |x| {
+        x[0].minimum(&x[1])
+    });
     gradcheck("where", &[nz(&[3, 4]), f(&[3, 4]), f(&[4])], |x| {
         Tensor::select(&x[0].gt(&x[0].zeros_like()), &x[1], &x[2])
     });
@@ -41,27 +45,43 @@ fn reduction_and_matmul_rules() {
     gradcheck("sum", &[f(&[3, 4, 2])], |x| x[0].sum(&[0, 2], false));
     gradcheck("max", &[distinct(&[3, 5])], |x| x[0].max(&[1], true));
     gradcheck("matmul", &[f(&[3, 4]), f(&[4, 2])], |x| x[0].matmul(&x[1]));
-    gradcheck("matmul_batched_broadcast", &[f(&[2, 3, 4]), f(&[4, 2])], |x| x[0].matmul(&x[1]));
+    gradcheck(
+        "matmul_batched_broadcast",
+        &[f(&[2, 3, 4]), f(&[4, 2])],
+        |x| x[0].matmul(&x[1]),
+    );
 }
 
 #[test]
 fn layout_rules() {
-    gradcheck("reshape", &[f(&[2, 3])], |x| x[0].reshape(&[3, 2]) * &x[0].reshape(&[3, 2]));
+    gradcheck("reshape", &[f(&[2, 3])], |x| {
+        x[0].reshape(&[3, 2]) * &x[0].reshape(&[3, 2])
+    });
     gradcheck("permute", &[f(&[2, 3, 2])], |x| x[0].permute(&[1, 2, 0]));
     gradcheck("expand", &[f(&[3, 1])], |x| x[0].expand(&[2, 3, 4]));
     gradcheck("slice", &[f(&[4, 5])], |x| x[0].slice(&[(1, 3), (2, 5)]));
     gradcheck("pad", &[f(&[2, 2])], |x| x[0].pad(&[1, 0], &[0, 2]));
-    gradcheck("concat", &[f(&[2, 2]), f(&[2, 3])], |x| Tensor::concat(&[&x[0], &x[1]], 1));
-    gradcheck("gather", &[f(&[4, 3]), idx(&[5], 4)], |x| x[0].gather(&x[1]));
+    gradcheck("concat", &[f(&[2, 2]), f(&[2, 3])], |x| {
+        Tensor::concat(&[&x[0], &x[1]], 1)
+    });
+    gradcheck("gather", &[f(&[4, 3]), idx(&[5], 4)], |x| {
+        x[0].gather(&x[1])
+    });
 }
 
 #[test]
 fn composite_rules() {
     gradcheck("log_softmax", &[f(&[3, 4])], |x| x[0].log_softmax(-1));
     gradcheck("softmax", &[f(&[3, 4])], |x| x[0].softmax(0));
-    gradcheck("cross_entropy", &[f(&[4, 3]), idx(&[4], 3)], |x| wgrad::cross_entropy(&x[0], &x[1]));
-    gradcheck("bce_with_logits", &[f(&[5]), range(&[5], 0.0, 1.0)], |x| wgrad::bce_with_logits(&x[0], &x[1]));
-    gradcheck("mse", &[f(&[2, 3]), f(&[2, 3])], |x| wgrad::mse_loss(&x[0], &x[1]));
+    gradcheck("cross_entropy", &[f(&[4, 3]), idx(&[4], 3)], |x| {
+        wgrad::cross_entropy(&x[0], &x[1])
+    });
+    gradcheck("bce_with_logits", &[f(&[5]), range(&[5], 0.0, 1.0)], |x| {
+        wgrad::bce_with_logits(&x[0], &x[1])
+    });
+    gradcheck("mse", &[f(&[2, 3]), f(&[2, 3])], |x| {
+        wgrad::mse_loss(&x[0], &x[1])
+    });
 }
 
 #[test]
@@ -72,7 +92,10 @@ fn gradient_through_non_differentiable_op_is_a_clear_error() {
     let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loss.backward()))
         .expect_err("backward through argmax must fail");
     let msg = err.downcast_ref::<String>().expect("panic message");
-    assert!(msg.contains("not differentiable") && msg.contains("argmax"), "{msg}");
+    assert!(
+        msg.contains("not differentiable") && msg.contains("argmax"),
+        "{msg}"
+    );
 
     // A gradient that reaches one parameter but not another names the blocking op.
     let w = Tensor::param(&dev, &[0.5, 0.5, 0.5], &[3]).unwrap();

@@ -16,7 +16,9 @@ fn unary() {
     check("abs", 1, &[nz(&[65])], |x| x[0].abs());
     check("sign", 1, &[nz(&[7])], |x| x[0].sign());
     check("relu", 1, &[nz(&[2, 3, 5])], |x| x[0].relu());
-    check("sigmoid", 1, &[range(&[99], -30.0, 30.0)], |x| x[0].sigmoid());
+    check("sigmoid", 1, &[range(&[99], -30.0, 30.0)], |x| {
+        x[0].sigmoid()
+    });
     check("tanh", 1, &[range(&[99], -20.0, 20.0)], |x| x[0].tanh());
     check("erf", 1, &[range(&[77], -4.0, 4.0)], |x| x[0].erf());
     check("gelu", 1, &[range(&[77], -5.0, 5.0)], |x| x[0].gelu());
@@ -31,8 +33,12 @@ fn binary_with_broadcasting() {
     check("div", 1, &[f(&[3, 3]), pos(&[3, 1])], |x| &x[0] / &x[1]);
     check("pow", 1, &[pos(&[6]), f(&[2, 6])], |x| x[0].pow(&x[1]));
     check("pow_neg_base", 1, &[f(&[9])], |x| x[0].pow_scalar(3.0));
-    check("maximum", 1, &[distinct(&[4, 5]), distinct(&[5])], |x| x[0].maximum(&x[1]));
-    check("minimum", 1, &[distinct(&[4, 5]), distinct(&[4, 1])], |x| x[0].minimum(&x[1]));
+    check("maximum", 1, &[distinct(&[4, 5]), distinct(&[5])], |x| {
+        x[0].maximum(&x[1])
+    });
+    check("minimum", 1, &[distinct(&[4, 5]), distinct(&[4, 1])], |x| {
+        x[0].minimum(&x[1])
+    });
     check("scalar", 1, &[f(&[]), f(&[3, 2])], |x| &x[0] * &x[1]);
     check("empty", 1, &[f(&[0, 3]), f(&[3])], |x| &x[0] + &x[1]);
 }
@@ -61,64 +67,138 @@ fn comparisons_and_where() {
 fn reductions() {
     check("sum_all", 1000, &[f(&[10, 100])], |x| x[0].sum_all());
     check("sum_rows", 67, &[f(&[3, 67])], |x| x[0].sum(&[1], false));
-    check("sum_cols_keepdim", 5, &[f(&[5, 3])], |x| x[0].sum(&[0], true));
+    check("sum_cols_keepdim", 5, &[f(&[5, 3])], |x| {
+        x[0].sum(&[0], true)
+    });
     check("sum_middle", 4, &[f(&[2, 4, 3])], |x| x[0].sum(&[1], false));
-    check("sum_outer", 6, &[f(&[2, 3, 5])], |x| x[0].sum(&[0, 2], true));
+    check("sum_outer", 6, &[f(&[2, 3, 5])], |x| {
+        x[0].sum(&[0, 2], true)
+    });
     check("sum_one", 1, &[f(&[1, 1])], |x| x[0].sum(&[0, 1], false));
-    check("sum_empty_axis", 1, &[f(&[3, 0])], |x| x[0].sum(&[1], false));
-    check("max_last", 7, &[distinct(&[3, 7])], |x| x[0].max(&[-1], false));
-    check("max_first", 9, &[distinct(&[9, 2, 2])], |x| x[0].max(&[0], true));
-    check("max_ties", 4, &[idx(&[3, 4], 2)], |x| x[0].cast(DType::F32).max(&[1], false));
+    check("sum_empty_axis", 1, &[f(&[3, 0])], |x| {
+        x[0].sum(&[1], false)
+    });
+    check("max_last", 7, &[distinct(&[3, 7])], |x| {
+        x[0].max(&[-1], false)
+    });
+    check("max_first", 9, &[distinct(&[9, 2, 2])], |x| {
+        x[0].max(&[0], true)
+    });
+    check("max_ties", 4, &[idx(&[3, 4], 2)], |x| {
+        x[0].cast(DType::F32).max(&[1], false)
+    });
     check("mean", 12, &[f(&[3, 4, 3])], |x| x[0].mean(&[0, 2], false));
-    check("argmax_last", 1, &[distinct(&[4, 9])], |x| x[0].argmax(-1, false));
-    check("argmax_first_keep", 1, &[distinct(&[5, 3])], |x| x[0].argmax(0, true));
-    check("argmax_ties", 1, &[idx(&[6, 5], 2)], |x| x[0].cast(DType::F32).argmax(1, false));
+    check("argmax_last", 1, &[distinct(&[4, 9])], |x| {
+        x[0].argmax(-1, false)
+    });
+    check("argmax_first_keep", 1, &[distinct(&[5, 3])], |x| {
+        x[0].argmax(0, true)
+    });
+    check("argmax_ties", 1, &[idx(&[6, 5], 2)], |x| {
+        x[0].cast(DType::F32).argmax(1, false)
+    });
 }
 
 #[test]
 fn matmul_shapes() {
-    for (m, k, n) in [(1, 1, 1), (1, 5, 1), (3, 5, 7), (4, 8, 4), (13, 1, 9), (33, 65, 17), (64, 31, 130)] {
-        check(&format!("matmul_{m}x{k}x{n}"), k, &[f(&[m, k]), f(&[k, n])], |x| x[0].matmul(&x[1]));
+    for (m, k, n) in [
+        (1, 1, 1),
+        (1, 5, 1),
+        (3, 5, 7),
+        (4, 8, 4),
+        (13, 1, 9),
+        (33, 65, 17),
+        (64, 31, 130),
+    ] {
+        check(
+            &format!("matmul_{m}x{k}x{n}"),
+            k,
+            &[f(&[m, k]), f(&[k, n])],
+            |x| x[0].matmul(&x[1]),
+        );
     }
-    check("matmul_batched", 6, &[f(&[3, 5, 6]), f(&[3, 6, 2])], |x| x[0].matmul(&x[1]));
-    check("matmul_broadcast_b", 6, &[f(&[2, 3, 5, 6]), f(&[6, 7])], |x| x[0].matmul(&x[1]));
-    check("matmul_broadcast_both", 3, &[f(&[2, 1, 4, 3]), f(&[1, 3, 3, 5])], |x| x[0].matmul(&x[1]));
-    check("matmul_empty_batch", 3, &[f(&[0, 3]), f(&[3, 4])], |x| x[0].matmul(&x[1]));
-    check("matmul_k0", 1, &[f(&[2, 0]), f(&[0, 3])], |x| x[0].matmul(&x[1]));
+    check("matmul_batched", 6, &[f(&[3, 5, 6]), f(&[3, 6, 2])], |x| {
+        x[0].matmul(&x[1])
+    });
+    check(
+        "matmul_broadcast_b",
+        6,
+        &[f(&[2, 3, 5, 6]), f(&[6, 7])],
+        |x| x[0].matmul(&x[1]),
+    );
+    check(
+        "matmul_broadcast_both",
+        3,
+        &[f(&[2, 1, 4, 3]), f(&[1, 3, 3, 5])],
+        |x| x[0].matmul(&x[1]),
+    );
+    check("matmul_empty_batch", 3, &[f(&[0, 3]), f(&[3, 4])], |x| {
+        x[0].matmul(&x[1])
+    });
+    check("matmul_k0", 1, &[f(&[2, 0]), f(&[0, 3])], |x| {
+        x[0].matmul(&x[1])
+    });
 }
 
 #[test]
 fn layout() {
-    check("reshape", 1, &[f(&[2, 3, 4])], |x| x[0].reshape(&[4, 6]) * 2.0);
+    check("reshape", 1, &[f(&[2, 3, 4])], |x| {
+        x[0].reshape(&[4, 6]) * 2.0
+    });
     check("permute", 1, &[f(&[2, 3, 4])], |x| x[0].permute(&[2, 0, 1]));
     check("transpose", 1, &[f(&[5, 67])], |x| x[0].t());
     check("expand", 1, &[f(&[3, 1])], |x| x[0].expand(&[2, 3, 5]));
-    check("slice", 1, &[f(&[5, 6, 3])], |x| x[0].slice(&[(1, 4), (0, 6), (2, 3)]));
+    check("slice", 1, &[f(&[5, 6, 3])], |x| {
+        x[0].slice(&[(1, 4), (0, 6), (2, 3)])
+    });
     check("narrow", 1, &[f(&[7, 3])], |x| x[0].narrow(0, 2, 4));
     check("pad", 1, &[f(&[2, 3])], |x| x[0].pad(&[1, 0], &[2, 3]));
     check("concat", 1, &[f(&[2, 3]), f(&[2, 1]), f(&[2, 4])], |x| {
         Tensor::concat(&[&x[0], &x[1], &x[2]], 1)
     });
-    check("concat_rows", 1, &[f(&[1, 3]), f(&[4, 3])], |x| Tensor::concat(&[&x[0], &x[1]], 0));
-    check("gather", 1, &[f(&[7, 5]), idx(&[3, 4], 7)], |x| x[0].gather(&x[1]));
-    check("gather_repeats", 1, &[f(&[3, 2]), idx(&[10], 3)], |x| x[0].gather(&x[1]));
+    check("concat_rows", 1, &[f(&[1, 3]), f(&[4, 3])], |x| {
+        Tensor::concat(&[&x[0], &x[1]], 0)
+    });
+    check("gather", 1, &[f(&[7, 5]), idx(&[3, 4], 7)], |x| {
+        x[0].gather(&x[1])
+    });
+    check("gather_repeats", 1, &[f(&[3, 2]), idx(&[10], 3)], |x| {
+        x[0].gather(&x[1])
+    });
     check("one_hot", 1, &[idx(&[9], 5)], |x| x[0].one_hot(5));
-    check("cast_roundtrip", 1, &[range(&[20], -3.0, 30.0)], |x| x[0].cast(DType::U32).cast(DType::F32));
-    check("rand", 1, &[f(&[1])], |x| Tensor::rand(x[0].device(), &[3, 70], 1234));
-    check("full", 1, &[f(&[1])], |x| Tensor::full(x[0].device(), &[5, 3], -2.5));
+    check("cast_roundtrip", 1, &[range(&[20], -3.0, 30.0)], |x| {
+        x[0].cast(DType::U32).cast(DType::F32)
+    });
+    check("rand", 1, &[f(&[1])], |x| {
+        Tensor::rand(x[0].device(), &[3, 70], 1234)
+    });
+    check("full", 1, &[f(&[1])], |x| {
+        Tensor::full(x[0].device(), &[5, 3], -2.5)
+    });
 }
 
 #[test]
 fn composites() {
-    check("softmax", 10, &[range(&[4, 10], -5.0, 5.0)], |x| x[0].softmax(-1));
-    check("log_softmax", 10, &[range(&[4, 10], -5.0, 5.0)], |x| x[0].log_softmax(-1));
+    check("softmax", 10, &[range(&[4, 10], -5.0, 5.0)], |x| {
+        x[0].softmax(-1)
+    });
+    check("log_softmax", 10, &[range(&[4, 10], -5.0, 5.0)], |x| {
+        x[0].log_softmax(-1)
+    });
     check("softmax_axis0", 3, &[f(&[3, 5])], |x| x[0].softmax(0));
     check("logsumexp", 6, &[f(&[2, 6])], |x| x[0].logsumexp(1, false));
-    check("mse", 15, &[f(&[3, 5]), f(&[3, 5])], |x| wgrad::mse_loss(&x[0], &x[1]));
-    check("cross_entropy", 40, &[f(&[8, 5]), idx(&[8], 5)], |x| wgrad::cross_entropy(&x[0], &x[1]));
-    check("bce_with_logits", 12, &[range(&[3, 4], -4.0, 4.0), range(&[3, 4], 0.0, 1.0)], |x| {
-        wgrad::bce_with_logits(&x[0], &x[1])
+    check("mse", 15, &[f(&[3, 5]), f(&[3, 5])], |x| {
+        wgrad::mse_loss(&x[0], &x[1])
     });
+    check("cross_entropy", 40, &[f(&[8, 5]), idx(&[8], 5)], |x| {
+        wgrad::cross_entropy(&x[0], &x[1])
+    });
+    check(
+        "bce_with_logits",
+        12,
+        &[range(&[3, 4], -4.0, 4.0), range(&[3, 4], 0.0, 1.0)],
+        |x| wgrad::bce_with_logits(&x[0], &x[1]),
+    );
     check("chain", 12, &[f(&[4, 3]), f(&[3, 6]), f(&[6])], |x| {
         (x[0].matmul(&x[1]) + &x[2]).tanh().sum(&[0], false).gelu()
     });
@@ -130,17 +210,34 @@ fn softmax_of_huge_logits_is_finite() {
     let mut devices = vec![wgrad::cpu()];
     devices.extend(gpu());
     for dev in devices {
-        let x = Tensor::from_slice(&dev, &[1000.0, 0.0, -1000.0, 3.0e4, 3.0e4, 1.0], &[2, 3]).unwrap();
+        let x =
+            Tensor::from_slice(&dev, &[1000.0, 0.0, -1000.0, 3.0e4, 3.0e4, 1.0], &[2, 3]).unwrap();
         let s = x.softmax(-1).to_vec().unwrap();
         let ls = x.log_softmax(-1).to_vec().unwrap();
         assert!(s.iter().all(|v| v.is_finite()), "{}: {s:?}", dev.name());
-        assert!((s[0] - 1.0).abs() < 1e-6 && s[1] == 0.0, "{}: {s:?}", dev.name());
-        assert!((s[3] - 0.5).abs() < 1e-6 && (s[4] - 0.5).abs() < 1e-6, "{}: {s:?}", dev.name());
+        assert!(
+            (s[0] - 1.0).abs() < 1e-6 && s[1] == 0.0,
+            "{}: {s:?}",
+            dev.name()
+        );
+        assert!(
+            (s[3] - 0.5).abs() < 1e-6 && (s[4] - 0.5).abs() < 1e-6,
+            "{}: {s:?}",
+            dev.name()
+        );
         assert_eq!(ls[0], 0.0, "{}: {ls:?}", dev.name());
-        assert!((ls[1] + 1000.0).abs() < 1e-3 && ls[2] == -2000.0, "{}: {ls:?}", dev.name());
+        assert!(
+            (ls[1] + 1000.0).abs() < 1e-3 && ls[2] == -2000.0,
+            "{}: {ls:?}",
+            dev.name()
+        );
         let y = Tensor::from_u32(&dev, &[2, 0], &[2]).unwrap();
         let ce = wgrad::cross_entropy(&x, &y).item().unwrap();
         // Row 0 picks the -1000 logit (loss 2000), row 1 one of the tied maxima (ln 2).
-        assert!((ce - (2000.0 + std::f32::consts::LN_2) / 2.0).abs() < 1e-2, "{}: {ce}", dev.name());
+        assert!(
+            (ce - (2000.0 + std::f32::consts::LN_2) / 2.0).abs() < 1e-2,
+            "{}: {ce}",
+            dev.name()
+        );
     }
 }

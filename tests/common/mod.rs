@@ -40,27 +40,45 @@ pub struct Spec {
 }
 
 pub fn f(shape: &[usize]) -> Spec {
-    Spec { shape: shape.to_vec(), kind: Kind::Range(-1.0, 1.0) }
+    Spec {
+        shape: shape.to_vec(),
+        kind: Kind::Range(-1.0, 1.0),
+    }
 }
 
 pub fn pos(shape: &[usize]) -> Spec {
-    Spec { shape: shape.to_vec(), kind: Kind::Range(0.5, 2.0) }
+    Spec {
+        shape: shape.to_vec(),
+        kind: Kind::Range(0.5, 2.0),
+    }
 }
 
 pub fn nz(shape: &[usize]) -> Spec {
-    Spec { shape: shape.to_vec(), kind: Kind::AwayFromZero }
+    Spec {
+        shape: shape.to_vec(),
+        kind: Kind::AwayFromZero,
+    }
 }
 
 pub fn distinct(shape: &[usize]) -> Spec {
-    Spec { shape: shape.to_vec(), kind: Kind::Distinct }
+    Spec {
+        shape: shape.to_vec(),
+        kind: Kind::Distinct,
+    }
 }
 
 pub fn idx(shape: &[usize], bound: u32) -> Spec {
-    Spec { shape: shape.to_vec(), kind: Kind::Index(bound) }
+    Spec {
+        shape: shape.to_vec(),
+        kind: Kind::Index(bound),
+    }
 }
 
 pub fn range(shape: &[usize], lo: f32, hi: f32) -> Spec {
-    Spec { shape: shape.to_vec(), kind: Kind::Range(lo, hi) }
+    Spec {
+        shape: shape.to_vec(),
+        kind: Kind::Range(lo, hi),
+    }
 }
 
 pub enum Data {
@@ -76,13 +94,18 @@ pub fn draw(spec: &Spec, rng: &mut Rng) -> Data {
             (0..n)
                 .map(|_| {
                     let m = rng.range(0.2, 1.0);
-                    if rng.uniform() < 0.5 { -m } else { m }
+                    if rng.uniform() < 0.5 {
+                        -m
+                    } else {
+                        m
+                    }
                 })
                 .collect(),
         ),
         Kind::Distinct => {
-            let mut v: Vec<f32> =
-                (0..n).map(|i| -1.0 + 2.0 * (i as f32 + 0.5) / n.max(1) as f32).collect();
+            let mut v: Vec<f32> = (0..n)
+                .map(|i| -1.0 + 2.0 * (i as f32 + 0.5) / n.max(1) as f32)
+                .collect();
             rng.shuffle(&mut v);
             Data::F32(v)
         }
@@ -105,11 +128,20 @@ pub fn evaluate(
     data: &[Data],
     f: &dyn Fn(&[Tensor]) -> Tensor,
 ) -> (Vec<f64>, DType, Vec<Option<Vec<f32>>>) {
-    let inputs: Vec<Tensor> = specs.iter().zip(data).map(|(s, d)| upload(dev, s, d)).collect();
+    let inputs: Vec<Tensor> = specs
+        .iter()
+        .zip(data)
+        .map(|(s, d)| upload(dev, s, d))
+        .collect();
     let out = f(&inputs);
     let values = match out.dtype() {
         DType::F32 => out.to_vec().unwrap().into_iter().map(f64::from).collect(),
-        DType::U32 => out.to_vec_u32().unwrap().into_iter().map(f64::from).collect(),
+        DType::U32 => out
+            .to_vec_u32()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
     };
     let mut grads = vec![None; inputs.len()];
     if out.requires_grad() {
@@ -133,7 +165,10 @@ fn compare(what: &str, gpu: &[f64], cpu: &[f64], k: usize) {
     let atol = 1e-5 * ((k.max(1)) as f64).sqrt() * scale;
     for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
         let ok = (g - c).abs() <= atol + rtol * c.abs() || (g.is_nan() && c.is_nan()) || g == c;
-        assert!(ok, "{what}[{i}]: gpu {g} vs cpu {c} (atol {atol:.2e}, rtol {rtol})");
+        assert!(
+            ok,
+            "{what}[{i}]: gpu {g} vs cpu {c} (atol {atol:.2e}, rtol {rtol})"
+        );
     }
 }
 
@@ -143,7 +178,10 @@ fn compare(what: &str, gpu: &[f64], cpu: &[f64], k: usize) {
 pub fn check(name: &str, k: usize, specs: &[Spec], f: impl Fn(&[Tensor]) -> Tensor) -> bool {
     let Some(gpu) = gpu() else { return false };
     let cpu = wgrad::cpu();
-    let mut rng = Rng::new(name.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)));
+    let mut rng = Rng::new(
+        name.bytes()
+            .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
+    );
     let data: Vec<Data> = specs.iter().map(|s| draw(s, &mut rng)).collect();
     let (gv, gt, gg) = evaluate(&gpu, specs, &data, &f);
     let (cv, ct, cg) = evaluate(&cpu, specs, &data, &f);
@@ -167,11 +205,18 @@ pub fn check(name: &str, k: usize, specs: &[Spec], f: impl Fn(&[Tensor]) -> Tens
 /// backend, for every element of every `f32` input.
 pub fn gradcheck(name: &str, specs: &[Spec], f: impl Fn(&[Tensor]) -> Tensor) {
     let dev = wgrad::cpu();
-    let mut rng = Rng::new(name.bytes().fold(5u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)));
+    let mut rng = Rng::new(
+        name.bytes()
+            .fold(5u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
+    );
     let data: Vec<Data> = specs.iter().map(|s| draw(s, &mut rng)).collect();
     let (_, _, grads) = evaluate(&dev, specs, &data, &f);
     let objective = |data: &[Data]| -> f64 {
-        let inputs: Vec<Tensor> = specs.iter().zip(data).map(|(s, d)| upload(&dev, s, d)).collect();
+        let inputs: Vec<Tensor> = specs
+            .iter()
+            .zip(data)
+            .map(|(s, d)| upload(&dev, s, d))
+            .collect();
         let out = f(&inputs);
         let mut rng = Rng::new(99);
         let w: Vec<f32> = (0..out.numel()).map(|_| rng.range(-1.0, 1.0)).collect();

@@ -43,11 +43,18 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
             let sc = broadcast_strides(x[1].shape, out_shape);
             let o: &mut [f32] = bytemuck::cast_slice_mut(out);
             for (i, o) in o.iter_mut().enumerate() {
-                *o = binary(*b, a[offset(i, out_shape, &sa)], c[offset(i, out_shape, &sc)]);
+                *o = binary(
+                    *b,
+                    a[offset(i, out_shape, &sa)],
+                    c[offset(i, out_shape, &sc)],
+                );
             }
         }
         Op::Where => {
-            let strides: Vec<_> = x.iter().map(|t| broadcast_strides(t.shape, out_shape)).collect();
+            let strides: Vec<_> = x
+                .iter()
+                .map(|t| broadcast_strides(t.shape, out_shape))
+                .collect();
             let o: &mut [f32] = bytemuck::cast_slice_mut(out);
             for (i, o) in o.iter_mut().enumerate() {
                 let at = |k: usize| x[k].f32()[offset(i, out_shape, &strides[k])];
@@ -83,16 +90,40 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
         Op::Permute { perm } => {
             let own = contiguous_strides(x[0].shape);
             let src: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
-            copy_strided(x[0].data, 0, &src, out, 0, &contiguous_strides(out_shape), out_shape);
+            copy_strided(
+                x[0].data,
+                0,
+                &src,
+                out,
+                0,
+                &contiguous_strides(out_shape),
+                out_shape,
+            );
         }
         Op::Expand { .. } => {
             let src = broadcast_strides(x[0].shape, out_shape);
-            copy_strided(x[0].data, 0, &src, out, 0, &contiguous_strides(out_shape), out_shape);
+            copy_strided(
+                x[0].data,
+                0,
+                &src,
+                out,
+                0,
+                &contiguous_strides(out_shape),
+                out_shape,
+            );
         }
         Op::Slice { ranges } => {
             let own = contiguous_strides(x[0].shape);
             let start: usize = ranges.iter().zip(&own).map(|(r, s)| r.0 * s).sum();
-            copy_strided(x[0].data, start, &own, out, 0, &contiguous_strides(out_shape), out_shape);
+            copy_strided(
+                x[0].data,
+                start,
+                &own,
+                out,
+                0,
+                &contiguous_strides(out_shape),
+                out_shape,
+            );
         }
         Op::Pad { before, .. } => {
             out.fill(0);
@@ -183,7 +214,8 @@ fn reduce(
     (0..numel(&kept_shape))
         .map(|o| {
             let base = offset(o, &kept_shape, &strides);
-            let mut vals = (0..numel(&red_shape)).map(|r| a[base + offset(r, &red_shape, &strides)]);
+            let mut vals =
+                (0..numel(&red_shape)).map(|r| a[base + offset(r, &red_shape, &strides)]);
             f(&mut vals)
         })
         .collect()

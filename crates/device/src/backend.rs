@@ -113,11 +113,16 @@ impl Backend for GpuBackend {
         if let Some(id) = self.pool.borrow_mut().get_mut(&class).and_then(|v| v.pop()) {
             return Ok(id);
         }
-        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope = self
+            .ctx
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: class,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -191,7 +196,9 @@ impl Backend for GpuBackend {
         }
         let ctx = &self.ctx;
         let mut params_buffer = self.params_buffer.borrow_mut();
-        let too_small = params_buffer.as_ref().is_none_or(|b| b.size() < params.len() as u64);
+        let too_small = params_buffer
+            .as_ref()
+            .is_none_or(|b| b.size() < params.len() as u64);
         if too_small {
             *params_buffer = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgrad params"),
@@ -210,7 +217,13 @@ impl Backend for GpuBackend {
         let mut i = 0;
         while i < commands.len() {
             if let Command::Copy { src, dst, bytes } = &commands[i] {
-                encoder.copy_buffer_to_buffer(&slots[*src].buffer, 0, &slots[*dst].buffer, 0, *bytes);
+                encoder.copy_buffer_to_buffer(
+                    &slots[*src].buffer,
+                    0,
+                    &slots[*dst].buffer,
+                    0,
+                    *bytes,
+                );
                 i += 1;
                 continue;
             }
@@ -250,6 +263,8 @@ impl Backend for GpuBackend {
             }
         }
         ctx.queue.submit([encoder.finish()]);
+        // Reclaim finished submissions without waiting, so resources do not pile up.
+        let _ = ctx.device.poll(wgpu::PollType::Poll);
         log::debug!(
             "submit: {dispatches} dispatches, {} commands, {} bytes of parameters",
             commands.len(),

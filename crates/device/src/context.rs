@@ -146,7 +146,11 @@ impl Context {
 
     /// Builds a context on an application's existing device and queue, so the engine lives
     /// inside a GPU program instead of beside it.
-    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Arc<Context> {
+    pub fn from_wgpu(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+    ) -> Arc<Context> {
         let limits = device.limits();
         log::info!(
             "wgrad adapter: {} ({:?}, {:?}, driver {} {}); max buffer {} MiB, max storage binding {} MiB",
@@ -185,7 +189,10 @@ impl Context {
 
     /// e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
     }
 
     /// The error wgpu reported since the last call, if any.
@@ -201,10 +208,11 @@ impl Context {
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module = modules.entry(family).or_insert_with(|| {
-            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(family.file()),
-                source: wgpu::ShaderSource::Wgsl(shaders::source(family).into()),
-            })
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(family.file()),
+                    source: wgpu::ShaderSource::Wgsl(shaders::source(family).into()),
+                })
         });
         let pipeline = Arc::new(self.device.create_compute_pipeline(
             &wgpu::ComputePipelineDescriptor {

@@ -85,7 +85,14 @@ fn dims<const N: usize>(v: &[usize]) -> [u32; N] {
 }
 
 impl GpuBackend {
-    fn push<P: Pod>(&self, family: Family, entry: &str, params: &P, buffers: Vec<BufferId>, groups: [u32; 3]) {
+    fn push<P: Pod>(
+        &self,
+        family: Family,
+        entry: &str,
+        params: &P,
+        buffers: Vec<BufferId>,
+        groups: [u32; 3],
+    ) {
         let pipeline = self.ctx.pipeline(family, entry);
         let align = self.ctx.limits.min_storage_buffer_offset_alignment.max(4) as usize;
         let mut arena = self.params.borrow_mut();
@@ -102,7 +109,14 @@ impl GpuBackend {
     }
 
     /// A 1-D launch of `n` invocations, folded into a 2-D grid past the per-dimension limit.
-    fn push_linear<P: Pod>(&self, family: Family, entry: &str, params: &P, buffers: Vec<BufferId>, n: usize) {
+    fn push_linear<P: Pod>(
+        &self,
+        family: Family,
+        entry: &str,
+        params: &P,
+        buffers: Vec<BufferId>,
+        n: usize,
+    ) {
         if n == 0 {
             return;
         }
@@ -112,17 +126,26 @@ impl GpuBackend {
         self.push(family, entry, params, buffers, [x, groups.div_ceil(x), 1]);
     }
 
-    fn copy_strided(&self, src: BufferId, dst: BufferId, view: &[usize], src_at: usize, src_strides: &[usize], dst_at: usize, dst_strides: &[usize]) {
+    /// Copies the elements of `view`: `dst[dst.0 + i·dst.1] = src[src.0 + i·src.1]`, where
+    /// each side is (start offset, strides).
+    fn copy_strided(
+        &self,
+        src: BufferId,
+        dst: BufferId,
+        view: &[usize],
+        from: (usize, &[usize]),
+        to: (usize, &[usize]),
+    ) {
         let params = CopyParams {
             n: numel(view) as u32,
             rank: view.len() as u32,
-            src_offset: src_at as u32,
-            dst_offset: dst_at as u32,
+            src_offset: from.0 as u32,
+            dst_offset: to.0 as u32,
             value: 0,
             pad: [0; 3],
             shape: dims(view),
-            src_strides: dims(src_strides),
-            dst_strides: dims(dst_strides),
+            src_strides: dims(from.1),
+            dst_strides: dims(to.1),
         };
         self.push_linear(Family::Layout, "copy", &params, vec![dst, src], numel(view));
     }
@@ -143,7 +166,9 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
     let (family, entries) = op.kernels();
     let entry = entries.first().map(String::as_str).unwrap_or("");
     let ids = |extra: &[Arg]| -> Vec<BufferId> {
-        std::iter::once(out.buffer).chain(extra.iter().map(|a| a.buffer)).collect()
+        std::iter::once(out.buffer)
+            .chain(extra.iter().map(|a| a.buffer))
+            .collect()
     };
     match op {
         Op::Full { value, dtype, .. } => {
@@ -202,8 +227,14 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             let r = out.shape.len();
             let (m, nn, k) = (out.shape[r - 2], out.shape[r - 1], a[a.len() - 1]);
             let batch = &out.shape[..r - 2];
-            let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch).iter().map(|s| s * m * k).collect();
-            let sb: Vec<usize> = broadcast_strides(&b[..b.len() - 2], batch).iter().map(|s| s * k * nn).collect();
+            let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch)
+                .iter()
+                .map(|s| s * m * k)
+                .collect();
+            let sb: Vec<usize> = broadcast_strides(&b[..b.len() - 2], batch)
+                .iter()
+                .map(|s| s * k * nn)
+                .collect();
             let params = MatmulParams {
                 m: m as u32,
                 n: nn as u32,
@@ -214,7 +245,11 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 sb: dims(&sb),
             };
             if n > 0 {
-                let groups = [(nn as u32).div_ceil(32), (m as u32).div_ceil(32), numel(batch) as u32];
+                let groups = [
+                    (nn as u32).div_ceil(32),
+                    (m as u32).div_ceil(32),
+                    numel(batch) as u32,
+                ];
                 be.push(family, entry, &params, ids(x), groups);
             }
         }
@@ -230,28 +265,58 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
         Op::Permute { perm } => {
             let own = contiguous_strides(x[0].shape);
             let src: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
-            be.copy_strided(x[0].buffer, out.buffer, out.shape, 0, &src, 0, &contiguous_strides(out.shape));
+            be.copy_strided(
+                x[0].buffer,
+                out.buffer,
+                out.shape,
+                (0, &src),
+                (0, &contiguous_strides(out.shape)),
+            );
         }
         Op::Expand { .. } => {
             let src = broadcast_strides(x[0].shape, out.shape);
-            be.copy_strided(x[0].buffer, out.buffer, out.shape, 0, &src, 0, &contiguous_strides(out.shape));
+            be.copy_strided(
+                x[0].buffer,
+                out.buffer,
+                out.shape,
+                (0, &src),
+                (0, &contiguous_strides(out.shape)),
+            );
         }
         Op::Slice { ranges } => {
             let own = contiguous_strides(x[0].shape);
             let at: usize = ranges.iter().zip(&own).map(|(r, s)| r.0 * s).sum();
-            be.copy_strided(x[0].buffer, out.buffer, out.shape, at, &own, 0, &contiguous_strides(out.shape));
+            be.copy_strided(
+                x[0].buffer,
+                out.buffer,
+                out.shape,
+                (at, &own),
+                (0, &contiguous_strides(out.shape)),
+            );
         }
         Op::Pad { before, .. } => {
             be.fill(out.buffer, n, 0);
             let dst = contiguous_strides(out.shape);
             let at: usize = before.iter().zip(&dst).map(|(b, s)| b * s).sum();
-            be.copy_strided(x[0].buffer, out.buffer, x[0].shape, 0, &contiguous_strides(x[0].shape), at, &dst);
+            be.copy_strided(
+                x[0].buffer,
+                out.buffer,
+                x[0].shape,
+                (0, &contiguous_strides(x[0].shape)),
+                (at, &dst),
+            );
         }
         Op::Concat { axis } => {
             let dst = contiguous_strides(out.shape);
             let mut at = 0;
             for a in x {
-                be.copy_strided(a.buffer, out.buffer, a.shape, 0, &contiguous_strides(a.shape), at * dst[*axis], &dst);
+                be.copy_strided(
+                    a.buffer,
+                    out.buffer,
+                    a.shape,
+                    (0, &contiguous_strides(a.shape)),
+                    (at * dst[*axis], &dst),
+                );
                 at += a.shape[*axis];
             }
         }
@@ -284,8 +349,12 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
 /// Parameters of a reduction of `shape` over `axes` producing `n` outputs.
 fn reduce_params(shape: &[usize], axes: &[usize], n: usize) -> ShapeParams {
     let rank = shape.len();
-    let kept: Vec<usize> = (0..rank).map(|d| if axes.contains(&d) { 1 } else { shape[d] }).collect();
-    let red: Vec<usize> = (0..rank).map(|d| if axes.contains(&d) { shape[d] } else { 1 }).collect();
+    let kept: Vec<usize> = (0..rank)
+        .map(|d| if axes.contains(&d) { 1 } else { shape[d] })
+        .collect();
+    let red: Vec<usize> = (0..rank)
+        .map(|d| if axes.contains(&d) { shape[d] } else { 1 })
+        .collect();
     // The group is one contiguous run when the reduced axes are the trailing ones.
     let tail = axes.iter().all(|&a| a >= rank - axes.len());
     ShapeParams {

@@ -8,9 +8,12 @@ fn module(family: Family) -> naga::Module {
     let src = shaders::source(family);
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(src)));
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(src)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(src)));
     module
 }
 
@@ -18,7 +21,11 @@ fn module(family: Family) -> naga::Module {
 fn every_shader_file_validates() {
     for family in Family::ALL {
         let m = module(family);
-        assert!(!m.entry_points.is_empty(), "{} has no entry point", family.file());
+        assert!(
+            !m.entry_points.is_empty(),
+            "{} has no entry point",
+            family.file()
+        );
     }
 }
 
@@ -26,29 +33,77 @@ fn every_shader_file_validates() {
 /// until it is added to the list.
 fn all_ops() -> Vec<Op> {
     let mut ops = vec![
-        Op::Full { value: 0.0, shape: vec![], dtype: DType::F32 },
-        Op::RandUniform { seed: 0, shape: vec![] },
+        Op::Full {
+            value: 0.0,
+            shape: vec![],
+            dtype: DType::F32,
+        },
+        Op::RandUniform {
+            seed: 0,
+            shape: vec![],
+        },
         Op::Where,
-        Op::Reduce { op: ReduceOp::Sum, axes: vec![], keepdim: false },
-        Op::Reduce { op: ReduceOp::Max, axes: vec![], keepdim: false },
-        Op::Argmax { axis: 0, keepdim: false },
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![],
+            keepdim: false,
+        },
+        Op::Reduce {
+            op: ReduceOp::Max,
+            axes: vec![],
+            keepdim: false,
+        },
+        Op::Argmax {
+            axis: 0,
+            keepdim: false,
+        },
         Op::MatMul,
         Op::Reshape { shape: vec![] },
         Op::Permute { perm: vec![] },
         Op::Expand { shape: vec![] },
         Op::Slice { ranges: vec![] },
-        Op::Pad { before: vec![], after: vec![] },
+        Op::Pad {
+            before: vec![],
+            after: vec![],
+        },
         Op::Concat { axis: 0 },
         Op::Gather,
         Op::OneHot { classes: 1 },
         Op::Cast { to: DType::F32 },
     ];
     use UnaryOp::*;
-    for u in [Neg, Exp, Log, Sqrt, Abs, Sign, Relu, Sigmoid, Tanh, Erf, Gelu, LeakyRelu(0.1)] {
+    for u in [
+        Neg,
+        Exp,
+        Log,
+        Sqrt,
+        Abs,
+        Sign,
+        Relu,
+        Sigmoid,
+        Tanh,
+        Erf,
+        Gelu,
+        LeakyRelu(0.1),
+    ] {
         ops.push(Op::Unary(u));
     }
     use BinaryOp::*;
-    for b in [Add, Sub, Mul, Div, Pow, Maximum, Minimum, BinaryOp::Eq, Ne, Lt, Le, Gt, Ge] {
+    for b in [
+        Add,
+        Sub,
+        Mul,
+        Div,
+        Pow,
+        Maximum,
+        Minimum,
+        BinaryOp::Eq,
+        Ne,
+        Lt,
+        Le,
+        Gt,
+        Ge,
+    ] {
         ops.push(Op::Binary(b));
     }
     for op in &ops {
@@ -77,11 +132,16 @@ fn all_ops() -> Vec<Op> {
 
 #[test]
 fn every_op_entry_point_exists() {
-    let modules: Vec<(Family, naga::Module)> = Family::ALL.iter().map(|&f| (f, module(f))).collect();
+    let modules: Vec<(Family, naga::Module)> =
+        Family::ALL.iter().map(|&f| (f, module(f))).collect();
     let mut checked = 0;
     for op in all_ops() {
         let (family, entries) = op.kernels();
-        let module = &modules.iter().find(|(f, _)| *f == family).expect("family has a module").1;
+        let module = &modules
+            .iter()
+            .find(|(f, _)| *f == family)
+            .expect("family has a module")
+            .1;
         for entry in entries {
             assert!(
                 module.entry_points.iter().any(|e| e.name == entry),

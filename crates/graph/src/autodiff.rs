@@ -74,7 +74,11 @@ impl Tensor {
     /// Gradients given the gradient of some objective with respect to this tensor.
     #[track_caller]
     pub fn backward_with(&self, grad: &Tensor) -> Grads {
-        assert_eq!(self.shape(), grad.shape(), "backward_with: gradient shape differs");
+        assert_eq!(
+            self.shape(),
+            grad.shape(),
+            "backward_with: gradient shape differs"
+        );
         let blocked = blocking_ops(self);
         let mut map = HashMap::new();
         if !self.requires_grad() {
@@ -149,8 +153,15 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
                 UnaryOp::Erf => g * (a * a).neg().exp().mul_scalar(2.0 / PI.sqrt()),
                 // gelu' = Φ(x) + x·φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = exp(-x²/2)/√(2π)
                 UnaryOp::Gelu => {
-                    let cdf = a.mul_scalar(std::f32::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0) * 0.5;
-                    let pdf = (a * a).mul_scalar(-0.5).exp().mul_scalar(1.0 / (2.0 * PI).sqrt());
+                    let cdf = a
+                        .mul_scalar(std::f32::consts::FRAC_1_SQRT_2)
+                        .erf()
+                        .add_scalar(1.0)
+                        * 0.5;
+                    let pdf = (a * a)
+                        .mul_scalar(-0.5)
+                        .exp()
+                        .mul_scalar(1.0 / (2.0 * PI).sqrt());
                     g * (cdf + a * pdf)
                 }
                 UnaryOp::LeakyRelu(slope) => Tensor::select(&a.gt(&zero()), g, &(g * *slope)),
@@ -173,7 +184,11 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
                 }
                 // Ties share the gradient equally, like PyTorch.
                 BinaryOp::Maximum | BinaryOp::Minimum => {
-                    let wins = if *b == BinaryOp::Maximum { a.gt(c) } else { a.lt(c) };
+                    let wins = if *b == BinaryOp::Maximum {
+                        a.gt(c)
+                    } else {
+                        a.lt(c)
+                    };
                     let share = wins + a.eq(c) * 0.5;
                     let other = share.neg().add_scalar(1.0);
                     vec![Some(g * share), Some(g * other)]
@@ -223,12 +238,19 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         Op::Expand { .. } => vec![Some(g.clone())],
         Op::Slice { ranges } => {
             let before: Vec<usize> = ranges.iter().map(|r| r.0).collect();
-            let after: Vec<usize> = ranges.iter().zip(x[0].shape()).map(|(r, &d)| d - r.1).collect();
+            let after: Vec<usize> = ranges
+                .iter()
+                .zip(x[0].shape())
+                .map(|(r, &d)| d - r.1)
+                .collect();
             vec![Some(g.pad(&before, &after))]
         }
         Op::Pad { before, .. } => {
-            let ranges: Vec<(usize, usize)> =
-                before.iter().zip(x[0].shape()).map(|(&b, &d)| (b, b + d)).collect();
+            let ranges: Vec<(usize, usize)> = before
+                .iter()
+                .zip(x[0].shape())
+                .map(|(&b, &d)| (b, b + d))
+                .collect();
             vec![Some(g.slice(&ranges))]
         }
         Op::Concat { axis } => {
@@ -266,7 +288,11 @@ fn sum_to(g: Tensor, shape: &[usize]) -> Tensor {
             axes.push((lead + d) as isize);
         }
     }
-    let summed = if axes.is_empty() { g } else { g.sum(&axes, false) };
+    let summed = if axes.is_empty() {
+        g
+    } else {
+        g.sum(&axes, false)
+    };
     summed.reshape(shape)
 }
 
@@ -304,7 +330,10 @@ fn blocking_ops(root: &Tensor) -> Vec<&'static str> {
         }
         let inputs = t.0.inputs.borrow();
         if let Some(op) = t.op() {
-            if !op.differentiable() && inputs.iter().any(|x| x.requires_grad()) && !names.contains(&op.name()) {
+            if !op.differentiable()
+                && inputs.iter().any(|x| x.requires_grad())
+                && !names.contains(&op.name())
+            {
                 names.push(op.name());
             }
         }

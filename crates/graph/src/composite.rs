@@ -62,7 +62,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
         logits.shape(),
         labels.shape()
     );
-    assert_eq!(labels.dtype(), DType::U32, "cross_entropy: labels must be u32 class indices");
+    assert_eq!(
+        labels.dtype(),
+        DType::U32,
+        "cross_entropy: labels must be u32 class indices"
+    );
     let classes = logits.shape()[1];
     let picked = (logits.log_softmax(-1) * labels.one_hot(classes)).sum(&[-1], false);
     -picked.mean_all()

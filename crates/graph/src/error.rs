@@ -19,7 +19,10 @@ pub enum Error {
     /// Reading results back from the device failed.
     Map(String),
     /// A file could not be opened or read.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A file was read but its contents are not what was expected.
     Format { path: PathBuf, message: String },
     /// Data handed to the engine does not fit what the model expects.

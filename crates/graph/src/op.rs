@@ -119,7 +119,10 @@ pub enum Op {
     },
     /// Uniform samples in `[0, 1)` drawn from a counter-based hash of `seed` and the index,
     /// so every backend produces the same bits.
-    RandUniform { seed: u64, shape: Vec<usize> },
+    RandUniform {
+        seed: u64,
+        shape: Vec<usize>,
+    },
     Unary(UnaryOp),
     Binary(BinaryOp),
     /// `cond != 0 ? a : b`, all three broadcast together.
@@ -130,29 +133,46 @@ pub enum Op {
         keepdim: bool,
     },
     /// Index of the largest value along `axis` (the first one on ties), as `u32`.
-    Argmax { axis: usize, keepdim: bool },
+    Argmax {
+        axis: usize,
+        keepdim: bool,
+    },
     /// `[..., m, k] x [..., k, n] -> [..., m, n]`, batch dimensions broadcast.
     MatMul,
-    Reshape { shape: Vec<usize> },
-    Permute { perm: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Permute {
+        perm: Vec<usize>,
+    },
     /// Broadcast to a larger shape (NumPy rules).
-    Expand { shape: Vec<usize> },
+    Expand {
+        shape: Vec<usize>,
+    },
     /// `ranges[d] = (start, end)` along every dimension, step 1.
-    Slice { ranges: Vec<(usize, usize)> },
+    Slice {
+        ranges: Vec<(usize, usize)>,
+    },
     /// Zero padding: `before[d]` and `after[d]` elements around every dimension.
     Pad {
         before: Vec<usize>,
         after: Vec<usize>,
     },
     /// Joins its inputs along `axis`.
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// Rows of a table picked by `u32` indices: `table[v, ...]`, `idx[...]` → `[idx..., ...]`.
     /// An index past the table gives a row of zeros.
     Gather,
     /// `u32` labels `[...]` → `f32` `[..., classes]`; a label past `classes` gives a zero row.
-    OneHot { classes: usize },
+    OneHot {
+        classes: usize,
+    },
     /// Converts between `f32` and `u32` (truncating toward zero; negatives become 0).
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
 }
 
 /// Shape and dtype of a node.
@@ -194,8 +214,12 @@ impl Op {
                 BinaryOp::Ge => "ge",
             },
             Op::Where => "where",
-            Op::Reduce { op: ReduceOp::Sum, .. } => "sum",
-            Op::Reduce { op: ReduceOp::Max, .. } => "max",
+            Op::Reduce {
+                op: ReduceOp::Sum, ..
+            } => "sum",
+            Op::Reduce {
+                op: ReduceOp::Max, ..
+            } => "max",
             Op::Argmax { .. } => "argmax",
             Op::MatMul => "matmul",
             Op::Reshape { .. } => "reshape",
@@ -273,7 +297,10 @@ impl Op {
             if inputs[i].1 == DType::F32 {
                 Ok(())
             } else {
-                Err(format!("{name}: input {i} must be f32, got {}", inputs[i].1.name()))
+                Err(format!(
+                    "{name}: input {i} must be f32, got {}",
+                    inputs[i].1.name()
+                ))
             }
         };
         let out = match self {
@@ -337,8 +364,8 @@ impl Op {
                         "matmul: inner dimensions differ: {a:?} x {b:?} ({k} vs {k2})"
                     ));
                 }
-                let mut s = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2])
-                    .ok_or_else(|| {
+                let mut s =
+                    broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2]).ok_or_else(|| {
                         format!("matmul: batch dimensions of {a:?} and {b:?} do not broadcast")
                     })?;
                 s.extend([m, n]);
@@ -363,7 +390,9 @@ impl Op {
                         .iter()
                         .all(|&p| p < s.len() && !std::mem::replace(&mut seen[p], true));
                 if !valid {
-                    return Err(format!("permute: {perm:?} is not a permutation of {s:?}'s axes"));
+                    return Err(format!(
+                        "permute: {perm:?} is not a permutation of {s:?}'s axes"
+                    ));
                 }
                 (perm.iter().map(|&p| s[p]).collect(), inputs[0].1)
             }
@@ -377,10 +406,7 @@ impl Op {
             Op::Slice { ranges } => {
                 let s = &inputs[0].0;
                 let ok = ranges.len() == s.len()
-                    && ranges
-                        .iter()
-                        .zip(s)
-                        .all(|(&(a, b), &d)| a <= b && b <= d);
+                    && ranges.iter().zip(s).all(|(&(a, b), &d)| a <= b && b <= d);
                 if !ok {
                     return Err(format!("slice: ranges {ranges:?} do not fit shape {s:?}"));
                 }
@@ -389,7 +415,9 @@ impl Op {
             Op::Pad { before, after } => {
                 let s = &inputs[0].0;
                 if before.len() != s.len() || after.len() != s.len() {
-                    return Err(format!("pad: padding {before:?}/{after:?} does not fit {s:?}"));
+                    return Err(format!(
+                        "pad: padding {before:?}/{after:?} does not fit {s:?}"
+                    ));
                 }
                 let shape = (0..s.len()).map(|d| before[d] + s[d] + after[d]).collect();
                 (shape, inputs[0].1)
@@ -439,7 +467,9 @@ impl Op {
             Op::Cast { to } => (inputs[0].0.clone(), *to),
         };
         if out.0.len() > MAX_RANK || inputs.iter().any(|i| i.0.len() > MAX_RANK) {
-            return Err(format!("{name}: tensors of rank above {MAX_RANK} are not supported"));
+            return Err(format!(
+                "{name}: tensors of rank above {MAX_RANK} are not supported"
+            ));
         }
         Ok(out)
     }

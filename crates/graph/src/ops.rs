@@ -106,7 +106,10 @@ impl Tensor {
             .iter()
             .map(|&a| {
                 normalize_axis(a, self.rank()).unwrap_or_else(|| {
-                    panic!("{what}: axis {a} is out of range for shape {:?}", self.shape())
+                    panic!(
+                        "{what}: axis {a} is out of range for shape {:?}",
+                        self.shape()
+                    )
                 })
             })
             .collect();
@@ -118,20 +121,41 @@ impl Tensor {
     #[track_caller]
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let axes = self.axes(axes, "sum");
-        Tensor::from_op(Op::Reduce { op: ReduceOp::Sum, axes, keepdim }, &[self])
+        Tensor::from_op(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes,
+                keepdim,
+            },
+            &[self],
+        )
     }
 
     /// Sum of every element, as a 0-dimensional tensor.
     pub fn sum_all(&self) -> Tensor {
         let axes = (0..self.rank()).collect();
-        Tensor::from_op(Op::Reduce { op: ReduceOp::Sum, axes, keepdim: false }, &[self])
+        Tensor::from_op(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes,
+                keepdim: false,
+            },
+            &[self],
+        )
     }
 
     /// Maximum over `axes`; its gradient is shared equally among tied maxima.
     #[track_caller]
     pub fn max(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let axes = self.axes(axes, "max");
-        Tensor::from_op(Op::Reduce { op: ReduceOp::Max, axes, keepdim }, &[self])
+        Tensor::from_op(
+            Op::Reduce {
+                op: ReduceOp::Max,
+                axes,
+                keepdim,
+            },
+            &[self],
+        )
     }
 
     #[track_caller]
@@ -160,13 +184,22 @@ impl Tensor {
 
     #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
-        Tensor::from_op(Op::Reshape { shape: shape.to_vec() }, &[self])
+        Tensor::from_op(
+            Op::Reshape {
+                shape: shape.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// Keeps the first `axis` dimensions and flattens the rest into one.
     #[track_caller]
     pub fn flatten_from(&self, axis: usize) -> Tensor {
-        assert!(axis <= self.rank(), "flatten_from: axis {axis} beyond shape {:?}", self.shape());
+        assert!(
+            axis <= self.rank(),
+            "flatten_from: axis {axis} beyond shape {:?}",
+            self.shape()
+        );
         let mut shape = self.shape()[..axis].to_vec();
         shape.push(self.shape()[axis..].iter().product());
         self.reshape(&shape)
@@ -175,7 +208,11 @@ impl Tensor {
     /// Inserts a dimension of size 1 at `axis`.
     #[track_caller]
     pub fn unsqueeze(&self, axis: usize) -> Tensor {
-        assert!(axis <= self.rank(), "unsqueeze: axis {axis} beyond shape {:?}", self.shape());
+        assert!(
+            axis <= self.rank(),
+            "unsqueeze: axis {axis} beyond shape {:?}",
+            self.shape()
+        );
         let mut shape = self.shape().to_vec();
         shape.insert(axis, 1);
         self.reshape(&shape)
@@ -183,7 +220,12 @@ impl Tensor {
 
     #[track_caller]
     pub fn permute(&self, perm: &[usize]) -> Tensor {
-        Tensor::from_op(Op::Permute { perm: perm.to_vec() }, &[self])
+        Tensor::from_op(
+            Op::Permute {
+                perm: perm.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// Swaps two axes.
@@ -199,7 +241,11 @@ impl Tensor {
     /// Transpose of the last two dimensions.
     #[track_caller]
     pub fn t(&self) -> Tensor {
-        assert!(self.rank() >= 2, "t: needs at least 2 dimensions, got {:?}", self.shape());
+        assert!(
+            self.rank() >= 2,
+            "t: needs at least 2 dimensions, got {:?}",
+            self.shape()
+        );
         self.transpose(-2, -1)
     }
 
@@ -209,13 +255,23 @@ impl Tensor {
         if self.shape() == shape {
             return self.clone();
         }
-        Tensor::from_op(Op::Expand { shape: shape.to_vec() }, &[self])
+        Tensor::from_op(
+            Op::Expand {
+                shape: shape.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// `ranges[d] = (start, end)` for every dimension.
     #[track_caller]
     pub fn slice(&self, ranges: &[(usize, usize)]) -> Tensor {
-        Tensor::from_op(Op::Slice { ranges: ranges.to_vec() }, &[self])
+        Tensor::from_op(
+            Op::Slice {
+                ranges: ranges.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// `len` elements of `axis` starting at `start`.

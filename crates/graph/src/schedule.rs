@@ -40,7 +40,9 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
     let keep: Vec<bool> = order
         .iter()
         .enumerate()
-        .map(|(i, t)| Rc::strong_count(&t.0) > 1 + uses[i] || roots.iter().any(|r| r.id() == t.id()))
+        .map(|(i, t)| {
+            Rc::strong_count(&t.0) > 1 + uses[i] || roots.iter().any(|r| r.id() == t.id())
+        })
         .collect();
 
     let mut buffers: Vec<Option<Rc<Buffer>>> = vec![None; order.len()];
@@ -52,8 +54,15 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
         let in_bufs: Vec<Rc<Buffer>> = inputs
             .iter()
             .map(|x| match index.get(&x.id()) {
-                Some(&j) => buffers[j].clone().expect("input computed earlier in the batch"),
-                None => x.0.buffer.borrow().clone().expect("input outside the batch is realized"),
+                Some(&j) => buffers[j]
+                    .clone()
+                    .expect("input computed earlier in the batch"),
+                None => {
+                    x.0.buffer
+                        .borrow()
+                        .clone()
+                        .expect("input outside the batch is realized")
+                }
             })
             .collect();
         let out = Buffer::alloc(&device, t.numel() * 4)?;

@@ -80,7 +80,10 @@ impl Tensor {
     pub fn from_op(op: Op, inputs: &[&Tensor]) -> Tensor {
         let device = match inputs.first() {
             Some(t) => t.device().clone(),
-            None => panic!("{}: needs a device; use Tensor::full or Tensor::rand", op.name()),
+            None => panic!(
+                "{}: needs a device; use Tensor::full or Tensor::rand",
+                op.name()
+            ),
         };
         Self::from_op_on(&device, op, inputs)
     }
@@ -97,7 +100,10 @@ impl Tensor {
                 );
             }
         }
-        let metas: Vec<_> = inputs.iter().map(|t| (t.shape().to_vec(), t.dtype())).collect();
+        let metas: Vec<_> = inputs
+            .iter()
+            .map(|t| (t.shape().to_vec(), t.dtype()))
+            .collect();
         let (shape, dtype) = match op.infer(&metas) {
             Ok(m) => m,
             Err(msg) => panic!("{msg}"),
@@ -105,7 +111,15 @@ impl Tensor {
         let requires_grad =
             grad_enabled() && op.differentiable() && inputs.iter().any(|t| t.requires_grad());
         let inputs = inputs.iter().map(|t| (*t).clone()).collect();
-        Self::new_node(device.clone(), shape, dtype, Some(op), inputs, None, requires_grad)
+        Self::new_node(
+            device.clone(),
+            shape,
+            dtype,
+            Some(op),
+            inputs,
+            None,
+            requires_grad,
+        )
     }
 
     fn upload(device: &Device, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -147,7 +161,10 @@ impl Tensor {
     /// Marks a leaf as trainable (or not). Panics on non-leaves, whose flag follows their inputs.
     #[track_caller]
     pub fn set_requires_grad(&self, on: bool) -> &Self {
-        assert!(self.is_leaf(), "set_requires_grad: only leaf tensors can be marked trainable");
+        assert!(
+            self.is_leaf(),
+            "set_requires_grad: only leaf tensors can be marked trainable"
+        );
         self.0.requires_grad.set(on);
         self
     }
@@ -234,14 +251,22 @@ impl Tensor {
     /// Copies the values to the host. Panics if the tensor is not `f32`.
     #[track_caller]
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        assert_eq!(self.dtype(), DType::F32, "to_vec: tensor is u32; use to_vec_u32");
+        assert_eq!(
+            self.dtype(),
+            DType::F32,
+            "to_vec: tensor is u32; use to_vec_u32"
+        );
         Ok(bytemuck::pod_collect_to_vec(&self.read_bytes()?))
     }
 
     /// Copies `u32` values to the host. Panics if the tensor is not `u32`.
     #[track_caller]
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
-        assert_eq!(self.dtype(), DType::U32, "to_vec_u32: tensor is f32; use to_vec");
+        assert_eq!(
+            self.dtype(),
+            DType::U32,
+            "to_vec_u32: tensor is f32; use to_vec"
+        );
         Ok(bytemuck::pod_collect_to_vec(&self.read_bytes()?))
     }
 
@@ -254,7 +279,12 @@ impl Tensor {
 
     fn read_bytes(&self) -> Result<Vec<u8>> {
         self.realize()?;
-        let buffer = self.0.buffer.borrow().clone().expect("realized tensor has a buffer");
+        let buffer = self
+            .0
+            .buffer
+            .borrow()
+            .clone()
+            .expect("realized tensor has a buffer");
         let bytes = self.numel() * 4;
         if bytes == 0 {
             return Ok(vec![]);
@@ -282,7 +312,10 @@ impl Tensor {
     /// the leaf's identity: how optimizers update parameters in place.
     #[track_caller]
     pub fn assign(&self, value: &Tensor) -> Result<()> {
-        assert!(self.is_leaf(), "assign: only leaf tensors can be assigned to");
+        assert!(
+            self.is_leaf(),
+            "assign: only leaf tensors can be assigned to"
+        );
         assert!(
             self.shape() == value.shape() && self.dtype() == value.dtype(),
             "assign: target {:?} {} and value {:?} {} differ",
@@ -319,6 +352,11 @@ impl std::fmt::Debug for Tensor {
             Some(op) => op.name(),
             None => "leaf",
         };
-        write!(f, "Tensor({what}, {:?}, {})", self.shape(), self.dtype().name())
+        write!(
+            f,
+            "Tensor({what}, {:?}, {})",
+            self.shape(),
+            self.dtype().name()
+        )
     }
 }

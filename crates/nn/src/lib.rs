@@ -1,6 +1,22 @@
 //! wgrad's neural-network toolkit on top of the graph: layers, losses, optimizers,
 //! initialisers, metrics and data loading.
 
+pub mod data;
+pub mod init;
+pub mod layers;
+pub mod metrics;
+pub mod module;
+pub mod optim;
 pub mod rng;
 
+pub use data::{Batch, DataLoader, Dataset, Mnist};
+pub use init::Init;
+pub use layers::{Activation, Dense, DenseConfig, Dropout, Flatten};
+pub use module::{Module, Sequential};
+pub use optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig};
 pub use rng::Rng;
+
+/// Losses: composites of graph primitives.
+pub mod loss {
+    pub use wgrad_graph::{bce_with_logits, cross_entropy, mse_loss};
+}

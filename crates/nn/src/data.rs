@@ -1,0 +1,384 @@
+//! Data loading: the IDX format (plain or gzip), MNIST directories, seeded shuffling and
+//! batching. Anything wrong with a file is an [`Error`] naming the file, never a panic.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use wgrad_graph::{Device, Error, Result, Tensor};
+
+use crate::rng::Rng;
+
+/// An n-dimensional array of bytes read from an IDX file.
+#[derive(Clone, Debug)]
+pub struct Idx {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Parses IDX bytes (already decompressed). Only unsigned-byte data (type 0x08) is supported,
+/// which is what MNIST uses.
+pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
+    if bytes.len() < 4 {
+        return Err(format_err(
+            path,
+            format!("file is truncated: {} bytes, no IDX header", bytes.len()),
+        ));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(format_err(
+            path,
+            format!(
+                "not an IDX file: magic number starts {:02x} {:02x}, expected 00 00",
+                bytes[0], bytes[1]
+            ),
+        ));
+    }
+    if bytes[2] != 0x08 {
+        return Err(format_err(
+            path,
+            format!(
+                "unsupported IDX data type 0x{:02x}; only unsigned bytes (0x08) are supported",
+                bytes[2]
+            ),
+        ));
+    }
+    let rank = bytes[3] as usize;
+    if rank == 0 {
+        return Err(format_err(path, "IDX header declares zero dimensions"));
+    }
+    let header = 4 + 4 * rank;
+    if bytes.len() < header {
+        return Err(format_err(
+            path,
+            format!(
+                "file is truncated: the header needs {header} bytes, the file has {}",
+                bytes.len()
+            ),
+        ));
+    }
+    let dims: Vec<usize> = (0..rank)
+        .map(|d| {
+            let b = &bytes[4 + 4 * d..8 + 4 * d];
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+        })
+        .collect();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format_err(path, format!("dimensions {dims:?} are too large")))?;
+    let body = &bytes[header..];
+    if body.len() < expected {
+        return Err(format_err(
+            path,
+            format!(
+                "file is truncated: dimensions {dims:?} need {expected} data bytes, found {}",
+                body.len()
+            ),
+        ));
+    }
+    if body.len() > expected {
+        return Err(format_err(
+            path,
+            format!(
+                "{} unexpected bytes after the data of dimensions {dims:?}",
+                body.len() - expected
+            ),
+        ));
+    }
+    Ok(Idx {
+        dims,
+        data: body.to_vec(),
+    })
+}
+
+/// Reads an IDX file, decompressing it first when it is gzip.
+pub fn read_idx(path: &Path) -> Result<Idx> {
+    let raw = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| format_err(path, format!("gzip data is corrupt or truncated: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    parse_idx(path, &bytes)
+}
+
+/// Images scaled to `[0, 1]` with their `u32` labels.
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    /// `len × features` values, row-major.
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+    /// Shape of one sample, e.g. `[1, 28, 28]`.
+    pub sample_shape: Vec<usize>,
+    pub classes: usize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Values per sample.
+    pub fn features(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+}
+
+/// The MNIST training and test splits.
+#[derive(Clone, Debug)]
+pub struct Mnist {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+/// Finds `name` or `name.gz` in `dir`.
+fn locate(dir: &Path, name: &str) -> Result<PathBuf> {
+    for candidate in [dir.join(name), dir.join(format!("{name}.gz"))] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Io {
+        path: dir.join(format!("{name}.gz")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("neither {name} nor {name}.gz exists in this directory"),
+        ),
+    })
+}
+
+fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Dataset> {
+    let ip = locate(dir, images)?;
+    let lp = locate(dir, labels)?;
+    let img = read_idx(&ip)?;
+    let lab = read_idx(&lp)?;
+    if img.dims.len() != 3 {
+        return Err(format_err(
+            &ip,
+            format!(
+                "expected images [n, rows, cols], found dimensions {:?}",
+                img.dims
+            ),
+        ));
+    }
+    if lab.dims.len() != 1 {
+        return Err(format_err(
+            &lp,
+            format!("expected labels [n], found dimensions {:?}", lab.dims),
+        ));
+    }
+    if img.dims[0] != lab.dims[0] {
+        return Err(format_err(
+            &lp,
+            format!(
+                "{} labels for {} images in {}",
+                lab.dims[0],
+                img.dims[0],
+                ip.display()
+            ),
+        ));
+    }
+    if let Some(bad) = lab.data.iter().find(|&&l| l > 9) {
+        return Err(format_err(&lp, format!("label {bad} is not a digit 0-9")));
+    }
+    Ok(Dataset {
+        images: img.data.iter().map(|&b| b as f32 / 255.0).collect(),
+        labels: lab.data.iter().map(|&l| l as u32).collect(),
+        sample_shape: vec![1, img.dims[1], img.dims[2]],
+        classes: 10,
+    })
+}
+
+impl Mnist {
+    /// Loads the four standard MNIST files (plain or `.gz`) from `dir`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Mnist> {
+        let dir = dir.as_ref();
+        Ok(Mnist {
+            train: load_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
+            test: load_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
+        })
+    }
+}
+
+/// One batch on the host.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub sample_shape: Vec<usize>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Uploads the batch: images `[n, ...sample_shape]` and labels `[n]`.
+    pub fn to_device(&self, device: &Device) -> Result<(Tensor, Tensor)> {
+        let mut shape = vec![self.len()];
+        shape.extend(&self.sample_shape);
+        Ok((
+            Tensor::from_slice(device, &self.images, &shape)?,
+            Tensor::from_u32(device, &self.labels, &[self.len()])?,
+        ))
+    }
+}
+
+/// Splits a dataset into batches, reshuffled every epoch from a seed.
+#[derive(Clone, Debug)]
+pub struct DataLoader<'a> {
+    data: &'a Dataset,
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub seed: u64,
+    pub drop_last: bool,
+}
+
+impl<'a> DataLoader<'a> {
+    #[track_caller]
+    pub fn new(data: &'a Dataset, batch_size: usize) -> Self {
+        assert!(batch_size > 0, "DataLoader: batch size must be positive");
+        DataLoader {
+            data,
+            batch_size,
+            shuffle: false,
+            seed: 0,
+            drop_last: false,
+        }
+    }
+
+    /// Shuffles with `seed` (a different order each epoch, the same for the same seed).
+    pub fn shuffled(mut self, seed: u64) -> Self {
+        self.shuffle = true;
+        self.seed = seed;
+        self
+    }
+
+    /// Number of batches per epoch.
+    pub fn len(&self) -> usize {
+        if self.drop_last {
+            self.data.len() / self.batch_size
+        } else {
+            self.data.len().div_ceil(self.batch_size)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The batches of epoch `epoch`.
+    pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = Batch> + 'a {
+        let mut order: Vec<usize> = (0..self.data.len()).collect();
+        if self.shuffle {
+            Rng::new(self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)).shuffle(&mut order);
+        }
+        let (data, bs, batches) = (self.data, self.batch_size, self.len());
+        (0..batches).map(move |b| {
+            let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
+            let f = data.features();
+            let mut images = Vec::with_capacity(idx.len() * f);
+            for &i in idx {
+                images.extend_from_slice(&data.images[i * f..(i + 1) * f]);
+            }
+            Batch {
+                images,
+                labels: idx.iter().map(|&i| data.labels[i]).collect(),
+                sample_shape: data.sample_shape.clone(),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend(data);
+        b
+    }
+
+    #[test]
+    fn parses_a_valid_file() {
+        let p = Path::new("x");
+        let idx = parse_idx(p, &idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6])).unwrap();
+        assert_eq!(idx.dims, vec![2, 3]);
+        assert_eq!(idx.data, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn bad_files_are_named_errors() {
+        let p = Path::new("digits.idx");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "truncated"),
+            (vec![1, 2, 8, 1, 0, 0, 0, 1, 5], "magic"),
+            (vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 5], "data type"),
+            (idx_bytes(&[2, 3], &[1, 2, 3])[..10].to_vec(), "truncated"),
+            (idx_bytes(&[2, 3], &[1, 2, 3]), "truncated"),
+            (idx_bytes(&[1], &[1, 2]), "unexpected bytes"),
+        ];
+        for (bytes, want) in cases {
+            let e = parse_idx(p, &bytes).unwrap_err().to_string();
+            assert!(e.contains("digits.idx") && e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_and_corrupt_gzip_files_are_errors() {
+        let dir = std::env::temp_dir().join(format!("wgrad-idx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = Mnist::load(&dir).unwrap_err().to_string();
+        assert!(e.contains("train-images-idx3-ubyte"), "{e}");
+        let bad = dir.join("bad.gz");
+        std::fs::write(&bad, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
+        let e = read_idx(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.gz") && e.contains("gzip"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loader_batches_cover_the_data_once_per_epoch() {
+        let data = Dataset {
+            images: (0..10).map(|i| i as f32).collect(),
+            labels: (0..10).collect(),
+            sample_shape: vec![1],
+            classes: 10,
+        };
+        let loader = DataLoader::new(&data, 4).shuffled(7);
+        assert_eq!(loader.len(), 3);
+        let mut seen: Vec<u32> = loader.epoch(0).flat_map(|b| b.labels).collect();
+        let again: Vec<u32> = loader.epoch(0).flat_map(|b| b.labels).collect();
+        let other: Vec<u32> = loader.epoch(1).flat_map(|b| b.labels).collect();
+        assert_eq!(seen, again);
+        assert_ne!(seen, other);
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,182 @@
+//! Basic layers: `Dense`, activations, `Flatten` and `Dropout`.
+
+use std::cell::Cell;
+
+use wgrad_graph::{Device, Result, Tensor};
+
+use crate::init::Init;
+use crate::module::Module;
+use crate::rng::Rng;
+
+/// Fully connected layer `y = x·W + b`, with `W` of shape `[inputs, outputs]`.
+pub struct Dense {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    inputs: usize,
+    outputs: usize,
+}
+
+/// Options of a [`Dense`] layer.
+#[derive(Clone, Copy, Debug)]
+pub struct DenseConfig {
+    pub init: Init,
+    pub bias: bool,
+}
+
+impl Default for DenseConfig {
+    fn default() -> Self {
+        DenseConfig {
+            init: Init::GlorotUniform,
+            bias: true,
+        }
+    }
+}
+
+impl Dense {
+    /// A layer with Glorot-uniform weights and a zero bias.
+    pub fn new(device: &Device, inputs: usize, outputs: usize, rng: &mut Rng) -> Result<Dense> {
+        Self::with_config(device, inputs, outputs, rng, DenseConfig::default())
+    }
+
+    pub fn with_config(
+        device: &Device,
+        inputs: usize,
+        outputs: usize,
+        rng: &mut Rng,
+        config: DenseConfig,
+    ) -> Result<Dense> {
+        let w = config.init.sample(rng, inputs, outputs, inputs * outputs);
+        let weight = Tensor::param(device, &w, &[inputs, outputs])?;
+        let bias = if config.bias {
+            Some(Tensor::param(device, &vec![0.0; outputs], &[outputs])?)
+        } else {
+            None
+        };
+        Ok(Dense {
+            weight,
+            bias,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+impl Module for Dense {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        assert!(
+            x.rank() >= 1 && x.shape()[x.rank() - 1] == self.inputs,
+            "{}: expects inputs [..., {}], got {:?}",
+            self.describe(),
+            self.inputs,
+            x.shape()
+        );
+        let y = x.matmul(&self.weight);
+        match &self.bias {
+            Some(b) => y + b,
+            None => y,
+        }
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            p.push(("bias".to_string(), b.clone()));
+        }
+        p
+    }
+
+    fn describe(&self) -> String {
+        format!("Dense({} -> {})", self.inputs, self.outputs)
+    }
+}
+
+/// An elementwise activation as a layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Gelu,
+    LeakyRelu(f32),
+    /// Softmax over the last axis.
+    Softmax,
+}
+
+impl Module for Activation {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Sigmoid => x.sigmoid(),
+            Activation::Tanh => x.tanh(),
+            Activation::Gelu => x.gelu(),
+            Activation::LeakyRelu(s) => x.leaky_relu(*s),
+            Activation::Softmax => x.softmax(-1),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// Flattens every dimension after the batch dimension.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flatten;
+
+impl Module for Flatten {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        if x.rank() <= 1 {
+            return x.clone();
+        }
+        x.flatten_from(1)
+    }
+
+    fn describe(&self) -> String {
+        "Flatten".into()
+    }
+}
+
+/// Zeroes each element with probability `p` during training and scales the rest by
+/// `1/(1-p)`; the identity in evaluation mode. Masks are drawn on the device from a seed
+/// that advances with every call.
+pub struct Dropout {
+    p: f32,
+    seed: Cell<u64>,
+    training: Cell<bool>,
+}
+
+impl Dropout {
+    #[track_caller]
+    pub fn new(p: f32, seed: u64) -> Dropout {
+        assert!(
+            (0.0..1.0).contains(&p),
+            "Dropout: p must be in [0, 1), got {p}"
+        );
+        Dropout {
+            p,
+            seed: Cell::new(seed),
+            training: Cell::new(true),
+        }
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        if !self.training.get() || self.p == 0.0 {
+            return x.clone();
+        }
+        let seed = self.seed.get();
+        self.seed.set(seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        let keep = Tensor::rand(x.device(), x.shape(), seed).ge(&x.scalar_like(self.p));
+        x * keep.mul_scalar(1.0 / (1.0 - self.p))
+    }
+
+    fn set_training(&self, training: bool) {
+        self.training.set(training);
+    }
+
+    fn describe(&self) -> String {
+        format!("Dropout({})", self.p)
+    }
+}

@@ -1,0 +1,108 @@
+//! The `Module` trait and `Sequential`.
+
+use wgrad_graph::Tensor;
+
+/// A layer or a network: a function of a tensor with named trainable parameters.
+pub trait Module {
+    /// Applies the module to a batch.
+    fn forward(&self, x: &Tensor) -> Tensor;
+
+    /// Trainable parameters with names relative to this module (e.g. `weight`, `0.bias`).
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Trainable parameters in a fixed order.
+    fn parameters(&self) -> Vec<Tensor> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Switches between training (dropout active) and evaluation behaviour.
+    fn set_training(&self, _training: bool) {}
+
+    /// A short description, e.g. `Dense(784 -> 128)`.
+    fn describe(&self) -> String;
+}
+
+/// Modules applied one after another.
+#[derive(Default)]
+pub struct Sequential {
+    layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a layer (builder style).
+    pub fn add(mut self, layer: impl Module + 'static) -> Self {
+        self.layers.push(Box::new(layer));
+        self
+    }
+
+    pub fn push(&mut self, layer: impl Module + 'static) {
+        self.layers.push(Box::new(layer));
+    }
+
+    pub fn layers(&self) -> &[Box<dyn Module>] {
+        &self.layers
+    }
+
+    /// Training mode: dropout active.
+    pub fn train(&self) {
+        self.set_training(true);
+    }
+
+    /// Evaluation mode: dropout is the identity.
+    pub fn eval(&self) {
+        self.set_training(false);
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(|p| p.numel()).sum()
+    }
+
+    /// One line per layer with its parameter count.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let n: usize = l.parameters().iter().map(|p| p.numel()).sum();
+            s.push_str(&format!("{i:>3}  {:<32} {n:>10} params\n", l.describe()));
+        }
+        s.push_str(&format!("     total {:>36} params", self.num_parameters()));
+        s
+    }
+}
+
+impl Module for Sequential {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.layers.iter().fold(x.clone(), |h, l| l.forward(&h))
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                l.named_parameters()
+                    .into_iter()
+                    .map(move |(n, t)| (format!("{i}.{n}"), t))
+            })
+            .collect()
+    }
+
+    fn set_training(&self, training: bool) {
+        for l in &self.layers {
+            l.set_training(training);
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("Sequential({} layers)", self.layers.len())
+    }
+}

@@ -1,0 +1,289 @@
+//! Training end to end: GPU and CPU agree step by step, optimizers follow PyTorch's update
+//! rules, and the XOR network learns XOR.
+
+mod common;
+
+use common::gpu;
+use wgrad::nn::{
+    Activation, Adam, AdamConfig, Dense, Dropout, Init, Module, Optimizer, RmsProp, RmsPropConfig,
+    Rng, Sequential, Sgd, SgdConfig,
+};
+use wgrad::{Device, Tensor};
+
+fn mlp(dev: &Device, seed: u64) -> Sequential {
+    let mut rng = Rng::new(seed);
+    Sequential::new()
+        .add(Dense::new(dev, 20, 16, &mut rng).unwrap())
+        .add(Activation::Relu)
+        .add(Dropout::new(0.2, 5))
+        .add(Dense::new(dev, 16, 5, &mut rng).unwrap())
+}
+
+/// 20 Adam steps of a small MLP with dropout on random data: the losses on the GPU and on
+/// the CPU backend agree at every step.
+fn losses(dev: &Device) -> Vec<f32> {
+    let model = mlp(dev, 3);
+    let mut opt = Adam::new(model.parameters(), 1e-2);
+    let mut rng = Rng::new(11);
+    let mut out = Vec::new();
+    for _ in 0..20 {
+        let x: Vec<f32> = (0..32 * 20).map(|_| rng.normal()).collect();
+        let y: Vec<u32> = (0..32).map(|_| rng.below(5) as u32).collect();
+        let x = Tensor::from_slice(dev, &x, &[32, 20]).unwrap();
+        let y = Tensor::from_u32(dev, &y, &[32]).unwrap();
+        let loss = wgrad::cross_entropy(&model.forward(&x), &y);
+        let grads = loss.backward();
+        opt.step_with(&grads, &[&loss]).unwrap();
+        out.push(loss.item().unwrap());
+    }
+    out
+}
+
+#[test]
+fn mlp_losses_agree_between_gpu_and_cpu_for_20_steps() {
+    let Some(gpu) = gpu() else { return };
+    let g = losses(&gpu);
+    let c = losses(&wgrad::cpu());
+    for (step, (a, b)) in g.iter().zip(&c).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 + 1e-3 * b.abs(),
+            "step {step}: gpu {a} vs cpu {b}\n{g:?}\n{c:?}"
+        );
+    }
+    assert!(c[19] < c[0], "training did not reduce the loss: {c:?}");
+}
+
+/// Runs `steps` updates of `opt` on the objective `Σ c·p + ½ Σ p²` (gradient `c + p`) and
+/// returns the parameter values after each step.
+fn trajectory(
+    dev: &Device,
+    make: &dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>,
+    steps: usize,
+) -> Vec<Vec<f32>> {
+    let p = Tensor::param(dev, &[0.5, -1.0, 2.0], &[3]).unwrap();
+    let c = Tensor::from_slice(dev, &[0.3, -0.2, 0.1], &[3]).unwrap();
+    let mut opt = make(vec![p.clone()]);
+    (0..steps)
+        .map(|_| {
+            let loss = (&p * &c).sum_all() + (&p * &p).sum_all() * 0.5;
+            opt.step(&loss.backward()).unwrap();
+            p.to_vec().unwrap()
+        })
+        .collect()
+}
+
+/// The same updates written out on the host from PyTorch's documented algorithms.
+fn reference(kind: &str, steps: usize) -> Vec<Vec<f32>> {
+    let mut p = [0.5f64, -1.0, 2.0];
+    let c = [0.3f64, -0.2, 0.1];
+    let (mut s1, mut s2, mut s3) = ([0f64; 3], [0f64; 3], [0f64; 3]);
+    let mut out = Vec::new();
+    for t in 1..=steps {
+        for i in 0..3 {
+            let mut g = c[i] + p[i];
+            match kind {
+                "sgd_momentum_nesterov_wd" => {
+                    let (lr, mu, wd) = (0.1, 0.9, 0.01);
+                    g += wd * p[i];
+                    s1[i] = if t == 1 { g } else { mu * s1[i] + g };
+                    p[i] -= lr * (g + mu * s1[i]);
+                }
+                "sgd_dampened" => {
+                    let (lr, mu, damp) = (0.1, 0.5, 0.3);
+                    s1[i] = if t == 1 {
+                        g
+                    } else {
+                        mu * s1[i] + (1.0 - damp) * g
+                    };
+                    p[i] -= lr * s1[i];
+                }
+                "adam" | "adamw" => {
+                    let (lr, b1, b2, eps) = (0.05, 0.9, 0.999, 1e-8);
+                    if kind == "adamw" {
+                        p[i] *= 1.0 - lr * 0.1;
+                        g = c[i] + p[i] / (1.0 - lr * 0.1); // gradient taken before the decay
+                    }
+                    s1[i] = b1 * s1[i] + (1.0 - b1) * g;
+                    s2[i] = b2 * s2[i] + (1.0 - b2) * g * g;
+                    let m_hat = s1[i] / (1.0 - b1.powi(t as i32));
+                    let v_hat = s2[i] / (1.0 - b2.powi(t as i32));
+                    p[i] -= lr * m_hat / (v_hat.sqrt() + eps);
+                }
+                "rmsprop_centered_momentum" => {
+                    let (lr, alpha, eps, mu) = (0.01, 0.99, 1e-8, 0.9);
+                    s1[i] = alpha * s1[i] + (1.0 - alpha) * g * g;
+                    s2[i] = alpha * s2[i] + (1.0 - alpha) * g;
+                    let avg = (s1[i] - s2[i] * s2[i]).sqrt() + eps;
+                    s3[i] = mu * s3[i] + g / avg;
+                    p[i] -= lr * s3[i];
+                }
+                _ => unreachable!(),
+            }
+        }
+        out.push(p.iter().map(|&v| v as f32).collect());
+    }
+    out
+}
+
+#[test]
+fn optimizers_follow_pytorch_update_rules() {
+    type Make = Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>>;
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "sgd_momentum_nesterov_wd",
+            Box::new(|p| {
+                let cfg = SgdConfig {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    weight_decay: 0.01,
+                    nesterov: true,
+                    ..Default::default()
+                };
+                Box::new(Sgd::with_config(p, cfg)) as Box<dyn Optimizer>
+            }),
+        ),
+        (
+            "sgd_dampened",
+            Box::new(|p| {
+                let cfg = SgdConfig {
+                    lr: 0.1,
+                    momentum: 0.5,
+                    dampening: 0.3,
+                    ..Default::default()
+                };
+                Box::new(Sgd::with_config(p, cfg))
+            }),
+        ),
+        ("adam", Box::new(|p| Box::new(Adam::new(p, 0.05)))),
+        (
+            "adamw",
+            Box::new(|p| {
+                Box::new(Adam::with_config(
+                    p,
+                    AdamConfig {
+                        lr: 0.05,
+                        weight_decay: 0.1,
+                        ..AdamConfig::adamw()
+                    },
+                ))
+            }),
+        ),
+        (
+            "rmsprop_centered_momentum",
+            Box::new(|p| {
+                let cfg = RmsPropConfig {
+                    lr: 0.01,
+                    momentum: 0.9,
+                    centered: true,
+                    ..Default::default()
+                };
+                Box::new(RmsProp::with_config(p, cfg))
+            }),
+        ),
+    ];
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        for (name, make) in &cases {
+            let got = trajectory(dev, make.as_ref(), 6);
+            let want = reference(name, 6);
+            for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+                for (a, b) in g.iter().zip(w) {
+                    assert!(
+                        (a - b).abs() < 1e-5 + 1e-4 * b.abs(),
+                        "{name} on {} step {step}: {g:?} vs {w:?}",
+                        dev.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn defaults_match_pytorch() {
+    let a = AdamConfig::default();
+    assert_eq!(
+        (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay),
+        (1e-3, 0.9, 0.999, 1e-8, 0.0)
+    );
+    let w = AdamConfig::adamw();
+    assert!(w.decoupled && w.weight_decay == 1e-2);
+    let r = RmsPropConfig::default();
+    assert_eq!(
+        (r.lr, r.alpha, r.eps, r.momentum, r.centered),
+        (1e-2, 0.99, 1e-8, 0.0, false)
+    );
+    let s = SgdConfig::default();
+    assert_eq!(
+        (s.momentum, s.dampening, s.weight_decay, s.nesterov),
+        (0.0, 0.0, 0.0, false)
+    );
+}
+
+#[test]
+fn dropout_is_identity_in_eval_and_scales_in_training() {
+    let dev = wgrad::cpu();
+    let d = Dropout::new(0.25, 9);
+    let x = Tensor::ones(&dev, &[1000]);
+    let y = d.forward(&x).to_vec().unwrap();
+    let kept = y.iter().filter(|&&v| v != 0.0).count();
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    assert!((700..800).contains(&kept), "kept {kept} of 1000");
+    let y2 = d.forward(&x).to_vec().unwrap();
+    assert_ne!(y, y2, "a new mask every call");
+    d.set_training(false);
+    assert_eq!(d.forward(&x).to_vec().unwrap(), vec![1.0; 1000]);
+}
+
+#[test]
+fn xor_network_learns_xor_on_the_cpu() {
+    let dev = wgrad::cpu();
+    let x = Tensor::from_slice(&dev, &[0., 0., 0., 1., 1., 0., 1., 1.], &[4, 2]).unwrap();
+    let y = Tensor::from_slice(&dev, &[0., 1., 1., 0.], &[4, 1]).unwrap();
+    let mut rng = Rng::new(1);
+    let w1 = Tensor::param(&dev, &Init::Normal(1.0).sample(&mut rng, 0, 0, 6), &[2, 3]).unwrap();
+    let b1 = Tensor::param(&dev, &[0.0; 3], &[3]).unwrap();
+    let w2 = Tensor::param(&dev, &Init::Normal(1.0).sample(&mut rng, 0, 0, 3), &[3, 1]).unwrap();
+    let b2 = Tensor::param(&dev, &[0.0], &[1]).unwrap();
+    let mut opt = Sgd::new(vec![w1.clone(), b1.clone(), w2.clone(), b2.clone()], 0.1);
+    let forward = || (x.matmul(&w1) + &b1).sigmoid().matmul(&w2) + &b2;
+    for _ in 0..10_000 {
+        let loss = wgrad::bce_with_logits(&forward(), &y);
+        opt.step(&loss.backward()).unwrap();
+    }
+    let p: Vec<f32> = forward()
+        .sigmoid()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.round())
+        .collect();
+    assert_eq!(p, vec![0.0, 1.0, 1.0, 0.0]);
+}
+
+#[test]
+fn an_unknown_adapter_is_a_clear_error_and_the_default_falls_back_to_cpu() {
+    let opts = wgrad::device::AdapterOptions {
+        name: Some("no-such-adapter-xyz".into()),
+        backend: None,
+    };
+    let err = wgrad::device::Context::with_options(&opts)
+        .err()
+        .expect("no adapter has that name");
+    assert!(err.to_string().contains("no-such-adapter-xyz"), "{err}");
+    let bad = wgrad::device::AdapterOptions {
+        name: None,
+        backend: Some("glide".into()),
+    };
+    let err = wgrad::device::Context::with_options(&bad)
+        .err()
+        .expect("unknown backend");
+    assert!(
+        err.to_string().contains("vulkan, metal, dx12 or gl"),
+        "{err}"
+    );
+    let dev = wgrad::default_device_with(&opts);
+    assert!(!dev.is_gpu());
+    assert_eq!(Tensor::ones(&dev, &[2]).to_vec().unwrap(), vec![1.0, 1.0]);
+}
