@@ -38,7 +38,9 @@ impl Sequential {
         Self::default()
     }
 
-    /// Appends a layer (builder style).
+    /// Appends a layer (builder style). Named like Keras' `model.add`, which is what users
+    /// of sequential models look for, rather than after `std::ops::Add`.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: impl Module + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self
