@@ -1,5 +1,6 @@
 //! One plain function per primitive. Inputs and outputs are 32-bit words: `f32` bits or `u32`.
 
+use crate::conv;
 use wgrad_graph::op::{reduced_shape, BinaryOp, DType, Op, ReduceOp, UnaryOp};
 use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel};
 
@@ -162,6 +163,81 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
                 }
             }
         }
+        Op::Conv2d(spec) => {
+            let d = conv_dims(x[0].shape, out_shape, x[1].shape);
+            conv::conv2d(
+                spec,
+                &d,
+                x[0].f32(),
+                x[1].f32(),
+                bytemuck::cast_slice_mut(out),
+            );
+        }
+        Op::Conv2dGradInput { spec, .. } => {
+            let d = conv_dims(out_shape, x[0].shape, x[1].shape);
+            conv::conv2d_grad_input(
+                spec,
+                &d,
+                x[0].f32(),
+                x[1].f32(),
+                bytemuck::cast_slice_mut(out),
+            );
+        }
+        Op::Conv2dGradWeight { spec, .. } => {
+            let d = conv_dims(x[0].shape, x[1].shape, out_shape);
+            conv::conv2d_grad_weight(
+                spec,
+                &d,
+                x[0].f32(),
+                x[1].f32(),
+                bytemuck::cast_slice_mut(out),
+            );
+        }
+        Op::MaxPool2d(spec) => {
+            let (planes, hw, o) = pool_dims(x[0].shape, out_shape);
+            conv::max_pool2d(
+                spec,
+                planes,
+                hw,
+                o,
+                x[0].f32(),
+                bytemuck::cast_slice_mut(out),
+            );
+        }
+        Op::MaxPool2dGrad(spec) => {
+            let (planes, hw, o) = pool_dims(x[0].shape, x[1].shape);
+            conv::max_pool2d_grad(
+                spec,
+                planes,
+                hw,
+                o,
+                x[0].f32(),
+                x[1].f32(),
+                bytemuck::cast_slice_mut(out),
+            );
+        }
+        Op::AvgPool2d(spec) => {
+            let (planes, hw, o) = pool_dims(x[0].shape, out_shape);
+            conv::avg_pool2d(
+                spec,
+                planes,
+                hw,
+                o,
+                x[0].f32(),
+                bytemuck::cast_slice_mut(out),
+            );
+        }
+        Op::AvgPool2dGrad { spec, .. } => {
+            let (planes, hw, o) = pool_dims(out_shape, x[0].shape);
+            conv::avg_pool2d_grad(
+                spec,
+                planes,
+                hw,
+                o,
+                x[0].f32(),
+                bytemuck::cast_slice_mut(out),
+            );
+        }
         Op::Cast { to } => {
             for (o, &v) in out.iter_mut().zip(x[0].data) {
                 *o = match to {
@@ -172,6 +248,25 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
             }
         }
     }
+}
+
+/// Convolution sizes from the input `[n, c, h, w]`, output `[n, o, oh, ow]` and weight shapes.
+fn conv_dims(x: &[usize], y: &[usize], w: &[usize]) -> conv::ConvDims {
+    conv::ConvDims {
+        n: x[0],
+        c: x[1],
+        h: x[2],
+        w: x[3],
+        o: y[1],
+        oh: y[2],
+        ow: y[3],
+        k: [w[2], w[3]],
+    }
+}
+
+/// (planes = n·c, input [h, w], output [oh, ow]) of a pooling.
+fn pool_dims(x: &[usize], y: &[usize]) -> (usize, [usize; 2], [usize; 2]) {
+    (x[0] * x[1], [x[2], x[3]], [y[2], y[3]])
 }
 
 /// Offset of output element `i` in an input read with `strides` (0 on broadcast dimensions).

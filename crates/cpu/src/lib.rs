@@ -3,6 +3,7 @@
 //! It is the oracle every GPU kernel is checked against and the engine's fallback when no GPU
 //! adapter exists. Sums accumulate in `f64`.
 
+mod conv;
 mod kernels;
 
 use std::cell::RefCell;

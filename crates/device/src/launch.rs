@@ -2,7 +2,7 @@
 //! Each kernel family's parameters are a `#[repr(C)]` struct whose WGSL twin names it.
 
 use bytemuck::{Pod, Zeroable};
-use wgrad_graph::op::{DType, Family, Op};
+use wgrad_graph::op::{Conv2dSpec, DType, Family, Op, Pool2dSpec};
 use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK};
 use wgrad_graph::{Arg, BufferId};
 
@@ -74,6 +74,98 @@ pub struct RandParams {
     pub seed_lo: u32,
     pub seed_hi: u32,
     pub pad: u32,
+}
+
+/// `shaders/conv.wgsl`'s `ConvParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct ConvParams {
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub o: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub groups: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub sh: u32,
+    pub sw: u32,
+    pub ph: u32,
+    pub pw: u32,
+    pub dh: u32,
+    pub dw: u32,
+    pub cg: u32,
+    pub og: u32,
+    pub pad: [u32; 2],
+}
+
+impl ConvParams {
+    /// From the input `[n, c, h, w]`, output `[n, o, oh, ow]` and weight shapes.
+    fn new(spec: &Conv2dSpec, x: &[usize], y: &[usize], w: &[usize]) -> Self {
+        let u = |v: usize| v as u32;
+        ConvParams {
+            n: u(x[0]),
+            c: u(x[1]),
+            h: u(x[2]),
+            w: u(x[3]),
+            o: u(y[1]),
+            oh: u(y[2]),
+            ow: u(y[3]),
+            groups: u(spec.groups),
+            kh: u(w[2]),
+            kw: u(w[3]),
+            sh: u(spec.stride[0]),
+            sw: u(spec.stride[1]),
+            ph: u(spec.padding[0]),
+            pw: u(spec.padding[1]),
+            dh: u(spec.dilation[0]),
+            dw: u(spec.dilation[1]),
+            cg: u(x[1] / spec.groups),
+            og: u(y[1] / spec.groups),
+            pad: [0; 2],
+        }
+    }
+}
+
+/// `shaders/pool.wgsl`'s `PoolParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct PoolParams {
+    pub total: u32,
+    pub h: u32,
+    pub w: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub sh: u32,
+    pub sw: u32,
+    pub ph: u32,
+    pub pw: u32,
+    pub include_pad: u32,
+}
+
+impl PoolParams {
+    /// `total` invocations over input `[.., h, w]` pooled to `[.., oh, ow]`.
+    fn new(spec: &Pool2dSpec, total: usize, x: &[usize], y: &[usize]) -> Self {
+        let u = |v: usize| v as u32;
+        PoolParams {
+            total: u(total),
+            h: u(x[2]),
+            w: u(x[3]),
+            oh: u(y[2]),
+            ow: u(y[3]),
+            kh: u(spec.kernel[0]),
+            kw: u(spec.kernel[1]),
+            sh: u(spec.stride[0]),
+            sw: u(spec.stride[1]),
+            ph: u(spec.padding[0]),
+            pw: u(spec.padding[1]),
+            include_pad: u(spec.count_include_pad as usize),
+        }
+    }
 }
 
 fn dims<const N: usize>(v: &[usize]) -> [u32; N] {
@@ -332,6 +424,60 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             let mut params: ShapeParams = Zeroable::zeroed();
             params.n = n as u32;
             params.count = *classes as u32;
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+        Op::Conv2d(spec) => {
+            let params = ConvParams::new(spec, x[0].shape, out.shape, x[1].shape);
+            let pixels = (params.oh * params.ow).div_ceil(4);
+            let channel_blocks = params.groups * params.og.div_ceil(4);
+            if n > 0 {
+                be.push(
+                    family,
+                    entry,
+                    &params,
+                    ids(x),
+                    [pixels.div_ceil(64), channel_blocks, params.n],
+                );
+            }
+        }
+        Op::Conv2dGradInput { spec, .. } => {
+            let params = ConvParams::new(spec, out.shape, x[0].shape, x[1].shape);
+            let pixels = (params.h * params.w).div_ceil(4);
+            let channel_blocks = params.groups * params.cg.div_ceil(4);
+            if n > 0 {
+                be.push(
+                    family,
+                    entry,
+                    &params,
+                    ids(x),
+                    [pixels.div_ceil(64), channel_blocks, params.n],
+                );
+            }
+        }
+        Op::Conv2dGradWeight { spec, .. } => {
+            let params = ConvParams::new(spec, x[0].shape, x[1].shape, out.shape);
+            let taps = (params.cg * params.kh * params.kw).div_ceil(4);
+            let channel_blocks = params.groups * params.og.div_ceil(4);
+            if n > 0 {
+                be.push(
+                    family,
+                    entry,
+                    &params,
+                    ids(x),
+                    [taps.div_ceil(64), channel_blocks, 1],
+                );
+            }
+        }
+        Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
+            let params = PoolParams::new(spec, n, x[0].shape, out.shape);
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+        Op::MaxPool2dGrad(spec) => {
+            let params = PoolParams::new(spec, n, x[0].shape, x[1].shape);
+            be.push_linear(family, entry, &params, ids(x), n);
+        }
+        Op::AvgPool2dGrad { spec, .. } => {
+            let params = PoolParams::new(spec, n, out.shape, x[0].shape);
             be.push_linear(family, entry, &params, ids(x), n);
         }
         Op::Cast { to } => {

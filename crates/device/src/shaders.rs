@@ -11,5 +11,7 @@ pub fn source(family: Family) -> &'static str {
         Family::Layout => include_str!("../../../shaders/layout.wgsl"),
         Family::Index => include_str!("../../../shaders/index.wgsl"),
         Family::Random => include_str!("../../../shaders/random.wgsl"),
+        Family::Conv => include_str!("../../../shaders/conv.wgsl"),
+        Family::Pool => include_str!("../../../shaders/pool.wgsl"),
     }
 }

@@ -2,7 +2,7 @@
 //! family's file. Needs no GPU.
 
 use wgrad_device::shaders;
-use wgrad_graph::op::{BinaryOp, DType, Family, Op, ReduceOp, UnaryOp};
+use wgrad_graph::op::{BinaryOp, Conv2dSpec, DType, Family, Op, Pool2dSpec, ReduceOp, UnaryOp};
 
 fn module(family: Family) -> naga::Module {
     let src = shaders::source(family);
@@ -70,6 +70,22 @@ fn all_ops() -> Vec<Op> {
         Op::Gather,
         Op::OneHot { classes: 1 },
         Op::Cast { to: DType::F32 },
+        Op::Conv2d(Conv2dSpec::default()),
+        Op::Conv2dGradInput {
+            spec: Conv2dSpec::default(),
+            input_hw: [1, 1],
+        },
+        Op::Conv2dGradWeight {
+            spec: Conv2dSpec::default(),
+            kernel: [1, 1],
+        },
+        Op::MaxPool2d(Pool2dSpec::square(2)),
+        Op::MaxPool2dGrad(Pool2dSpec::square(2)),
+        Op::AvgPool2d(Pool2dSpec::square(2)),
+        Op::AvgPool2dGrad {
+            spec: Pool2dSpec::square(2),
+            input_hw: [2, 2],
+        },
     ];
     use UnaryOp::*;
     for u in [
@@ -124,7 +140,14 @@ fn all_ops() -> Vec<Op> {
             | Op::Concat { .. }
             | Op::Gather
             | Op::OneHot { .. }
-            | Op::Cast { .. } => {}
+            | Op::Cast { .. }
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput { .. }
+            | Op::Conv2dGradWeight { .. }
+            | Op::MaxPool2d(_)
+            | Op::MaxPool2dGrad(_)
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad { .. } => {}
         }
     }
     ops

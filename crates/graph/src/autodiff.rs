@@ -273,7 +273,74 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             vec![Some(gt.reshape(table.shape())), None]
         }
         Op::OneHot { .. } | Op::Cast { .. } => vec![],
+        // y = conv(x, w):  dx = conv_grad_input(g, w),  dw = conv_grad_weight(x, g)
+        Op::Conv2d(spec) => {
+            let (a, w) = (&x[0], &x[1]);
+            vec![
+                Some(Tensor::from_op(
+                    Op::Conv2dGradInput {
+                        spec: *spec,
+                        input_hw: hw(a),
+                    },
+                    &[g, w],
+                )),
+                Some(Tensor::from_op(
+                    Op::Conv2dGradWeight {
+                        spec: *spec,
+                        kernel: hw(w),
+                    },
+                    &[a, g],
+                )),
+            ]
+        }
+        // y = conv_grad_input(h, w) is linear in h and in w:
+        // dh = conv(G, w),  dw = conv_grad_weight(G, h)
+        Op::Conv2dGradInput { spec, .. } => {
+            let (h, w) = (&x[0], &x[1]);
+            vec![
+                Some(Tensor::from_op(Op::Conv2d(*spec), &[g, w])),
+                Some(Tensor::from_op(
+                    Op::Conv2dGradWeight {
+                        spec: *spec,
+                        kernel: hw(w),
+                    },
+                    &[g, h],
+                )),
+            ]
+        }
+        // y = conv_grad_weight(a, h):  da = conv_grad_input(h, G),  dh = conv(a, G)
+        Op::Conv2dGradWeight { spec, .. } => {
+            let (a, h) = (&x[0], &x[1]);
+            vec![
+                Some(Tensor::from_op(
+                    Op::Conv2dGradInput {
+                        spec: *spec,
+                        input_hw: hw(a),
+                    },
+                    &[h, g],
+                )),
+                Some(Tensor::from_op(Op::Conv2d(*spec), &[a, g])),
+            ]
+        }
+        Op::MaxPool2d(spec) => vec![Some(Tensor::from_op(Op::MaxPool2dGrad(*spec), &[&x[0], g]))],
+        Op::MaxPool2dGrad(_) => vec![],
+        Op::AvgPool2d(spec) => {
+            vec![Some(Tensor::from_op(
+                Op::AvgPool2dGrad {
+                    spec: *spec,
+                    input_hw: hw(&x[0]),
+                },
+                &[g],
+            ))]
+        }
+        // Average pooling's gradient is linear; its adjoint is the pooling itself.
+        Op::AvgPool2dGrad { spec, .. } => vec![Some(Tensor::from_op(Op::AvgPool2d(*spec), &[g]))],
     }
+}
+
+/// Height and width of an NCHW tensor (or of a conv weight's kernel).
+fn hw(t: &Tensor) -> [usize; 2] {
+    [t.shape()[2], t.shape()[3]]
 }
 
 /// Sums a gradient shaped like a broadcast result back to the input's `shape`.

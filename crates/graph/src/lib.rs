@@ -15,5 +15,5 @@ pub use autodiff::Grads;
 pub use backend::{Arg, Backend, BufferId, Device};
 pub use composite::{bce_with_logits, cross_entropy, mse_loss};
 pub use error::{Error, Result};
-pub use op::{BinaryOp, DType, Family, Op, ReduceOp, UnaryOp};
+pub use op::{BinaryOp, Conv2dSpec, DType, Family, Op, Pool2dSpec, ReduceOp, UnaryOp};
 pub use tensor::{grad_enabled, no_grad, realize_all, Tensor};

@@ -82,16 +82,20 @@ pub enum Family {
     Layout,
     Index,
     Random,
+    Conv,
+    Pool,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 8] = [
         Family::Elementwise,
         Family::Reduce,
         Family::Matmul,
         Family::Layout,
         Family::Index,
         Family::Random,
+        Family::Conv,
+        Family::Pool,
     ];
 
     /// File name under `shaders/`.
@@ -103,7 +107,94 @@ impl Family {
             Family::Layout => "layout.wgsl",
             Family::Index => "index.wgsl",
             Family::Random => "random.wgsl",
+            Family::Conv => "conv.wgsl",
+            Family::Pool => "pool.wgsl",
         }
+    }
+}
+
+/// Geometry of a 2-D convolution over NCHW input with weights `[out, in/groups, kh, kw]`
+/// (PyTorch's layout). Sizes are `[height, width]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dSpec {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Default for Conv2dSpec {
+    fn default() -> Self {
+        Conv2dSpec {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dSpec {
+    /// Output height and width for an input and kernel size, or `None` when the (dilated)
+    /// kernel does not fit the padded input.
+    pub fn output_size(&self, input: [usize; 2], kernel: [usize; 2]) -> Option<[usize; 2]> {
+        let mut out = [0; 2];
+        for d in 0..2 {
+            let span = self.dilation[d] * (kernel[d].max(1) - 1) + 1;
+            let padded = input[d] + 2 * self.padding[d];
+            if padded < span || self.stride[d] == 0 {
+                return None;
+            }
+            out[d] = (padded - span) / self.stride[d] + 1;
+        }
+        Some(out)
+    }
+}
+
+/// Geometry of a 2-D pooling window (PyTorch's semantics). `count_include_pad` only matters
+/// for average pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pool2dSpec {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub ceil_mode: bool,
+    pub count_include_pad: bool,
+}
+
+impl Pool2dSpec {
+    /// A `k × k` window with stride `k` (the usual non-overlapping pooling).
+    pub fn square(k: usize) -> Self {
+        Pool2dSpec {
+            kernel: [k, k],
+            stride: [k, k],
+            padding: [0, 0],
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+
+    /// Output height and width, or `None` when the window does not fit.
+    pub fn output_size(&self, input: [usize; 2]) -> Option<[usize; 2]> {
+        let mut out = [0; 2];
+        for d in 0..2 {
+            let (k, s, p) = (self.kernel[d], self.stride[d], self.padding[d]);
+            if k == 0 || s == 0 || input[d] + 2 * p < k {
+                return None;
+            }
+            let span = input[d] + 2 * p - k;
+            let mut o = if self.ceil_mode {
+                span.div_ceil(s)
+            } else {
+                span / s
+            } + 1;
+            // The last window must start inside the input or its left padding.
+            if self.ceil_mode && (o - 1) * s >= input[d] + p {
+                o -= 1;
+            }
+            out[d] = o;
+        }
+        Some(out)
     }
 }
 
@@ -173,6 +264,31 @@ pub enum Op {
     Cast {
         to: DType,
     },
+    /// `(x [n, c, h, w], w [o, c/groups, kh, kw]) -> [n, o, oh, ow]` (cross-correlation).
+    Conv2d(Conv2dSpec),
+    /// Gradient of `Conv2d` with respect to its input: `(g [n, o, oh, ow], w) -> [n, c, h, w]`.
+    /// Also the forward pass of a transposed convolution.
+    Conv2dGradInput {
+        spec: Conv2dSpec,
+        input_hw: [usize; 2],
+    },
+    /// Gradient of `Conv2d` with respect to its weight: `(x, g) -> [o, c/groups, kh, kw]`.
+    Conv2dGradWeight {
+        spec: Conv2dSpec,
+        kernel: [usize; 2],
+    },
+    /// Maximum over each window of `x [n, c, h, w]`; padding never wins.
+    MaxPool2d(Pool2dSpec),
+    /// Gradient of `MaxPool2d`: `(x, g) -> dx`. Each window's gradient goes to the first
+    /// maximum in row-major order within the window.
+    MaxPool2dGrad(Pool2dSpec),
+    /// Mean over each window of `x [n, c, h, w]`.
+    AvgPool2d(Pool2dSpec),
+    /// Gradient of `AvgPool2d`: `g -> dx`.
+    AvgPool2dGrad {
+        spec: Pool2dSpec,
+        input_hw: [usize; 2],
+    },
 }
 
 /// Shape and dtype of a node.
@@ -231,6 +347,13 @@ impl Op {
             Op::Gather => "gather",
             Op::OneHot { .. } => "one_hot",
             Op::Cast { .. } => "cast",
+            Op::Conv2d(_) => "conv2d",
+            Op::Conv2dGradInput { .. } => "conv2d_grad_input",
+            Op::Conv2dGradWeight { .. } => "conv2d_grad_weight",
+            Op::MaxPool2d(_) => "max_pool2d",
+            Op::MaxPool2dGrad(_) => "max_pool2d_grad",
+            Op::AvgPool2d(_) => "avg_pool2d",
+            Op::AvgPool2dGrad { .. } => "avg_pool2d_grad",
         }
     }
 
@@ -241,6 +364,8 @@ impl Op {
             Op::Full { .. } | Op::RandUniform { .. } => false,
             Op::Binary(b) => !b.is_comparison(),
             Op::Argmax { .. } | Op::OneHot { .. } | Op::Cast { .. } => false,
+            // Second derivatives through max pooling are not supported.
+            Op::MaxPool2dGrad(_) => false,
             Op::Unary(_)
             | Op::Where
             | Op::Reduce { .. }
@@ -251,7 +376,13 @@ impl Op {
             | Op::Slice { .. }
             | Op::Pad { .. }
             | Op::Concat { .. }
-            | Op::Gather => true,
+            | Op::Gather
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput { .. }
+            | Op::Conv2dGradWeight { .. }
+            | Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad { .. } => true,
         }
     }
 
@@ -276,6 +407,13 @@ impl Op {
             Op::Gather => (Family::Index, &["gather"]),
             Op::OneHot { .. } => (Family::Index, &["one_hot"]),
             Op::Cast { .. } => (Family::Index, &["cast_f32_u32", "cast_u32_f32"]),
+            Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {
+                return (Family::Conv, vec![self.name().to_string()])
+            }
+            Op::MaxPool2d(_)
+            | Op::MaxPool2dGrad(_)
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad { .. } => return (Family::Pool, vec![self.name().to_string()]),
         };
         (family, entries.iter().map(|e| e.to_string()).collect())
     }
@@ -285,7 +423,13 @@ impl Op {
         let name = self.name();
         let arity_ok = match self {
             Op::Full { .. } | Op::RandUniform { .. } => inputs.is_empty(),
-            Op::Binary(_) | Op::MatMul | Op::Gather => inputs.len() == 2,
+            Op::Binary(_)
+            | Op::MatMul
+            | Op::Gather
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput { .. }
+            | Op::Conv2dGradWeight { .. }
+            | Op::MaxPool2dGrad(_) => inputs.len() == 2,
             Op::Where => inputs.len() == 3,
             Op::Concat { .. } => !inputs.is_empty(),
             _ => inputs.len() == 1,
@@ -465,6 +609,92 @@ impl Op {
                 (s, DType::F32)
             }
             Op::Cast { to } => (inputs[0].0.clone(), *to),
+            Op::Conv2d(spec) => {
+                (0..2).try_for_each(need_f32)?;
+                let (x, w) = (&inputs[0].0, &inputs[1].0);
+                let (n, c, hw) = nchw(name, x)?;
+                let (o, cg, k) = nchw(name, w)?;
+                check_conv(name, spec, c, o, cg)?;
+                let out = spec.output_size(hw, k).ok_or_else(|| {
+                    format!("conv2d: kernel {k:?} (dilation {:?}) does not fit input {x:?} with padding {:?}", spec.dilation, spec.padding)
+                })?;
+                (vec![n, o, out[0], out[1]], DType::F32)
+            }
+            Op::Conv2dGradInput { spec, input_hw } => {
+                (0..2).try_for_each(need_f32)?;
+                let (g, w) = (&inputs[0].0, &inputs[1].0);
+                let (n, o, ohw) = nchw(name, g)?;
+                let (o2, cg, k) = nchw(name, w)?;
+                if o != o2 {
+                    return Err(format!(
+                        "{name}: gradient {g:?} has {o} channels but weight {w:?} has {o2} outputs"
+                    ));
+                }
+                let c = cg * spec.groups;
+                check_conv(name, spec, c, o, cg)?;
+                if spec.output_size(*input_hw, k) != Some(ohw) {
+                    return Err(format!("{name}: input size {input_hw:?} does not produce output {ohw:?} with kernel {k:?} and {spec:?}"));
+                }
+                (vec![n, c, input_hw[0], input_hw[1]], DType::F32)
+            }
+            Op::Conv2dGradWeight { spec, kernel } => {
+                (0..2).try_for_each(need_f32)?;
+                let (x, g) = (&inputs[0].0, &inputs[1].0);
+                let (n, c, hw) = nchw(name, x)?;
+                let (n2, o, ohw) = nchw(name, g)?;
+                if n != n2 || spec.groups == 0 || c % spec.groups != 0 {
+                    return Err(format!(
+                        "{name}: input {x:?} and gradient {g:?} do not fit groups {}",
+                        spec.groups
+                    ));
+                }
+                let cg = c / spec.groups;
+                check_conv(name, spec, c, o, cg)?;
+                if spec.output_size(hw, *kernel) != Some(ohw) {
+                    return Err(format!(
+                        "{name}: input {x:?} and kernel {kernel:?} do not produce gradient {g:?}"
+                    ));
+                }
+                (vec![o, cg, kernel[0], kernel[1]], DType::F32)
+            }
+            Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
+                need_f32(0)?;
+                let x = &inputs[0].0;
+                let (n, c, hw) = nchw(name, x)?;
+                check_pool(name, spec)?;
+                let out = spec.output_size(hw).ok_or_else(|| {
+                    format!(
+                        "{name}: window {:?} does not fit input {x:?} with padding {:?}",
+                        spec.kernel, spec.padding
+                    )
+                })?;
+                (vec![n, c, out[0], out[1]], DType::F32)
+            }
+            Op::MaxPool2dGrad(spec) => {
+                (0..2).try_for_each(need_f32)?;
+                let (x, g) = (&inputs[0].0, &inputs[1].0);
+                let (n, c, hw) = nchw(name, x)?;
+                check_pool(name, spec)?;
+                let out = spec.output_size(hw);
+                if out.map(|o| vec![n, c, o[0], o[1]]).as_ref() != Some(g) {
+                    return Err(format!(
+                        "{name}: gradient {g:?} does not match pooling {x:?}"
+                    ));
+                }
+                (x.clone(), DType::F32)
+            }
+            Op::AvgPool2dGrad { spec, input_hw } => {
+                need_f32(0)?;
+                let g = &inputs[0].0;
+                let (n, c, ohw) = nchw(name, g)?;
+                check_pool(name, spec)?;
+                if spec.output_size(*input_hw) != Some(ohw) {
+                    return Err(format!(
+                        "{name}: input size {input_hw:?} does not pool to {g:?}"
+                    ));
+                }
+                (vec![n, c, input_hw[0], input_hw[1]], DType::F32)
+            }
         };
         if out.0.len() > MAX_RANK || inputs.iter().any(|i| i.0.len() > MAX_RANK) {
             return Err(format!(
@@ -473,6 +703,48 @@ impl Op {
         }
         Ok(out)
     }
+}
+
+/// Splits a rank-4 shape into (batch, channels, [height, width]).
+fn nchw(name: &str, s: &[usize]) -> Result<(usize, usize, [usize; 2]), String> {
+    match s {
+        [n, c, h, w] => Ok((*n, *c, [*h, *w])),
+        _ => Err(format!(
+            "{name}: expects a 4-D [batch, channels, height, width] tensor, got {s:?}"
+        )),
+    }
+}
+
+fn check_conv(name: &str, spec: &Conv2dSpec, c: usize, o: usize, cg: usize) -> Result<(), String> {
+    let g = spec.groups;
+    if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
+        return Err(format!(
+            "{name}: {c} input and {o} output channels do not fit groups {g} with {cg} channels per group"
+        ));
+    }
+    if spec.stride.contains(&0) || spec.dilation.contains(&0) {
+        return Err(format!(
+            "{name}: stride {:?} and dilation {:?} must be positive",
+            spec.stride, spec.dilation
+        ));
+    }
+    Ok(())
+}
+
+fn check_pool(name: &str, spec: &Pool2dSpec) -> Result<(), String> {
+    if spec.kernel.contains(&0) || spec.stride.contains(&0) {
+        return Err(format!(
+            "{name}: kernel {:?} and stride {:?} must be positive",
+            spec.kernel, spec.stride
+        ));
+    }
+    if spec.padding[0] * 2 > spec.kernel[0] || spec.padding[1] * 2 > spec.kernel[1] {
+        return Err(format!(
+            "{name}: padding {:?} must be at most half the kernel {:?}",
+            spec.padding, spec.kernel
+        ));
+    }
+    Ok(())
 }
 
 fn check_axes(name: &str, axes: &[usize], rank: usize) -> Result<(), String> {

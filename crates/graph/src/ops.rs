@@ -1,6 +1,6 @@
 //! Tensor methods that record primitive ops, and operator overloading.
 
-use crate::op::{BinaryOp, DType, Op, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, Conv2dSpec, DType, Op, Pool2dSpec, ReduceOp, UnaryOp};
 use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
 
@@ -314,6 +314,64 @@ impl Tensor {
     #[track_caller]
     pub fn one_hot(&self, classes: usize) -> Tensor {
         Tensor::from_op(Op::OneHot { classes }, &[self])
+    }
+
+    /// 2-D convolution (cross-correlation, like PyTorch's `conv2d`) of `[n, c, h, w]` with
+    /// weights `[o, c/groups, kh, kw]`. Add a bias with `+ b.reshape(&[1, o, 1, 1])`.
+    #[track_caller]
+    pub fn conv2d(&self, weight: &Tensor, spec: Conv2dSpec) -> Tensor {
+        Tensor::from_op(Op::Conv2d(spec), &[self, weight])
+    }
+
+    /// Transposed 2-D convolution (PyTorch's `conv_transpose2d`) of `[n, c_in, h, w]` with
+    /// weights `[c_in, c_out/groups, kh, kw]`; `output_padding` adds rows/columns at the
+    /// bottom/right and must be smaller than the stride or the dilation.
+    #[track_caller]
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        spec: Conv2dSpec,
+        output_padding: [usize; 2],
+    ) -> Tensor {
+        assert!(
+            self.rank() == 4 && weight.rank() == 4,
+            "conv_transpose2d: expects input [n, c, h, w] and weight [c_in, c_out/groups, kh, kw], got {:?} and {:?}",
+            self.shape(),
+            weight.shape()
+        );
+        let mut input_hw = [0; 2];
+        for d in 0..2 {
+            assert!(
+                output_padding[d] < spec.stride[d].max(spec.dilation[d]),
+                "conv_transpose2d: output_padding {output_padding:?} must be smaller than stride {:?} or dilation {:?}",
+                spec.stride,
+                spec.dilation
+            );
+            let full = (self.shape()[2 + d].max(1) - 1) * spec.stride[d]
+                + spec.dilation[d] * (weight.shape()[2 + d] - 1)
+                + output_padding[d]
+                + 1;
+            assert!(
+                full > 2 * spec.padding[d],
+                "conv_transpose2d: padding {:?} leaves no output for input {:?}",
+                spec.padding,
+                self.shape()
+            );
+            input_hw[d] = full - 2 * spec.padding[d];
+        }
+        Tensor::from_op(Op::Conv2dGradInput { spec, input_hw }, &[self, weight])
+    }
+
+    /// Max pooling over `[n, c, h, w]`.
+    #[track_caller]
+    pub fn max_pool2d(&self, spec: Pool2dSpec) -> Tensor {
+        Tensor::from_op(Op::MaxPool2d(spec), &[self])
+    }
+
+    /// Average pooling over `[n, c, h, w]`.
+    #[track_caller]
+    pub fn avg_pool2d(&self, spec: Pool2dSpec) -> Tensor {
+        Tensor::from_op(Op::AvgPool2d(spec), &[self])
     }
 
     /// Converts to `dtype` (`f32` → `u32` truncates; negatives become 0).

@@ -1,0 +1,217 @@
+//! Convolution and pooling as direct loops over the definitions.
+
+use wgrad_graph::op::{Conv2dSpec, Pool2dSpec};
+
+/// Dimensions of a convolution: input `[n, c, h, w]`, output `[n, o, oh, ow]`, kernel `k`.
+pub struct ConvDims {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub k: [usize; 2],
+}
+
+impl ConvDims {
+    /// Input coordinate read by output `(oy, ox)` at kernel tap `(ky, kx)`, if not padding.
+    fn tap(
+        &self,
+        s: &Conv2dSpec,
+        oy: usize,
+        ox: usize,
+        ky: usize,
+        kx: usize,
+    ) -> Option<(usize, usize)> {
+        let y = (oy * s.stride[0] + ky * s.dilation[0]).checked_sub(s.padding[0])?;
+        let x = (ox * s.stride[1] + kx * s.dilation[1]).checked_sub(s.padding[1])?;
+        (y < self.h && x < self.w).then_some((y, x))
+    }
+
+    /// Calls `f(x_index, y_index, w_index)` for every multiply of the convolution.
+    fn for_each(&self, s: &Conv2dSpec, mut f: impl FnMut(usize, usize, usize)) {
+        let (cg, og) = (self.c / s.groups, self.o / s.groups);
+        for n in 0..self.n {
+            for o in 0..self.o {
+                let g = o / og;
+                for oy in 0..self.oh {
+                    for ox in 0..self.ow {
+                        let yi = ((n * self.o + o) * self.oh + oy) * self.ow + ox;
+                        for ci in 0..cg {
+                            let c = g * cg + ci;
+                            for ky in 0..self.k[0] {
+                                for kx in 0..self.k[1] {
+                                    if let Some((y, x)) = self.tap(s, oy, ox, ky, kx) {
+                                        let xi = ((n * self.c + c) * self.h + y) * self.w + x;
+                                        let wi = ((o * cg + ci) * self.k[0] + ky) * self.k[1] + kx;
+                                        f(xi, yi, wi);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y[n,o,oy,ox] = Σ x[n,c,oy·s+ky·d-p, ox·s+kx·d-p] · w[o,c,ky,kx]` over the group's channels.
+pub fn conv2d(s: &Conv2dSpec, d: &ConvDims, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let mut acc = vec![0f64; y.len()];
+    d.for_each(s, |xi, yi, wi| acc[yi] += x[xi] as f64 * w[wi] as f64);
+    store(&acc, y);
+}
+
+/// `dx[xi] = Σ g[yi] · w[wi]` over the same index triples as the forward pass.
+pub fn conv2d_grad_input(s: &Conv2dSpec, d: &ConvDims, g: &[f32], w: &[f32], dx: &mut [f32]) {
+    let mut acc = vec![0f64; dx.len()];
+    d.for_each(s, |xi, yi, wi| acc[xi] += g[yi] as f64 * w[wi] as f64);
+    store(&acc, dx);
+}
+
+/// `dw[wi] = Σ x[xi] · g[yi]` over the same index triples as the forward pass.
+pub fn conv2d_grad_weight(s: &Conv2dSpec, d: &ConvDims, x: &[f32], g: &[f32], dw: &mut [f32]) {
+    let mut acc = vec![0f64; dw.len()];
+    d.for_each(s, |xi, yi, wi| acc[wi] += x[xi] as f64 * g[yi] as f64);
+    store(&acc, dw);
+}
+
+fn store(acc: &[f64], out: &mut [f32]) {
+    for (o, &a) in out.iter_mut().zip(acc) {
+        *o = a as f32;
+    }
+}
+
+/// One pooling window: the valid input rows and columns, and the average's divisor.
+struct Window {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    divisor: f64,
+}
+
+fn window(s: &Pool2dSpec, hw: [usize; 2], oy: usize, ox: usize) -> Window {
+    let mut ranges = [0..0, 0..0];
+    let (mut full, mut valid) = (1, 1);
+    for (d, o) in [(0, oy), (1, ox)] {
+        // Window [start, end) in padded coordinates, cut at the right padding's end.
+        let start = (o * s.stride[d]) as isize - s.padding[d] as isize;
+        let end = (start + s.kernel[d] as isize).min((hw[d] + s.padding[d]) as isize);
+        full *= (end - start) as usize;
+        let (a, b) = (start.max(0) as usize, (end.max(0) as usize).min(hw[d]));
+        valid *= b.saturating_sub(a);
+        ranges[d] = a..b.max(a);
+    }
+    let [rows, cols] = ranges;
+    let divisor = if s.count_include_pad { full } else { valid } as f64;
+    Window {
+        rows,
+        cols,
+        divisor,
+    }
+}
+
+/// Calls `f(plane, oy, ox, window)` for every output position.
+fn for_windows(
+    s: &Pool2dSpec,
+    planes: usize,
+    hw: [usize; 2],
+    out: [usize; 2],
+    mut f: impl FnMut(usize, usize, usize, Window),
+) {
+    for p in 0..planes {
+        for oy in 0..out[0] {
+            for ox in 0..out[1] {
+                f(p, oy, ox, window(s, hw, oy, ox));
+            }
+        }
+    }
+}
+
+/// Index (within the plane) of the window's first maximum in row-major order.
+fn argmax(x: &[f32], w: usize, win: &Window) -> usize {
+    let mut best = (win.rows.start * w + win.cols.start, f32::NEG_INFINITY);
+    for r in win.rows.clone() {
+        for c in win.cols.clone() {
+            if x[r * w + c] > best.1 {
+                best = (r * w + c, x[r * w + c]);
+            }
+        }
+    }
+    best.0
+}
+
+pub fn max_pool2d(
+    s: &Pool2dSpec,
+    planes: usize,
+    hw: [usize; 2],
+    out: [usize; 2],
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let plane = hw[0] * hw[1];
+    for_windows(s, planes, hw, out, |p, oy, ox, win| {
+        let xp = &x[p * plane..(p + 1) * plane];
+        y[(p * out[0] + oy) * out[1] + ox] = xp[argmax(xp, hw[1], &win)];
+    });
+}
+
+pub fn max_pool2d_grad(
+    s: &Pool2dSpec,
+    planes: usize,
+    hw: [usize; 2],
+    out: [usize; 2],
+    x: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+) {
+    let plane = hw[0] * hw[1];
+    let mut acc = vec![0f64; dx.len()];
+    for_windows(s, planes, hw, out, |p, oy, ox, win| {
+        let at = argmax(&x[p * plane..(p + 1) * plane], hw[1], &win);
+        acc[p * plane + at] += g[(p * out[0] + oy) * out[1] + ox] as f64;
+    });
+    store(&acc, dx);
+}
+
+pub fn avg_pool2d(
+    s: &Pool2dSpec,
+    planes: usize,
+    hw: [usize; 2],
+    out: [usize; 2],
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let plane = hw[0] * hw[1];
+    for_windows(s, planes, hw, out, |p, oy, ox, win| {
+        let mut sum = 0f64;
+        for r in win.rows.clone() {
+            for c in win.cols.clone() {
+                sum += x[p * plane + r * hw[1] + c] as f64;
+            }
+        }
+        y[(p * out[0] + oy) * out[1] + ox] = (sum / win.divisor) as f32;
+    });
+}
+
+pub fn avg_pool2d_grad(
+    s: &Pool2dSpec,
+    planes: usize,
+    hw: [usize; 2],
+    out: [usize; 2],
+    g: &[f32],
+    dx: &mut [f32],
+) {
+    let plane = hw[0] * hw[1];
+    let mut acc = vec![0f64; dx.len()];
+    for_windows(s, planes, hw, out, |p, oy, ox, win| {
+        let share = g[(p * out[0] + oy) * out[1] + ox] as f64 / win.divisor;
+        for r in win.rows.clone() {
+            for c in win.cols.clone() {
+                acc[p * plane + r * hw[1] + c] += share;
+            }
+        }
+    });
+    store(&acc, dx);
+}

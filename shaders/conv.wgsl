@@ -1,0 +1,223 @@
+// 2-D convolution over NCHW tensors, weights [o, c/groups, kh, kw], as implicit GEMM: each
+// invocation computes a 4×4 block of its output in four named vec4 accumulators. Loads past an
+// edge or in the padding are clamped to a valid address and masked to zero.
+
+// Rust twin: ConvParams in crates/device/src/launch.rs
+struct ConvParams {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    o: u32,
+    oh: u32,
+    ow: u32,
+    groups: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    cg: u32,
+    og: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> p: ConvParams;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> a: array<f32>;
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+
+fn load4(idx: vec4<u32>, valid: vec4<bool>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), vec4<f32>(a[idx.x], a[idx.y], a[idx.z], a[idx.w]), valid);
+}
+
+fn store4(base: u32, count: u32, v: vec4<f32>) {
+    out[base] = v.x;
+    if (count > 1u) { out[base + 1u] = v.y; }
+    if (count > 2u) { out[base + 2u] = v.z; }
+    if (count > 3u) { out[base + 3u] = v.w; }
+}
+
+// Forward: a = x [n, c, h, w], b = weight. Invocation: 4 output pixels (x) × 4 output channels
+// of one group (y) of image z.
+@compute @workgroup_size(64, 1, 1)
+fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let np = p.oh * p.ow;
+    let p0 = gid.x * 4u;
+    let blocks = (p.og + 3u) / 4u;
+    let grp = gid.y / blocks;
+    let o0 = (gid.y % blocks) * 4u;
+    if (p0 >= np || grp >= p.groups) { return; }
+    let n = gid.z;
+
+    // Top-left input coordinate of each pixel's window (may be negative in the padding).
+    let q = min(vec4<u32>(p0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(np - 1u));
+    let y0 = vec4<i32>((q / p.ow) * p.sh) - vec4<i32>(i32(p.ph));
+    let x0 = vec4<i32>((q % p.ow) * p.sw) - vec4<i32>(i32(p.pw));
+
+    let ksz = p.kh * p.kw;
+    let wrow = p.cg * ksz;
+    let ob = grp * p.og;
+    let w0 = (ob + min(o0, p.og - 1u)) * wrow;
+    let w1 = (ob + min(o0 + 1u, p.og - 1u)) * wrow;
+    let w2 = (ob + min(o0 + 2u, p.og - 1u)) * wrow;
+    let w3 = (ob + min(o0 + 3u, p.og - 1u)) * wrow;
+    let hi = vec4<i32>(i32(p.h) - 1);
+    let wi = vec4<i32>(i32(p.w) - 1);
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < p.cg; ci++) {
+        let plane = (n * p.c + grp * p.cg + ci) * p.h * p.w;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let yy = y0 + vec4<i32>(i32(ky * p.dh));
+            let vy = (yy >= vec4<i32>(0)) & (yy <= hi);
+            let row = vec4<u32>(clamp(yy, vec4<i32>(0), hi)) * p.w + vec4<u32>(plane);
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let xx = x0 + vec4<i32>(i32(kx * p.dw));
+                let valid = vy & (xx >= vec4<i32>(0)) & (xx <= wi);
+                let xv = load4(row + vec4<u32>(clamp(xx, vec4<i32>(0), wi)), valid);
+                let r = ci * ksz + ky * p.kw + kx;
+                acc0 += b[w0 + r] * xv;
+                acc1 += b[w1 + r] * xv;
+                acc2 += b[w2 + r] * xv;
+                acc3 += b[w3 + r] * xv;
+            }
+        }
+    }
+    let count = min(4u, np - p0);
+    let base = (n * p.o + ob + o0) * np + p0;
+    store4(base, count, acc0);
+    if (o0 + 1u < p.og) { store4(base + np, count, acc1); }
+    if (o0 + 2u < p.og) { store4(base + 2u * np, count, acc2); }
+    if (o0 + 3u < p.og) { store4(base + 3u * np, count, acc3); }
+}
+
+// Input gradient (and transposed convolution): a = g [n, o, oh, ow], b = weight,
+// out = dx [n, c, h, w]. Invocation: 4 input pixels (x) × 4 input channels of one group (y)
+// of image z. Pixel (y, x) receives g[oy, ox]·w[ky, kx] where oy·s + ky·d = y + p.
+@compute @workgroup_size(64, 1, 1)
+fn conv2d_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let np = p.h * p.w;
+    let p0 = gid.x * 4u;
+    let blocks = (p.cg + 3u) / 4u;
+    let grp = gid.y / blocks;
+    let c0 = (gid.y % blocks) * 4u;
+    if (p0 >= np || grp >= p.groups) { return; }
+    let n = gid.z;
+
+    let q = min(vec4<u32>(p0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(np - 1u));
+    let ty0 = vec4<i32>(q / p.w + p.ph);
+    let tx0 = vec4<i32>(q % p.w + p.pw);
+    let sh = vec4<i32>(i32(p.sh));
+    let sw = vec4<i32>(i32(p.sw));
+    let ohi = vec4<i32>(i32(p.oh) - 1);
+    let owi = vec4<i32>(i32(p.ow) - 1);
+
+    let ksz = p.kh * p.kw;
+    let cl0 = min(c0, p.cg - 1u) * ksz;
+    let cl1 = min(c0 + 1u, p.cg - 1u) * ksz;
+    let cl2 = min(c0 + 2u, p.cg - 1u) * ksz;
+    let cl3 = min(c0 + 3u, p.cg - 1u) * ksz;
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var ol = 0u; ol < p.og; ol++) {
+        let o = grp * p.og + ol;
+        let gplane = (n * p.o + o) * p.oh * p.ow;
+        let wbase = o * p.cg * ksz;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let ty = ty0 - vec4<i32>(i32(ky * p.dh));
+            let oy = ty / sh;
+            let vy = (ty >= vec4<i32>(0)) & (ty % sh == vec4<i32>(0)) & (oy <= ohi);
+            let row = vec4<u32>(clamp(oy, vec4<i32>(0), ohi)) * p.ow + vec4<u32>(gplane);
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let tx = tx0 - vec4<i32>(i32(kx * p.dw));
+                let ox = tx / sw;
+                let valid = vy & (tx >= vec4<i32>(0)) & (tx % sw == vec4<i32>(0)) & (ox <= owi);
+                let gv = load4(row + vec4<u32>(clamp(ox, vec4<i32>(0), owi)), valid);
+                let r = wbase + ky * p.kw + kx;
+                acc0 += b[r + cl0] * gv;
+                acc1 += b[r + cl1] * gv;
+                acc2 += b[r + cl2] * gv;
+                acc3 += b[r + cl3] * gv;
+            }
+        }
+    }
+    let count = min(4u, np - p0);
+    let base = (n * p.c + grp * p.cg + c0) * np + p0;
+    store4(base, count, acc0);
+    if (c0 + 1u < p.cg) { store4(base + np, count, acc1); }
+    if (c0 + 2u < p.cg) { store4(base + 2u * np, count, acc2); }
+    if (c0 + 3u < p.cg) { store4(base + 3u * np, count, acc3); }
+}
+
+// Weight gradient: a = x [n, c, h, w], b = g [n, o, oh, ow], out = dw [o, c/groups, kh, kw].
+// Invocation: 4 weight taps r = (ci, ky, kx) (x) × 4 output channels of one group (y); the
+// reduction runs over every image and output pixel.
+@compute @workgroup_size(64, 1, 1)
+fn conv2d_grad_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ksz = p.kh * p.kw;
+    let nr = p.cg * ksz;
+    let r0 = gid.x * 4u;
+    let blocks = (p.og + 3u) / 4u;
+    let grp = gid.y / blocks;
+    let o0 = (gid.y % blocks) * 4u;
+    if (r0 >= nr || grp >= p.groups) { return; }
+
+    // Each tap's input channel plane offset and its offset from a window's top-left corner.
+    let r = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(nr - 1u));
+    let ci = r / ksz;
+    let ky = (r % ksz) / p.kw;
+    let kx = r % p.kw;
+    let cplane = (vec4<u32>(grp * p.cg) + ci) * p.h * p.w;
+    let dy = vec4<i32>(ky * p.dh) - vec4<i32>(i32(p.ph));
+    let dx = vec4<i32>(kx * p.dw) - vec4<i32>(i32(p.pw));
+    let hi = vec4<i32>(i32(p.h) - 1);
+    let wi = vec4<i32>(i32(p.w) - 1);
+
+    let ob = grp * p.og;
+    let og0 = ob + min(o0, p.og - 1u);
+    let og1 = ob + min(o0 + 1u, p.og - 1u);
+    let og2 = ob + min(o0 + 2u, p.og - 1u);
+    let og3 = ob + min(o0 + 3u, p.og - 1u);
+    let np = p.oh * p.ow;
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var n = 0u; n < p.n; n++) {
+        let xn = vec4<u32>(n * p.c * p.h * p.w) + cplane;
+        let gn = n * p.o;
+        for (var oy = 0u; oy < p.oh; oy++) {
+            let yy = vec4<i32>(i32(oy * p.sh)) + dy;
+            let vy = (yy >= vec4<i32>(0)) & (yy <= hi);
+            let row = xn + vec4<u32>(clamp(yy, vec4<i32>(0), hi)) * p.w;
+            for (var ox = 0u; ox < p.ow; ox++) {
+                let xx = vec4<i32>(i32(ox * p.sw)) + dx;
+                let valid = vy & (xx >= vec4<i32>(0)) & (xx <= wi);
+                let xv = load4(row + vec4<u32>(clamp(xx, vec4<i32>(0), wi)), valid);
+                let pix = oy * p.ow + ox;
+                acc0 += b[(gn + og0) * np + pix] * xv;
+                acc1 += b[(gn + og1) * np + pix] * xv;
+                acc2 += b[(gn + og2) * np + pix] * xv;
+                acc3 += b[(gn + og3) * np + pix] * xv;
+            }
+        }
+    }
+    let count = min(4u, nr - r0);
+    let base = (ob + o0) * nr + r0;
+    store4(base, count, acc0);
+    if (o0 + 1u < p.og) { store4(base + nr, count, acc1); }
+    if (o0 + 2u < p.og) { store4(base + 2u * nr, count, acc2); }
+    if (o0 + 3u < p.og) { store4(base + 3u * nr, count, acc3); }
+}
