@@ -642,7 +642,7 @@ impl Op {
                 let (x, g) = (&inputs[0].0, &inputs[1].0);
                 let (n, c, hw) = nchw(name, x)?;
                 let (n2, o, ohw) = nchw(name, g)?;
-                if n != n2 || spec.groups == 0 || c % spec.groups != 0 {
+                if n != n2 || spec.groups == 0 || !c.is_multiple_of(spec.groups) {
                     return Err(format!(
                         "{name}: input {x:?} and gradient {g:?} do not fit groups {}",
                         spec.groups
@@ -717,7 +717,7 @@ fn nchw(name: &str, s: &[usize]) -> Result<(usize, usize, [usize; 2]), String> {
 
 fn check_conv(name: &str, spec: &Conv2dSpec, c: usize, o: usize, cg: usize) -> Result<(), String> {
     let g = spec.groups;
-    if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
+    if g == 0 || !c.is_multiple_of(g) || !o.is_multiple_of(g) || cg * g != c {
         return Err(format!(
             "{name}: {c} input and {o} output channels do not fit groups {g} with {cg} channels per group"
         ));
