@@ -44,7 +44,7 @@ fn store4(base: u32, count: u32, v: vec4<f32>) {
 
 // Forward: a = x [n, c, h, w], b = weight. Invocation: 4 output pixels (x) × 4 output channels
 // of one group (y) of image z.
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(16, 1, 1)
 fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
     let np = p.oh * p.ow;
     let p0 = gid.x * 4u;
@@ -102,7 +102,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Input gradient (and transposed convolution): a = g [n, o, oh, ow], b = weight,
 // out = dx [n, c, h, w]. Invocation: 4 input pixels (x) × 4 input channels of one group (y)
 // of image z. Pixel (y, x) receives g[oy, ox]·w[ky, kx] where oy·s + ky·d = y + p.
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(16, 1, 1)
 fn conv2d_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let np = p.h * p.w;
     let p0 = gid.x * 4u;
@@ -136,13 +136,22 @@ fn conv2d_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
         let wbase = o * p.cg * ksz;
         for (var ky = 0u; ky < p.kh; ky++) {
             let ty = ty0 - vec4<i32>(i32(ky * p.dh));
-            let oy = ty / sh;
-            let vy = (ty >= vec4<i32>(0)) & (ty % sh == vec4<i32>(0)) & (oy <= ohi);
+            // Vector integer division is slow on CPU adapters; stride 1 needs none.
+            var oy = ty;
+            var vy = (ty >= vec4<i32>(0)) & (oy <= ohi);
+            if (p.sh != 1u) {
+                oy = ty / sh;
+                vy = (ty >= vec4<i32>(0)) & (ty % sh == vec4<i32>(0)) & (oy <= ohi);
+            }
             let row = vec4<u32>(clamp(oy, vec4<i32>(0), ohi)) * p.ow + vec4<u32>(gplane);
             for (var kx = 0u; kx < p.kw; kx++) {
                 let tx = tx0 - vec4<i32>(i32(kx * p.dw));
-                let ox = tx / sw;
-                let valid = vy & (tx >= vec4<i32>(0)) & (tx % sw == vec4<i32>(0)) & (ox <= owi);
+                var ox = tx;
+                var valid = vy & (tx >= vec4<i32>(0)) & (ox <= owi);
+                if (p.sw != 1u) {
+                    ox = tx / sw;
+                    valid = vy & (tx >= vec4<i32>(0)) & (tx % sw == vec4<i32>(0)) & (ox <= owi);
+                }
                 let gv = load4(row + vec4<u32>(clamp(ox, vec4<i32>(0), owi)), valid);
                 let r = wbase + ky * p.kw + kx;
                 acc0 += b[r + cl0] * gv;
@@ -163,7 +172,7 @@ fn conv2d_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Weight gradient: a = x [n, c, h, w], b = g [n, o, oh, ow], out = dw [o, c/groups, kh, kw].
 // Invocation: 4 weight taps r = (ci, ky, kx) (x) × 4 output channels of one group (y); the
 // reduction runs over every image and output pixel.
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(16, 1, 1)
 fn conv2d_grad_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ksz = p.kh * p.kw;
     let nr = p.cg * ksz;

@@ -436,7 +436,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                     entry,
                     &params,
                     ids(x),
-                    [pixels.div_ceil(64), channel_blocks, params.n],
+                    [pixels.div_ceil(16), channel_blocks, params.n],
                 );
             }
         }
@@ -450,7 +450,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                     entry,
                     &params,
                     ids(x),
-                    [pixels.div_ceil(64), channel_blocks, params.n],
+                    [pixels.div_ceil(16), channel_blocks, params.n],
                 );
             }
         }
@@ -464,7 +464,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                     entry,
                     &params,
                     ids(x),
-                    [taps.div_ceil(64), channel_blocks, 1],
+                    [taps.div_ceil(16), channel_blocks, 1],
                 );
             }
         }

@@ -2,10 +2,12 @@
 //!
 //! A backend knows buffers by id and ops by their [`Op`] value; it never sees tensors or graphs.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::error::Result;
 use crate::op::{DType, Op};
+use crate::tensor::Tensor;
 
 /// A backend's handle to one of its buffers.
 pub type BufferId = usize;
@@ -44,28 +46,45 @@ pub trait Backend {
 /// A cheap, clonable handle to a backend. Tensors on one device can only be combined with
 /// tensors on the same device.
 #[derive(Clone)]
-pub struct Device(pub(crate) Rc<dyn Backend>);
+pub struct Device {
+    pub(crate) backend: Rc<dyn Backend>,
+    /// Tensors to compute with the next batch on this device (e.g. running statistics).
+    deferred: Rc<RefCell<Vec<Tensor>>>,
+}
 
 impl Device {
     pub fn new(backend: impl Backend + 'static) -> Self {
-        Device(Rc::new(backend))
+        Device {
+            backend: Rc::new(backend),
+            deferred: Rc::default(),
+        }
     }
 
     pub fn name(&self) -> String {
-        self.0.name()
+        self.backend.name()
     }
 
     pub fn is_gpu(&self) -> bool {
-        self.0.is_gpu()
+        self.backend.is_gpu()
     }
 
     pub fn backend(&self) -> &dyn Backend {
-        &*self.0
+        &*self.backend
     }
 
     /// Whether two handles name the same backend instance.
     pub fn same(&self, other: &Device) -> bool {
-        std::ptr::addr_eq(Rc::as_ptr(&self.0), Rc::as_ptr(&other.0))
+        std::ptr::addr_eq(Rc::as_ptr(&self.backend), Rc::as_ptr(&other.backend))
+    }
+
+    /// Computes `t` together with the next batch realised on this device, so state updates
+    /// such as batch-norm running statistics ride along with the training step's submission.
+    pub fn realize_later(&self, t: &Tensor) {
+        self.deferred.borrow_mut().push(t.clone());
+    }
+
+    pub(crate) fn take_deferred(&self) -> Vec<Tensor> {
+        std::mem::take(&mut *self.deferred.borrow_mut())
     }
 }
 
@@ -83,7 +102,7 @@ pub struct Buffer {
 
 impl Buffer {
     pub(crate) fn alloc(device: &Device, bytes: usize) -> Result<Rc<Buffer>> {
-        let id = device.0.alloc(bytes)?;
+        let id = device.backend.alloc(bytes)?;
         Ok(Rc::new(Buffer {
             id,
             device: device.clone(),
@@ -93,6 +112,6 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        self.device.0.free(self.id);
+        self.device.backend.free(self.id);
     }
 }

@@ -19,6 +19,13 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
             return Ok(());
         }
     }
+    let deferred = roots
+        .first()
+        .map(|r| r.device().take_deferred())
+        .unwrap_or_default();
+    let mut all: Vec<&Tensor> = roots.to_vec();
+    all.extend(deferred.iter());
+    let roots = &all[..];
     let order = topo_pending(roots);
     if order.is_empty() {
         return Ok(());

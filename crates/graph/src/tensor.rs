@@ -124,7 +124,7 @@ impl Tensor {
 
     fn upload(device: &Device, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
         let buffer = Buffer::alloc(device, bytes.len())?;
-        device.0.write(buffer.id, bytes)?;
+        device.backend.write(buffer.id, bytes)?;
         Ok(Self::new_node(
             device.clone(),
             shape.to_vec(),
@@ -289,7 +289,7 @@ impl Tensor {
         if bytes == 0 {
             return Ok(vec![]);
         }
-        self.device().0.read(buffer.id, bytes)
+        self.device().backend.read(buffer.id, bytes)
     }
 
     /// A leaf sharing this tensor's values that autodiff does not look through.

@@ -12,6 +12,16 @@ pub trait Module {
         Vec::new()
     }
 
+    /// Non-trainable state saved with the model (e.g. batch-norm running statistics).
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Replaces the buffer called `name` (as listed by `named_buffers`); false if unknown.
+    fn set_buffer(&self, _name: &str, _value: Tensor) -> bool {
+        false
+    }
+
     /// Trainable parameters in a fixed order.
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters()
@@ -96,6 +106,28 @@ impl Module for Sequential {
                     .map(move |(n, t)| (format!("{i}.{n}"), t))
             })
             .collect()
+    }
+
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                l.named_buffers()
+                    .into_iter()
+                    .map(move |(n, t)| (format!("{i}.{n}"), t))
+            })
+            .collect()
+    }
+
+    fn set_buffer(&self, name: &str, value: Tensor) -> bool {
+        let Some((index, rest)) = name.split_once('.') else {
+            return false;
+        };
+        match index.parse::<usize>().ok().and_then(|i| self.layers.get(i)) {
+            Some(layer) => layer.set_buffer(rest, value),
+            None => false,
+        }
     }
 
     fn set_training(&self, training: bool) {

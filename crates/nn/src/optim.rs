@@ -2,6 +2,8 @@
 //! value (and new optimizer state) as lazy tensors, computes them in one batch (one submission
 //! on a GPU) and swaps the new values into the parameters in place.
 
+use std::collections::HashMap;
+
 use wgrad_graph::{no_grad, realize_all, Grads, Result, Tensor};
 
 /// Updates parameters from their gradients.
@@ -19,6 +21,16 @@ pub trait Optimizer {
     fn learning_rate(&self) -> f32;
 
     fn set_learning_rate(&mut self, lr: f32);
+
+    /// Short name stored in checkpoints (`sgd`, `adam`, `rmsprop`).
+    fn kind(&self) -> &'static str;
+
+    /// Named state tensors for checkpoints (e.g. `m.0`, `v.0`, `steps`).
+    fn state_dict(&self) -> Vec<(String, Tensor)>;
+
+    /// Restores state saved by `state_dict`; entries not present start fresh. The caller has
+    /// checked that each tensor's shape matches its parameter.
+    fn load_state_dict(&mut self, state: &HashMap<String, Tensor>);
 
     /// One update from `grads`; parameters without a gradient are left alone.
     fn step(&mut self, grads: &Grads) -> Result<()> {
@@ -44,6 +56,21 @@ pub trait Optimizer {
             }
         }
         Ok(())
+    }
+}
+
+/// `prefix.i` for every parameter that has state.
+fn named(prefix: &str, slots: &[Option<Tensor>]) -> Vec<(String, Tensor)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.as_ref().map(|t| (format!("{prefix}.{i}"), t.clone())))
+        .collect()
+}
+
+fn restore(prefix: &str, slots: &mut [Option<Tensor>], state: &HashMap<String, Tensor>) {
+    for (i, slot) in slots.iter_mut().enumerate() {
+        *slot = state.get(&format!("{prefix}.{i}")).cloned();
     }
 }
 
@@ -145,6 +172,18 @@ impl Optimizer for Sgd {
 
     fn state(&self) -> Vec<Tensor> {
         self.buffers.iter().flatten().cloned().collect()
+    }
+
+    fn kind(&self) -> &'static str {
+        "sgd"
+    }
+
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        named("momentum", &self.buffers)
+    }
+
+    fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) {
+        restore("momentum", &mut self.buffers, state);
     }
 
     fn learning_rate(&self) -> f32 {
@@ -285,6 +324,36 @@ impl Optimizer for Adam {
         self.m.iter().chain(&self.v).flatten().cloned().collect()
     }
 
+    fn kind(&self) -> &'static str {
+        "adam"
+    }
+
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut out = named("m", &self.m);
+        out.extend(named("v", &self.v));
+        if let Some(p) = self.params.first() {
+            let steps: Vec<f32> = self.steps.iter().map(|&s| s as f32).collect();
+            let n = steps.len();
+            // Step counts are exact in f32 up to 2^24.
+            if let Ok(t) = Tensor::from_slice(p.device(), &steps, &[n]) {
+                out.push(("steps".to_string(), t));
+            }
+        }
+        out
+    }
+
+    fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) {
+        restore("m", &mut self.m, state);
+        restore("v", &mut self.v, state);
+        let steps = state.get("steps").and_then(|t| t.to_vec().ok());
+        for (i, s) in self.steps.iter_mut().enumerate() {
+            *s = steps
+                .as_ref()
+                .and_then(|v| v.get(i))
+                .map_or(0, |&x| x as u32);
+        }
+    }
+
     fn learning_rate(&self) -> f32 {
         self.config.lr
     }
@@ -411,6 +480,23 @@ impl Optimizer for RmsProp {
             .flatten()
             .cloned()
             .collect()
+    }
+
+    fn kind(&self) -> &'static str {
+        "rmsprop"
+    }
+
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut out = named("square_avg", &self.square_avg);
+        out.extend(named("grad_avg", &self.grad_avg));
+        out.extend(named("momentum", &self.momentum));
+        out
+    }
+
+    fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) {
+        restore("square_avg", &mut self.square_avg, state);
+        restore("grad_avg", &mut self.grad_avg, state);
+        restore("momentum", &mut self.momentum, state);
     }
 
     fn learning_rate(&self) -> f32 {

@@ -1,0 +1,260 @@
+//! Convolution and pooling layers.
+
+use wgrad_graph::{Conv2dSpec, Device, Pool2dSpec, Result, Tensor};
+
+use crate::init::Init;
+use crate::module::Module;
+use crate::rng::Rng;
+
+/// Options of [`Conv2d`] and [`ConvTranspose2d`], with PyTorch's defaults (stride 1, no padding,
+/// dilation 1, one group, a bias) and Glorot-uniform weights.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvConfig {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub bias: bool,
+    pub init: Init,
+    /// Extra rows/columns at the bottom/right of a transposed convolution's output.
+    pub output_padding: [usize; 2],
+}
+
+impl Default for ConvConfig {
+    fn default() -> Self {
+        ConvConfig {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+            init: Init::GlorotUniform,
+            output_padding: [0, 0],
+        }
+    }
+}
+
+impl ConvConfig {
+    fn spec(&self) -> Conv2dSpec {
+        Conv2dSpec {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+        }
+    }
+}
+
+fn bias_param(device: &Device, n: usize, on: bool) -> Result<Option<Tensor>> {
+    on.then(|| Tensor::param(device, &vec![0.0; n], &[n]))
+        .transpose()
+}
+
+fn add_bias(y: Tensor, bias: &Option<Tensor>) -> Tensor {
+    match bias {
+        Some(b) => y + b.reshape(&[1, b.numel(), 1, 1]),
+        None => y,
+    }
+}
+
+#[track_caller]
+fn check_input(layer: &str, x: &Tensor, channels: usize) {
+    assert!(
+        x.rank() == 4 && x.shape()[1] == channels,
+        "{layer}: expects input [batch, {channels}, height, width], got {:?}",
+        x.shape()
+    );
+}
+
+/// 2-D convolution over `[n, in, h, w]` with weights `[out, in/groups, kh, kw]` and a bias.
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    spec: Conv2dSpec,
+    channels: [usize; 2],
+    kernel: [usize; 2],
+}
+
+impl Conv2d {
+    #[track_caller]
+    pub fn new(
+        device: &Device,
+        inputs: usize,
+        outputs: usize,
+        kernel: [usize; 2],
+        rng: &mut Rng,
+        config: ConvConfig,
+    ) -> Result<Conv2d> {
+        let g = config.groups;
+        assert!(
+            g > 0 && inputs.is_multiple_of(g) && outputs.is_multiple_of(g),
+            "Conv2d: {inputs} input and {outputs} output channels must both divide into {g} groups"
+        );
+        let taps = kernel[0] * kernel[1];
+        let fan_in = inputs / g * taps;
+        let fan_out = outputs / g * taps;
+        let w = config.init.sample(rng, fan_in, fan_out, outputs * fan_in);
+        Ok(Conv2d {
+            weight: Tensor::param(device, &w, &[outputs, inputs / g, kernel[0], kernel[1]])?,
+            bias: bias_param(device, outputs, config.bias)?,
+            spec: config.spec(),
+            channels: [inputs, outputs],
+            kernel,
+        })
+    }
+}
+
+impl Module for Conv2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        check_input(&self.describe(), x, self.channels[0]);
+        add_bias(x.conv2d(&self.weight, self.spec), &self.bias)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![("weight".to_string(), self.weight.clone())];
+        p.extend(self.bias.iter().map(|b| ("bias".to_string(), b.clone())));
+        p
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Conv2d({} -> {}, {}x{})",
+            self.channels[0], self.channels[1], self.kernel[0], self.kernel[1]
+        )
+    }
+}
+
+/// Transposed 2-D convolution with PyTorch's weight layout `[in, out/groups, kh, kw]`.
+pub struct ConvTranspose2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    spec: Conv2dSpec,
+    output_padding: [usize; 2],
+    channels: [usize; 2],
+    kernel: [usize; 2],
+}
+
+impl ConvTranspose2d {
+    #[track_caller]
+    pub fn new(
+        device: &Device,
+        inputs: usize,
+        outputs: usize,
+        kernel: [usize; 2],
+        rng: &mut Rng,
+        config: ConvConfig,
+    ) -> Result<ConvTranspose2d> {
+        let g = config.groups;
+        assert!(
+            g > 0 && inputs.is_multiple_of(g) && outputs.is_multiple_of(g),
+            "ConvTranspose2d: {inputs} input and {outputs} output channels must both divide into {g} groups"
+        );
+        let taps = kernel[0] * kernel[1];
+        let (fan_in, fan_out) = (inputs / g * taps, outputs / g * taps);
+        let w = config
+            .init
+            .sample(rng, fan_in, fan_out, inputs * outputs / g * taps);
+        Ok(ConvTranspose2d {
+            weight: Tensor::param(device, &w, &[inputs, outputs / g, kernel[0], kernel[1]])?,
+            bias: bias_param(device, outputs, config.bias)?,
+            spec: config.spec(),
+            output_padding: config.output_padding,
+            channels: [inputs, outputs],
+            kernel,
+        })
+    }
+}
+
+impl Module for ConvTranspose2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        check_input(&self.describe(), x, self.channels[0]);
+        add_bias(
+            x.conv_transpose2d(&self.weight, self.spec, self.output_padding),
+            &self.bias,
+        )
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![("weight".to_string(), self.weight.clone())];
+        p.extend(self.bias.iter().map(|b| ("bias".to_string(), b.clone())));
+        p
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "ConvTranspose2d({} -> {}, {}x{})",
+            self.channels[0], self.channels[1], self.kernel[0], self.kernel[1]
+        )
+    }
+}
+
+/// Max pooling; `MaxPool2d::new(2)` is the usual 2×2 window with stride 2.
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool2d(pub Pool2dSpec);
+
+impl MaxPool2d {
+    pub fn new(k: usize) -> Self {
+        MaxPool2d(Pool2dSpec::square(k))
+    }
+}
+
+impl Module for MaxPool2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.max_pool2d(self.0)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "MaxPool2d({}x{}, stride {:?})",
+            self.0.kernel[0], self.0.kernel[1], self.0.stride
+        )
+    }
+}
+
+/// Average pooling (counting padding in the divisor by default, like PyTorch).
+#[derive(Clone, Copy, Debug)]
+pub struct AvgPool2d(pub Pool2dSpec);
+
+impl AvgPool2d {
+    pub fn new(k: usize) -> Self {
+        AvgPool2d(Pool2dSpec::square(k))
+    }
+}
+
+impl Module for AvgPool2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.avg_pool2d(self.0)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "AvgPool2d({}x{}, stride {:?})",
+            self.0.kernel[0], self.0.kernel[1], self.0.stride
+        )
+    }
+}
+
+/// Mean over height and width: `[n, c, h, w] -> [n, c]`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GlobalAvgPool2d;
+
+impl Module for GlobalAvgPool2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        assert_eq!(
+            x.rank(),
+            4,
+            "GlobalAvgPool2d: expects [n, c, h, w], got {:?}",
+            x.shape()
+        );
+        x.mean(&[2, 3], false)
+    }
+
+    fn describe(&self) -> String {
+        "GlobalAvgPool2d".into()
+    }
+}

@@ -1,0 +1,236 @@
+//! Saving and loading weights in the safetensors format: parameters and buffers by name, and
+//! optionally the optimizer's state under `optimizer.`. Writes are atomic (a temporary file in
+//! the same directory, then a rename); a load checks every tensor before changing anything.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use wgrad_graph::{realize_all, Error, Result, Tensor};
+
+use crate::module::Module;
+use crate::optim::Optimizer;
+
+const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+fn format_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Saves the model's parameters and buffers (and the optimizer's state, if given) to `path`.
+pub fn save(
+    path: impl AsRef<Path>,
+    model: &dyn Module,
+    optimizer: Option<&dyn Optimizer>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let mut named = model.named_parameters();
+    named.extend(model.named_buffers());
+    let mut metadata = HashMap::from([("format".to_string(), "wgrad".to_string())]);
+    if let Some(opt) = optimizer {
+        metadata.insert("optimizer".to_string(), opt.kind().to_string());
+        named.extend(
+            opt.state_dict()
+                .into_iter()
+                .map(|(n, t)| (format!("{OPTIMIZER_PREFIX}{n}"), t)),
+        );
+    }
+    realize_all(&named.iter().map(|(_, t)| t).collect::<Vec<_>>())?;
+    let mut data = Vec::with_capacity(named.len());
+    for (name, t) in &named {
+        let bytes: Vec<u8> = t.to_vec()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+        data.push((name.clone(), t.shape().to_vec(), bytes));
+    }
+    let views = data
+        .iter()
+        .map(|(n, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| format_err(path, format!("tensor `{n}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| format_err(path, format!("cannot encode the weights: {e}")))?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes to a temporary file beside `path`, syncs it, then renames it over `path`, so a
+/// crash leaves either the old file or the new one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Loads parameters and buffers saved by [`save`] into `model` (and the optimizer state into
+/// `optimizer`, if given). A missing, extra, misshapen or non-f32 tensor, or a corrupt file,
+/// is an error naming the tensor; the model is only changed when everything checks out.
+pub fn load(
+    path: impl AsRef<Path>,
+    model: &dyn Module,
+    optimizer: Option<&mut dyn Optimizer>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        format_err(
+            path,
+            format!("not a valid safetensors file (corrupt or truncated?): {e}"),
+        )
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format_err(path, format!("unreadable header: {e}")))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+
+    let read = |name: &str, want: &[usize]| -> Result<Vec<f32>> {
+        let view = file.tensor(name).map_err(|_| {
+            format_err(
+                path,
+                format!("tensor `{name}` (shape {want:?}) is missing from the file"),
+            )
+        })?;
+        if view.dtype() != Dtype::F32 {
+            return Err(format_err(
+                path,
+                format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        if view.shape() != want {
+            return Err(format_err(
+                path,
+                format!(
+                    "tensor `{name}` has shape {:?} in the file but the model expects {want:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        Ok(view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    };
+
+    let params = model.named_parameters();
+    let buffers = model.named_buffers();
+    let mut expected: Vec<&str> = Vec::new();
+    let mut param_values = Vec::new();
+    for (name, t) in &params {
+        param_values.push(read(name, t.shape())?);
+        expected.push(name);
+    }
+    let mut buffer_values = Vec::new();
+    for (name, t) in &buffers {
+        buffer_values.push(read(name, t.shape())?);
+        expected.push(name);
+    }
+    let mut extra: Vec<&str> = file
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with(OPTIMIZER_PREFIX) && !expected.contains(n))
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        let shapes: Vec<String> = extra
+            .iter()
+            .map(|n| {
+                format!(
+                    "`{n}` {:?}",
+                    file.tensor(n)
+                        .map(|v| v.shape().to_vec())
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        return Err(format_err(
+            path,
+            format!(
+                "the file has tensors the model does not: {}",
+                shapes.join(", ")
+            ),
+        ));
+    }
+
+    let mut optimizer_state = None;
+    if let Some(opt) = &optimizer {
+        let kind = meta
+            .get("optimizer")
+            .ok_or_else(|| format_err(path, "the file holds no optimizer state"))?;
+        if kind != opt.kind() {
+            return Err(format_err(
+                path,
+                format!("the file holds {kind} state, not {}", opt.kind()),
+            ));
+        }
+        let shapes: Vec<Vec<usize>> = opt.params().iter().map(|p| p.shape().to_vec()).collect();
+        let mut state = Vec::new();
+        for name in file.names() {
+            let Some(key) = name.strip_prefix(OPTIMIZER_PREFIX) else {
+                continue;
+            };
+            let want = match key
+                .rsplit_once('.')
+                .and_then(|(_, i)| i.parse::<usize>().ok())
+            {
+                Some(i) => shapes.get(i).cloned().ok_or_else(|| {
+                    format_err(
+                        path,
+                        format!(
+                            "tensor `{name}` refers to parameter {i}, the optimizer has {}",
+                            shapes.len()
+                        ),
+                    )
+                })?,
+                None => vec![shapes.len()],
+            };
+            state.push((key.to_string(), want.clone(), read(name, &want)?));
+        }
+        optimizer_state = Some(state);
+    }
+
+    // Everything checked: apply.
+    for ((_, p), v) in params.iter().zip(&param_values) {
+        p.assign(&Tensor::from_slice(p.device(), v, p.shape())?)?;
+    }
+    for ((name, t), v) in buffers.iter().zip(&buffer_values) {
+        model.set_buffer(name, Tensor::from_slice(t.device(), v, t.shape())?);
+    }
+    if let (Some(opt), Some(state)) = (optimizer, optimizer_state) {
+        let device = opt.params().first().map(|p| p.device().clone());
+        let mut map = HashMap::new();
+        if let Some(device) = device {
+            for (key, shape, values) in state {
+                map.insert(key, Tensor::from_slice(&device, &values, &shape)?);
+            }
+        }
+        opt.load_state_dict(&map);
+    }
+    Ok(())
+}
