@@ -12,6 +12,13 @@
 //! # Ok::<(), wgrad::Error>(())
 //! ```
 
+#[cfg(feature = "plot")]
+pub mod plot;
+
+/// The user guide (`docs/guide.md`); its code examples are compiled as doc tests.
+#[doc = include_str!("../docs/guide.md")]
+pub mod guide {}
+
 pub use wgrad_cpu as cpu;
 pub use wgrad_device as device;
 pub use wgrad_graph as graph;

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use wgrad::nn::{DataLoader, Dataset, Module};
+use wgrad::nn::{
+    io, Adam, EarlyStopping, FitOptions, LrSchedule, Mnist, Module, Optimizer, Trainer,
+};
 use wgrad::{Device, Result};
 
 /// `--key value` options and `--flag` switches, with defaults and a usage line.
@@ -68,6 +70,11 @@ impl Args {
         PathBuf::from(self.values.get(name).map(String::as_str).unwrap_or(default))
     }
 
+    /// The raw value of `--name`, if given.
+    pub fn values_get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
     pub fn flag(&self, name: &str) -> bool {
         self.flags.iter().any(|f| f == name)
     }
@@ -76,25 +83,152 @@ impl Args {
 /// The bundled MNIST subset, relative to the workspace root.
 pub const DEFAULT_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
 
-/// Accuracy of `model` on `data`, in evaluation mode and without autodiff.
-pub fn evaluate(model: &dyn Module, data: &Dataset, device: &Device) -> Result<f32> {
-    model.set_training(false);
-    let mut correct = 0;
-    wgrad::no_grad(|| -> Result<()> {
-        for batch in DataLoader::new(data, 500).epoch(0) {
-            let (x, y) = batch.to_device(device)?;
-            correct += wgrad::nn::metrics::correct(&model.forward(&x), &y)?;
-        }
-        Ok(())
-    })?;
-    model.set_training(true);
-    Ok(correct as f32 / data.len().max(1) as f32)
-}
-
 /// Prints an error and exits with status 1.
 pub fn exit_on_error<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(1);
     })
+}
+
+/// Options shared by the MNIST examples: `(name, takes a value, help)`.
+pub const TRAIN_OPTIONS: &[(&str, bool, &str)] = &[
+    ("epochs", true, "training epochs (default 5)"),
+    ("batch", true, "batch size (default 64)"),
+    ("lr", true, "Adam learning rate (default 0.001)"),
+    (
+        "data",
+        true,
+        "directory with the MNIST IDX files (default: the bundled subset)",
+    ),
+    (
+        "seed",
+        true,
+        "seed for initialisation, shuffling and dropout (default 0)",
+    ),
+    ("save", true, "where to save the trained weights"),
+    (
+        "eval",
+        true,
+        "load weights from FILE, evaluate them on the test split and exit",
+    ),
+    ("log", true, "write the per-epoch history as CSV"),
+    (
+        "plot",
+        true,
+        "draw loss and accuracy curves into a PNG file",
+    ),
+    (
+        "checkpoint-dir",
+        true,
+        "save model and optimizer state after every epoch",
+    ),
+    (
+        "resume",
+        false,
+        "continue from the last checkpoint in --checkpoint-dir",
+    ),
+    (
+        "patience",
+        true,
+        "stop when validation loss has not improved for N epochs (default: off)",
+    ),
+    (
+        "lr-schedule",
+        true,
+        "none, step (halve every 2 epochs) or cosine (default none)",
+    ),
+    (
+        "check-finite",
+        false,
+        "stop at the first NaN or Inf loss or gradient",
+    ),
+    ("quiet", false, "no progress bar"),
+];
+
+/// Trains `model` on MNIST (validating on the test split after every epoch) or, with
+/// `--eval`, evaluates saved weights; then saves weights, history and chart as asked.
+pub fn train_mnist(
+    args: &Args,
+    model: &dyn Module,
+    dev: &Device,
+    data: &Mnist,
+    default_save: &str,
+) -> Result<()> {
+    let eval: String = args.get("eval", String::new());
+    if !eval.is_empty() {
+        io::load(&eval, model, None)?;
+        let mut opt = Adam::new(model.parameters(), 0.0);
+        let trainer = Trainer::new(model, &mut opt, dev);
+        let e = trainer.evaluate(&data.test)?;
+        println!(
+            "{eval}: test accuracy {:.2}% on {} images (loss {:.4})",
+            e.confusion.accuracy() * 100.0,
+            data.test.len(),
+            e.loss
+        );
+        println!("{}", e.confusion);
+        return Ok(());
+    }
+    println!(
+        "data: {} training and {} test images",
+        data.train.len(),
+        data.test.len()
+    );
+    let lr: f32 = args.get("lr", 1e-3);
+    let epochs: usize = args.get("epochs", 5);
+    let mut opt = Adam::new(model.parameters(), lr);
+    let options = FitOptions {
+        epochs,
+        batch_size: args.get("batch", 64),
+        seed: args.get("seed", 0),
+        quiet: args.flag("quiet"),
+        check_finite: args.flag("check-finite"),
+        checkpoint_dir: args.values_get("checkpoint-dir").map(PathBuf::from),
+        resume: args.flag("resume"),
+        verbose: true,
+    };
+    let mut trainer = Trainer::new(model, &mut opt, dev).with_options(options);
+    let patience: usize = args.get("patience", 0);
+    if patience > 0 {
+        trainer = trainer.with_callback(EarlyStopping::new(patience));
+    }
+    match args.get("lr-schedule", "none".to_string()).as_str() {
+        "none" => {}
+        "step" => {
+            trainer = trainer.with_callback(LrSchedule::Step {
+                base: lr,
+                step: 2,
+                gamma: 0.5,
+            })
+        }
+        "cosine" => {
+            trainer = trainer.with_callback(LrSchedule::Cosine {
+                base: lr,
+                min: 0.0,
+                epochs,
+            })
+        }
+        other => {
+            eprintln!("error: --lr-schedule {other:?}: use none, step or cosine");
+            std::process::exit(2);
+        }
+    }
+    let history = trainer.fit(&data.train, Some(&data.test))?;
+    drop(trainer);
+    if let Some(c) = &history.confusion {
+        println!("{c}");
+    }
+    if let Some(path) = args.values_get("log") {
+        history.save_csv(path)?;
+        println!("history written to {path}");
+    }
+    if let Some(path) = args.values_get("plot") {
+        wgrad::plot::save_history_png(&history, path)?;
+        println!("chart written to {path}");
+    }
+    let save = args.path("save", default_save);
+    io::save(&save, model, Some(&opt as &dyn Optimizer))?;
+    println!("saved weights to {}", save.display());
+    Ok(())
 }

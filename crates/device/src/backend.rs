@@ -2,7 +2,7 @@
 //! by size class; `exec` records dispatches, and `flush` encodes them all into one command
 //! encoder and one queue submission, with every dispatch's parameters in one buffer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -39,6 +39,8 @@ pub struct GpuBackend {
     pub(crate) commands: RefCell<Vec<Command>>,
     pub(crate) params: RefCell<Vec<u8>>,
     params_buffer: RefCell<Option<wgpu::Buffer>>,
+    /// Bytes written from the host since the last submission (for the debug log).
+    uploaded: Cell<u64>,
 }
 
 /// Buffers are pooled by size class: sizes round up to 1/8 of their power of two.
@@ -57,6 +59,7 @@ impl GpuBackend {
             commands: RefCell::new(Vec::new()),
             params: RefCell::new(Vec::new()),
             params_buffer: RefCell::new(None),
+            uploaded: Cell::new(0),
         }
     }
 
@@ -146,6 +149,7 @@ impl Backend for GpuBackend {
         }
         if !data.is_empty() {
             self.ctx.queue.write_buffer(&self.buffer(id), 0, data);
+            self.uploaded.set(self.uploaded.get() + data.len() as u64);
         }
         Ok(())
     }
@@ -180,6 +184,7 @@ impl Backend for GpuBackend {
             .map_err(|e| Error::Map(e.to_string()))?[..bytes]
             .to_vec();
         staging.unmap();
+        log::debug!(target: "wgrad::device", "read back {bytes} bytes");
         Ok(data)
     }
 
@@ -266,8 +271,10 @@ impl Backend for GpuBackend {
         // Reclaim finished submissions without waiting, so resources do not pile up.
         let _ = ctx.device.poll(wgpu::PollType::Poll);
         log::debug!(
-            "submit: {dispatches} dispatches, {} commands, {} bytes of parameters",
-            commands.len(),
+            target: "wgrad::device",
+            "submit: {dispatches} dispatches, {} copies, {} bytes uploaded, {} bytes of kernel parameters",
+            commands.len() - dispatches,
+            self.uploaded.replace(0),
             params.len()
         );
         self.check_error()

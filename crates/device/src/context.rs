@@ -135,7 +135,7 @@ impl Context {
         let (device, queue) = match request(wanted_limits) {
             Ok(dq) => dq,
             Err(e) => {
-                log::warn!("adapter refused its own limits ({e}); using default limits");
+                log::warn!(target: "wgrad::device", "adapter refused its own limits ({e}); using default limits");
                 request(wgpu::Limits::default())
                     .or_else(|_| request(wgpu::Limits::downlevel_defaults()))
                     .map_err(|e| Error::Device(format!("could not open {}: {e}", info.name)))?
@@ -153,7 +153,8 @@ impl Context {
     ) -> Arc<Context> {
         let limits = device.limits();
         log::info!(
-            "wgrad adapter: {} ({:?}, {:?}, driver {} {}); max buffer {} MiB, max storage binding {} MiB",
+            target: "wgrad::device",
+            "adapter: {} ({:?}, {:?}, driver {} {}); max buffer {} MiB, max storage binding {} MiB",
             info.name,
             info.backend,
             info.device_type,
@@ -165,7 +166,7 @@ impl Context {
         let errors = Arc::new(Mutex::new(None));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            log::error!("wgpu error: {e}");
+            log::error!(target: "wgrad::device", "wgpu error: {e}");
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| e.to_string());
         }));

@@ -27,6 +27,8 @@ pub enum Error {
     Format { path: PathBuf, message: String },
     /// Data handed to the engine does not fit what the model expects.
     Data(String),
+    /// A loss or gradient became NaN or infinite during training.
+    NonFinite { step: usize, what: String },
 }
 
 impl fmt::Display for Error {
@@ -47,6 +49,11 @@ impl fmt::Display for Error {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
             Error::Data(msg) => write!(f, "{msg}"),
+            Error::NonFinite { step, what } => write!(
+                f,
+                "{what} is NaN or infinite at step {step}; training stopped before applying it \
+                 (lower the learning rate, or check the data)"
+            ),
         }
     }
 }

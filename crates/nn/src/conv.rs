@@ -1,6 +1,6 @@
 //! Convolution and pooling layers.
 
-use wgrad_graph::{Conv2dSpec, Device, Pool2dSpec, Result, Tensor};
+use wgrad_graph::{Conv2dSpec, DType, Device, Op, Pool2dSpec, Result, Tensor};
 
 use crate::init::Init;
 use crate::module::Module;
@@ -43,6 +43,12 @@ impl ConvConfig {
             groups: self.groups,
         }
     }
+}
+
+/// The shape an op gives for f32 inputs of these shapes: the graph's own rule.
+fn infer(op: Op, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+    let metas: Vec<_> = inputs.iter().map(|s| (s.to_vec(), DType::F32)).collect();
+    op.infer(&metas).map(|(shape, _)| shape)
 }
 
 fn bias_param(device: &Device, n: usize, on: bool) -> Result<Option<Tensor>> {
@@ -123,6 +129,16 @@ impl Module for Conv2d {
             self.channels[0], self.channels[1], self.kernel[0], self.kernel[1]
         )
     }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        if input.len() != 4 || input[1] != self.channels[0] {
+            return Err(format!(
+                "expects input [batch, {}, height, width], got {input:?}",
+                self.channels[0]
+            ));
+        }
+        infer(Op::Conv2d(self.spec), &[input, self.weight.shape()])
+    }
 }
 
 /// Transposed 2-D convolution with PyTorch's weight layout `[in, out/groups, kh, kw]`.
@@ -188,6 +204,33 @@ impl Module for ConvTranspose2d {
             self.channels[0], self.channels[1], self.kernel[0], self.kernel[1]
         )
     }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        if input.len() != 4 || input[1] != self.channels[0] {
+            return Err(format!(
+                "expects input [batch, {}, height, width], got {input:?}",
+                self.channels[0]
+            ));
+        }
+        let s = self.spec;
+        let mut out = vec![input[0], self.channels[1], 0, 0];
+        for d in 0..2 {
+            let full = (input[2 + d].max(1) - 1) * s.stride[d]
+                + s.dilation[d] * (self.kernel[d] - 1)
+                + self.output_padding[d]
+                + 1;
+            out[2 + d] = full
+                .checked_sub(2 * s.padding[d])
+                .filter(|&v| v > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "padding {:?} leaves no output for input {input:?}",
+                        s.padding
+                    )
+                })?;
+        }
+        Ok(out)
+    }
 }
 
 /// Max pooling; `MaxPool2d::new(2)` is the usual 2×2 window with stride 2.
@@ -211,6 +254,10 @@ impl Module for MaxPool2d {
             "MaxPool2d({}x{}, stride {:?})",
             self.0.kernel[0], self.0.kernel[1], self.0.stride
         )
+    }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        infer(Op::MaxPool2d(self.0), &[input])
     }
 }
 
@@ -236,6 +283,10 @@ impl Module for AvgPool2d {
             self.0.kernel[0], self.0.kernel[1], self.0.stride
         )
     }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        infer(Op::AvgPool2d(self.0), &[input])
+    }
 }
 
 /// Mean over height and width: `[n, c, h, w] -> [n, c]`.
@@ -256,5 +307,14 @@ impl Module for GlobalAvgPool2d {
 
     fn describe(&self) -> String {
         "GlobalAvgPool2d".into()
+    }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        match input {
+            [n, c, _, _] => Ok(vec![*n, *c]),
+            _ => Err(format!(
+                "expects [batch, channels, height, width], got {input:?}"
+            )),
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::module::Module;
 use crate::optim::Optimizer;
 
 const OPTIMIZER_PREFIX: &str = "optimizer.";
+const COUNTER_PREFIX: &str = "counter.";
 
 fn format_err(path: &Path, message: impl Into<String>) -> Error {
     Error::Format {
@@ -34,10 +35,24 @@ pub fn save(
     model: &dyn Module,
     optimizer: Option<&dyn Optimizer>,
 ) -> Result<()> {
+    save_with_metadata(path, model, optimizer, &[])
+}
+
+/// Like [`save`], with extra string metadata stored in the file's header.
+pub fn save_with_metadata(
+    path: impl AsRef<Path>,
+    model: &dyn Module,
+    optimizer: Option<&dyn Optimizer>,
+    extra: &[(String, String)],
+) -> Result<()> {
     let path = path.as_ref();
     let mut named = model.named_parameters();
     named.extend(model.named_buffers());
     let mut metadata = HashMap::from([("format".to_string(), "wgrad".to_string())]);
+    metadata.extend(extra.iter().cloned());
+    for (name, value) in model.named_counters() {
+        metadata.insert(format!("{COUNTER_PREFIX}{name}"), value.to_string());
+    }
     if let Some(opt) = optimizer {
         metadata.insert("optimizer".to_string(), opt.kind().to_string());
         named.extend(
@@ -97,6 +112,15 @@ pub fn load(
     model: &dyn Module,
     optimizer: Option<&mut dyn Optimizer>,
 ) -> Result<()> {
+    load_with_metadata(path, model, optimizer).map(|_| ())
+}
+
+/// Like [`load`], returning the file's string metadata.
+pub fn load_with_metadata(
+    path: impl AsRef<Path>,
+    model: &dyn Module,
+    optimizer: Option<&mut dyn Optimizer>,
+) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| {
@@ -222,6 +246,11 @@ pub fn load(
     for ((name, t), v) in buffers.iter().zip(&buffer_values) {
         model.set_buffer(name, Tensor::from_slice(t.device(), v, t.shape())?);
     }
+    for (key, value) in &meta {
+        if let (Some(name), Ok(v)) = (key.strip_prefix(COUNTER_PREFIX), value.parse::<u64>()) {
+            model.set_counter(name, v);
+        }
+    }
     if let (Some(opt), Some(state)) = (optimizer, optimizer_state) {
         let device = opt.params().first().map(|p| p.device().clone());
         let mut map = HashMap::new();
@@ -232,5 +261,5 @@ pub fn load(
         }
         opt.load_state_dict(&map);
     }
-    Ok(())
+    Ok(meta)
 }

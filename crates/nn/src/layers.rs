@@ -89,6 +89,16 @@ impl Module for Dense {
     fn describe(&self) -> String {
         format!("Dense({} -> {})", self.inputs, self.outputs)
     }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        match input.split_last() {
+            Some((&last, rest)) if last == self.inputs => Ok([rest, &[self.outputs]].concat()),
+            _ => Err(format!(
+                "expects input [..., {}], got {input:?}",
+                self.inputs
+            )),
+        }
+    }
 }
 
 /// An elementwise activation as a layer.
@@ -135,14 +145,23 @@ impl Module for Flatten {
     fn describe(&self) -> String {
         "Flatten".into()
     }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        Ok(match input {
+            [] | [_] => input.to_vec(),
+            [n, rest @ ..] => vec![*n, rest.iter().product()],
+        })
+    }
 }
 
 /// Zeroes each element with probability `p` during training and scales the rest by
-/// `1/(1-p)`; the identity in evaluation mode. Masks are drawn on the device from a seed
-/// that advances with every call.
+/// `1/(1-p)`; the identity in evaluation mode. Masks are drawn on the device from the seed and
+/// the number of calls so far, which is saved with the model so a resumed run draws the same
+/// masks.
 pub struct Dropout {
     p: f32,
-    seed: Cell<u64>,
+    seed: u64,
+    calls: Cell<u64>,
     training: Cell<bool>,
 }
 
@@ -155,7 +174,8 @@ impl Dropout {
         );
         Dropout {
             p,
-            seed: Cell::new(seed),
+            seed,
+            calls: Cell::new(0),
             training: Cell::new(true),
         }
     }
@@ -166,14 +186,27 @@ impl Module for Dropout {
         if !self.training.get() || self.p == 0.0 {
             return x.clone();
         }
-        let seed = self.seed.get();
-        self.seed.set(seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        let calls = self.calls.get();
+        self.calls.set(calls + 1);
+        let seed = self.seed ^ calls.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let keep = Tensor::rand(x.device(), x.shape(), seed).ge(&x.scalar_like(self.p));
         x * keep.mul_scalar(1.0 / (1.0 - self.p))
     }
 
     fn set_training(&self, training: bool) {
         self.training.set(training);
+    }
+
+    fn named_counters(&self) -> Vec<(String, u64)> {
+        vec![("calls".to_string(), self.calls.get())]
+    }
+
+    fn set_counter(&self, name: &str, value: u64) -> bool {
+        if name != "calls" {
+            return false;
+        }
+        self.calls.set(value);
+        true
     }
 
     fn describe(&self) -> String {

@@ -1,6 +1,6 @@
 //! The `Module` trait and `Sequential`.
 
-use wgrad_graph::Tensor;
+use wgrad_graph::{Error, Result, Tensor};
 
 /// A layer or a network: a function of a tensor with named trainable parameters.
 pub trait Module {
@@ -22,6 +22,16 @@ pub trait Module {
         false
     }
 
+    /// Integer state saved with the model (e.g. how many masks a dropout layer has drawn).
+    fn named_counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
+    /// Restores a counter listed by `named_counters`; false if unknown.
+    fn set_counter(&self, _name: &str, _value: u64) -> bool {
+        false
+    }
+
     /// Trainable parameters in a fixed order.
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters()
@@ -35,6 +45,22 @@ pub trait Module {
 
     /// A short description, e.g. `Dense(784 -> 128)`.
     fn describe(&self) -> String;
+
+    /// The output shape for an input shape, or a message naming what does not fit. Lets data
+    /// be checked against a model before any work is queued. The default keeps the shape.
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        Ok(input.to_vec())
+    }
+}
+
+/// Checks that input of `shape` fits `model`, as an [`Error::Data`] naming the layer and both
+/// shapes when it does not. Returns the output shape.
+pub fn check_input(model: &dyn Module, shape: &[usize]) -> Result<Vec<usize>> {
+    model.output_shape(shape).map_err(|e| {
+        Error::Data(format!(
+            "input of shape {shape:?} does not fit the model: {e}"
+        ))
+    })
 }
 
 /// Modules applied one after another.
@@ -72,6 +98,13 @@ impl Sequential {
     /// Evaluation mode: dropout is the identity.
     pub fn eval(&self) {
         self.set_training(false);
+    }
+
+    /// The layer a dotted name starts with (`3.weight` → layer 3, `weight`).
+    fn child<'n>(&self, name: &'n str) -> Option<(&dyn Module, &'n str)> {
+        let (index, rest) = name.split_once('.')?;
+        let layer = self.layers.get(index.parse::<usize>().ok()?)?;
+        Some((layer.as_ref(), rest))
     }
 
     /// Number of trainable scalars.
@@ -121,11 +154,27 @@ impl Module for Sequential {
     }
 
     fn set_buffer(&self, name: &str, value: Tensor) -> bool {
-        let Some((index, rest)) = name.split_once('.') else {
-            return false;
-        };
-        match index.parse::<usize>().ok().and_then(|i| self.layers.get(i)) {
-            Some(layer) => layer.set_buffer(rest, value),
+        match self.child(name) {
+            Some((layer, rest)) => layer.set_buffer(rest, value),
+            None => false,
+        }
+    }
+
+    fn named_counters(&self) -> Vec<(String, u64)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                l.named_counters()
+                    .into_iter()
+                    .map(move |(n, v)| (format!("{i}.{n}"), v))
+            })
+            .collect()
+    }
+
+    fn set_counter(&self, name: &str, value: u64) -> bool {
+        match self.child(name) {
+            Some((layer, rest)) => layer.set_counter(rest, value),
             None => false,
         }
     }
@@ -138,5 +187,15 @@ impl Module for Sequential {
 
     fn describe(&self) -> String {
         format!("Sequential({} layers)", self.layers.len())
+    }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        let mut shape = input.to_vec();
+        for (i, l) in self.layers.iter().enumerate() {
+            shape = l
+                .output_shape(&shape)
+                .map_err(|e| format!("layer {i} {}: {e}", l.describe()))?;
+        }
+        Ok(shape)
     }
 }

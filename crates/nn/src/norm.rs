@@ -201,6 +201,17 @@ impl Module for BatchNorm {
         };
         format!("{kind}({})", self.channels)
     }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        if self.ranks.contains(&input.len()) && input[1] == self.channels {
+            Ok(input.to_vec())
+        } else {
+            Err(format!(
+                "expects input of rank {:?} with {} channels on axis 1, got {input:?}",
+                self.ranks, self.channels
+            ))
+        }
+    }
 }
 
 /// Layer normalisation over the trailing dimensions `normalized_shape`, with the biased
@@ -263,5 +274,14 @@ impl Module for LayerNorm {
 
     fn describe(&self) -> String {
         format!("LayerNorm({:?})", self.shape)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        let k = self.shape.len();
+        if input.len() >= k && input[input.len() - k..] == self.shape[..] {
+            Ok(input.to_vec())
+        } else {
+            Err(format!("input {input:?} does not end in {:?}", self.shape))
+        }
     }
 }

@@ -1,0 +1,261 @@
+//! The trainer end to end: resuming from a checkpoint reproduces an uninterrupted run,
+//! training is deterministic, and problems from outside the program are errors, not panics.
+
+mod common;
+
+use common::gpu;
+use wgrad::nn::{
+    Activation, Adam, BatchNorm, Dataset, Dense, Dropout, FitOptions, Flatten, Module, NormConfig,
+    Optimizer, Rng, Sequential, Trainer,
+};
+use wgrad::{Device, Error, Tensor};
+
+/// A small synthetic classification problem: the class is the quadrant of the first two
+/// features' signs.
+fn dataset(n: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for _ in 0..n {
+        let x: Vec<f32> = (0..8).map(|_| rng.normal()).collect();
+        labels.push(u32::from(x[0] > 0.0) * 2 + u32::from(x[1] > 0.0));
+        images.extend(x);
+    }
+    Dataset {
+        images,
+        labels,
+        sample_shape: vec![2, 4],
+        classes: 4,
+    }
+}
+
+fn model(dev: &Device) -> Sequential {
+    let mut rng = Rng::new(5);
+    Sequential::new()
+        .add(Flatten)
+        .add(Dense::new(dev, 8, 16, &mut rng).unwrap())
+        .add(BatchNorm::new_1d(dev, 16, NormConfig::default()).unwrap())
+        .add(Activation::Relu)
+        .add(Dropout::new(0.3, 9))
+        .add(Dense::new(dev, 16, 4, &mut rng).unwrap())
+}
+
+fn options(epochs: usize, dir: Option<&std::path::Path>, resume: bool) -> FitOptions {
+    FitOptions {
+        epochs,
+        batch_size: 16,
+        seed: 3,
+        quiet: true,
+        verbose: false,
+        checkpoint_dir: dir.map(|d| d.to_path_buf()),
+        resume,
+        ..Default::default()
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("wgrad-trainer-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn losses(h: &wgrad::nn::History) -> Vec<(f64, f64, Option<f64>)> {
+    h.epochs
+        .iter()
+        .map(|e| (e.train_loss, e.train_accuracy, e.val_loss))
+        .collect()
+}
+
+fn kill_and_resume(dev: &Device) {
+    let (train, val) = (dataset(100, 1), dataset(40, 2));
+    // Three epochs straight.
+    let m = model(dev);
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    let straight = Trainer::new(&m, &mut opt, dev)
+        .with_options(options(3, None, false))
+        .fit(&train, Some(&val))
+        .unwrap();
+
+    // Two epochs with checkpoints; the process "dies" (everything is dropped).
+    let dir = temp_dir(&format!("resume-{}", dev.is_gpu()));
+    {
+        let m = model(dev);
+        let mut opt = Adam::new(m.parameters(), 1e-2);
+        Trainer::new(&m, &mut opt, dev)
+            .with_options(options(2, Some(&dir), false))
+            .fit(&train, Some(&val))
+            .unwrap();
+    }
+    // A new process builds a fresh model (other weights) and resumes to three epochs.
+    let mut rng = Rng::new(77);
+    let m = model(dev);
+    for p in m.parameters() {
+        let noise: Vec<f32> = (0..p.numel()).map(|_| rng.normal()).collect();
+        p.assign(&Tensor::from_slice(dev, &noise, p.shape()).unwrap())
+            .unwrap();
+    }
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    let resumed = Trainer::new(&m, &mut opt, dev)
+        .with_options(options(3, Some(&dir), true))
+        .fit(&train, Some(&val))
+        .unwrap();
+    assert_eq!(losses(&resumed), losses(&straight), "{}", dev.name());
+    assert!(dir.join("epoch-0003.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resuming_after_a_kill_reproduces_the_uninterrupted_run() {
+    kill_and_resume(&wgrad::cpu());
+    if let Some(g) = gpu() {
+        kill_and_resume(&g);
+    }
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    let dev = wgrad::cpu();
+    let (train, val) = (dataset(64, 1), dataset(32, 2));
+    let dir = temp_dir("damaged");
+    let m = model(&dev);
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    Trainer::new(&m, &mut opt, &dev)
+        .with_options(options(2, Some(&dir), false))
+        .fit(&train, Some(&val))
+        .unwrap();
+    std::fs::write(dir.join("epoch-0002.safetensors"), b"half a file").unwrap();
+    let m = model(&dev);
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    let h = Trainer::new(&m, &mut opt, &dev)
+        .with_options(options(2, Some(&dir), true))
+        .fit(&train, Some(&val))
+        .unwrap();
+    assert_eq!(
+        h.epochs.len(),
+        2,
+        "epoch 2 was trained again from epoch 1's checkpoint"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn fifty_steps(dev: &Device) -> Vec<f32> {
+    let m = model(dev);
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    let data = dataset(50 * 8, 4);
+    wgrad::nn::DataLoader::new(&data, 8)
+        .shuffled(1)
+        .epoch(0)
+        .map(|b| {
+            let (x, y) = b.to_device(dev).unwrap();
+            let loss = wgrad::cross_entropy(&m.forward(&x), &y);
+            opt.step_with(&loss.backward(), &[&loss]).unwrap();
+            loss.item().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_losses_over_50_steps() {
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in devices {
+        let a = fifty_steps(&dev);
+        let b = fifty_steps(&dev);
+        assert_eq!(a.len(), 50);
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn data_that_does_not_fit_the_model_is_an_error_naming_the_layer_and_shapes() {
+    let dev = wgrad::cpu();
+    let m = model(&dev);
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    let mut wrong = dataset(10, 1);
+    wrong.sample_shape = vec![3, 3];
+    wrong.images = vec![0.0; 90];
+    let e = Trainer::new(&m, &mut opt, &dev)
+        .with_options(options(1, None, false))
+        .fit(&wrong, None)
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Data(_)), "{msg}");
+    assert!(
+        msg.contains("Dense(8 -> 16)") && msg.contains("[10, 9]") && msg.contains("[10, 3, 3]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn check_finite_stops_at_the_first_nan_and_names_the_parameter() {
+    let dev = wgrad::cpu();
+    let train = dataset(64, 1);
+    let dir = temp_dir("finite");
+    let m = model(&dev);
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    // A NaN weight: ReLU drops the NaN from the forward pass, but the weight's gradient is NaN.
+    let mut o = options(2, Some(&dir), false);
+    o.check_finite = true;
+    Trainer::new(&m, &mut opt, &dev)
+        .with_options(options(1, Some(&dir), false))
+        .fit(&train, None)
+        .unwrap();
+    let w = &m.parameters()[0];
+    let mut v = w.to_vec().unwrap();
+    v[3] = f32::NAN;
+    w.assign(&Tensor::from_slice(&dev, &v, w.shape()).unwrap())
+        .unwrap();
+    let e = Trainer::new(&m, &mut opt, &dev)
+        .with_options(o)
+        .fit(&train, None)
+        .unwrap_err();
+    assert!(matches!(e, Error::NonFinite { step: 1, .. }), "{e}");
+    assert!(e.to_string().contains("gradient of `1.weight`"), "{e}");
+    assert!(
+        dir.join("epoch-0001.safetensors").is_file(),
+        "the last good checkpoint is kept"
+    );
+    assert!(!dir.join("epoch-0002.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A finite loss whose gradient is not: d/db (0 · √b) at b = 0 is 0 · ∞.
+    let m = model(&dev);
+    let bias = m.parameters()[1].clone();
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    let mut o = options(1, None, false);
+    o.check_finite = true;
+    let e = Trainer::new(&m, &mut opt, &dev)
+        .with_loss(move |out, y| wgrad::cross_entropy(out, y) + bias.sqrt().sum_all() * 0.0)
+        .with_options(o)
+        .fit(&train, None)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`1.bias`") && e.to_string().contains("step 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_tensor_over_the_buffer_limit_is_an_error_with_size_and_limit() {
+    let Some(dev) = gpu() else { return };
+    let huge = Tensor::zeros(&dev, &[1 << 30, 8]);
+    let e = huge.realize().unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            Error::BufferTooLarge {
+                bytes: 34359738368,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("34359738368") && msg.contains("limit"),
+        "{msg}"
+    );
+}
