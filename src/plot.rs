@@ -36,6 +36,7 @@ fn panel(
     y_label: &str,
     epochs: usize,
     series: &[Series],
+    legend: SeriesLabelPosition,
 ) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
@@ -75,7 +76,7 @@ fn panel(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()?;
     Ok(())
 }
@@ -106,8 +107,23 @@ pub fn save_history_png(history: &History, path: impl AsRef<Path>) -> Result<()>
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(600);
-        panel(&left, "Loss", "cross-entropy", epochs, &loss)?;
-        panel(&right, "Accuracy", "fraction correct", epochs, &accuracy)?;
+        // Legends sit where the curves usually are not: losses fall, accuracies rise.
+        panel(
+            &left,
+            "Loss",
+            "cross-entropy",
+            epochs,
+            &loss,
+            SeriesLabelPosition::UpperRight,
+        )?;
+        panel(
+            &right,
+            "Accuracy",
+            "fraction correct",
+            epochs,
+            &accuracy,
+            SeriesLabelPosition::LowerRight,
+        )?;
         root.present()?;
         Ok(())
     };

@@ -4,13 +4,21 @@ use wgrad_graph::op::{Conv2dSpec, Pool2dSpec};
 
 /// Dimensions of a convolution: input `[n, c, h, w]`, output `[n, o, oh, ow]`, kernel `k`.
 pub struct ConvDims {
+    /// Batch size.
     pub n: usize,
+    /// Input channels.
     pub c: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Output channels.
     pub o: usize,
+    /// Output height.
     pub oh: usize,
+    /// Output width.
     pub ow: usize,
+    /// Kernel height and width.
     pub k: [usize; 2],
 }
 
@@ -142,6 +150,7 @@ fn argmax(x: &[f32], w: usize, win: &Window) -> usize {
     best.0
 }
 
+/// Max pooling of `planes` planes of size `hw` to `out`: each output is its window's maximum.
 pub fn max_pool2d(
     s: &Pool2dSpec,
     planes: usize,
@@ -157,6 +166,7 @@ pub fn max_pool2d(
     });
 }
 
+/// Adds each output gradient `g` to the input at its window's first maximum in `x`.
 pub fn max_pool2d_grad(
     s: &Pool2dSpec,
     planes: usize,
@@ -175,6 +185,8 @@ pub fn max_pool2d_grad(
     store(&acc, dx);
 }
 
+/// Average pooling of `planes` planes of size `hw` to `out`: each output is the sum of its
+/// window's inputs divided by the window's divisor.
 pub fn avg_pool2d(
     s: &Pool2dSpec,
     planes: usize,
@@ -195,6 +207,7 @@ pub fn avg_pool2d(
     });
 }
 
+/// Spreads each output gradient `g` over its window's inputs, divided by the window's divisor.
 pub fn avg_pool2d_grad(
     s: &Pool2dSpec,
     planes: usize,

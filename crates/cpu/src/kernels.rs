@@ -4,8 +4,11 @@ use crate::conv;
 use wgrad_graph::op::{reduced_shape, BinaryOp, DType, Op, ReduceOp, UnaryOp};
 use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel};
 
+/// One input operand: its buffer's words and its shape.
 pub struct In<'a> {
+    /// The whole buffer, which may be longer than the operand.
     pub data: &'a [u32],
+    /// The operand's shape (row-major, contiguous).
     pub shape: &'a [usize],
 }
 
@@ -15,6 +18,7 @@ impl In<'_> {
     }
 }
 
+/// Computes `op` on `x` into the first `numel(out_shape)` words of `out`.
 pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
     let n = numel(out_shape);
     let out = &mut out[..n];

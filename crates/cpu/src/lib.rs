@@ -3,6 +3,8 @@
 //! It is the oracle every GPU kernel is checked against and the engine's fallback when no GPU
 //! adapter exists. Sums accumulate in `f64`.
 
+#![warn(missing_docs)]
+
 mod conv;
 mod kernels;
 
@@ -18,6 +20,7 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
+    /// A backend with no buffers.
     pub fn new() -> Self {
         Self::default()
     }

@@ -51,6 +51,7 @@ fn size_class(bytes: u64) -> u64 {
 }
 
 impl GpuBackend {
+    /// A backend on `ctx` with an empty buffer pool.
     pub fn new(ctx: Arc<Context>) -> Self {
         GpuBackend {
             ctx,
@@ -74,6 +75,7 @@ impl GpuBackend {
         Device::new(GpuBackend::new(ctx))
     }
 
+    /// The context this backend runs on.
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx
     }

@@ -31,9 +31,13 @@ impl AdapterOptions {
 
 /// A wgpu device ready to run wgrad's kernels.
 pub struct Context {
+    /// The wgpu device the kernels run on.
     pub device: wgpu::Device,
+    /// The device's queue.
     pub queue: wgpu::Queue,
+    /// Description of the adapter the device came from.
     pub info: wgpu::AdapterInfo,
+    /// The device's limits as granted (possibly below the adapter's).
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Family, String), Arc<wgpu::ComputePipeline>>>,

@@ -2,6 +2,8 @@
 //! batches every dispatch of a realisation into one submission, and the WGSL kernels in
 //! `shaders/`, one file per family.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod context;
 pub mod launch;

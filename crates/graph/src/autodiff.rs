@@ -53,6 +53,7 @@ impl Grads {
         self.map.len()
     }
 
+    /// Whether no trainable tensor received a gradient.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

@@ -15,8 +15,11 @@ pub type BufferId = usize;
 /// One operand of a launch: where it lives and how it is shaped.
 #[derive(Clone, Copy, Debug)]
 pub struct Arg<'a> {
+    /// The backend buffer holding the operand's elements.
     pub buffer: BufferId,
+    /// The operand's shape; its elements are contiguous in row-major order.
     pub shape: &'a [usize],
+    /// The operand's element type.
     pub dtype: DType,
 }
 
@@ -53,6 +56,7 @@ pub struct Device {
 }
 
 impl Device {
+    /// A new handle owning `backend`.
     pub fn new(backend: impl Backend + 'static) -> Self {
         Device {
             backend: Rc::new(backend),
@@ -60,14 +64,17 @@ impl Device {
         }
     }
 
+    /// The backend's human-readable description.
     pub fn name(&self) -> String {
         self.backend.name()
     }
 
+    /// Whether the backend runs on a GPU.
     pub fn is_gpu(&self) -> bool {
         self.backend.is_gpu()
     }
 
+    /// The backend behind this handle.
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
     }

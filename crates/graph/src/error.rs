@@ -13,22 +13,42 @@ pub enum Error {
     /// The device was lost (driver reset, GPU removed) or refused a request.
     Device(String),
     /// The device ran out of memory while allocating `bytes`.
-    OutOfMemory { bytes: u64 },
+    OutOfMemory {
+        /// Size of the failed allocation in bytes, or 0 when the device did not say.
+        bytes: u64,
+    },
     /// A tensor needs a buffer larger than the device allows.
-    BufferTooLarge { bytes: u64, limit: u64 },
+    BufferTooLarge {
+        /// Bytes the buffer needs.
+        bytes: u64,
+        /// The device's largest allowed buffer, in bytes.
+        limit: u64,
+    },
     /// Reading results back from the device failed.
     Map(String),
     /// A file could not be opened or read.
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// A file was read but its contents are not what was expected.
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        message: String,
+    },
     /// Data handed to the engine does not fit what the model expects.
     Data(String),
     /// A loss or gradient became NaN or infinite during training.
-    NonFinite { step: usize, what: String },
+    NonFinite {
+        /// Training step, counted from 1, at which it was found.
+        step: usize,
+        /// What became non-finite, e.g. the loss or a named parameter's gradient.
+        what: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -36,10 +56,17 @@ impl fmt::Display for Error {
         match self {
             Error::NoAdapter(msg) => write!(f, "no GPU adapter: {msg}"),
             Error::Device(msg) => write!(f, "device error: {msg}"),
-            Error::OutOfMemory { bytes } => write!(
-                f,
-                "the device ran out of memory allocating {bytes} bytes; use a smaller batch or model"
-            ),
+            Error::OutOfMemory { bytes } => {
+                let what = if *bytes > 0 {
+                    format!(" allocating {bytes} bytes")
+                } else {
+                    String::new()
+                };
+                write!(
+                    f,
+                    "the device ran out of memory{what}; use a smaller batch or model"
+                )
+            }
             Error::BufferTooLarge { bytes, limit } => write!(
                 f,
                 "a tensor needs {bytes} bytes but the device's buffer limit is {limit} bytes; \

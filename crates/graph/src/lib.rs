@@ -1,6 +1,8 @@
 //! wgrad's graph: lazy tensors, the closed set of primitive ops, reverse-mode autodiff and the
 //! scheduler that runs a batch of ops on any [`Backend`]. This crate never names wgpu.
 
+#![warn(missing_docs)]
+
 mod autodiff;
 mod backend;
 mod composite;

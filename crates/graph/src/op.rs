@@ -9,11 +9,14 @@ use crate::shape::{broadcast_shapes, numel, MAX_RANK};
 /// Element type of a tensor: `f32` for compute, `u32` for indices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit float.
     F32,
+    /// 32-bit unsigned integer.
     U32,
 }
 
 impl DType {
+    /// `"f32"` or `"u32"`, as used in messages.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -25,15 +28,25 @@ impl DType {
 /// Elementwise functions of one `f32` input.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
+    /// Elementwise `-x`.
     Neg,
+    /// Elementwise `e^x`.
     Exp,
+    /// Elementwise natural logarithm.
     Log,
+    /// Elementwise square root.
     Sqrt,
+    /// Elementwise `|x|`.
     Abs,
+    /// Elementwise sign: -1, 0 or 1.
     Sign,
+    /// Elementwise `max(x, 0)`.
     Relu,
+    /// Elementwise `1 / (1 + e^-x)`.
     Sigmoid,
+    /// Elementwise hyperbolic tangent.
     Tanh,
+    /// Elementwise Gauss error function.
     Erf,
     /// GELU in its exact form, `x·Φ(x)`.
     Gelu,
@@ -44,22 +57,36 @@ pub enum UnaryOp {
 /// Elementwise functions of two broadcast `f32` inputs. Comparisons give 0.0 or 1.0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
+    /// Elementwise `a + b`.
     Add,
+    /// Elementwise `a - b`.
     Sub,
+    /// Elementwise `a * b`.
     Mul,
+    /// Elementwise `a / b`.
     Div,
+    /// Elementwise `a` to the power `b`.
     Pow,
+    /// Elementwise `max(a, b)`.
     Maximum,
+    /// Elementwise `min(a, b)`.
     Minimum,
+    /// Elementwise `a == b`.
     Eq,
+    /// Elementwise `a != b`.
     Ne,
+    /// Elementwise `a < b`.
     Lt,
+    /// Elementwise `a <= b`.
     Le,
+    /// Elementwise `a > b`.
     Gt,
+    /// Elementwise `a >= b`.
     Ge,
 }
 
 impl BinaryOp {
+    /// Whether the op is a comparison (output 0.0 or 1.0, not differentiable).
     pub fn is_comparison(self) -> bool {
         use BinaryOp::*;
         matches!(self, Eq | Ne | Lt | Le | Gt | Ge)
@@ -69,24 +96,35 @@ impl BinaryOp {
 /// How a reduction combines values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReduceOp {
+    /// Sum of the values.
     Sum,
+    /// Largest of the values.
     Max,
 }
 
 /// Shader file a kernel lives in; the device crate maps each to its WGSL source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// Unary and binary functions and `where`.
     Elementwise,
+    /// Sum and max reductions.
     Reduce,
+    /// Batched matrix product.
     Matmul,
+    /// Fill and strided copy (full, permute, expand, slice, pad, concat).
     Layout,
+    /// Kernels that produce or consume `u32`: argmax, gather, one-hot, casts.
     Index,
+    /// Counter-based uniform random numbers.
     Random,
+    /// 2-D convolution and its gradients.
     Conv,
+    /// 2-D max and average pooling and their gradients.
     Pool,
 }
 
 impl Family {
+    /// Every family, in declaration order.
     pub const ALL: [Family; 8] = [
         Family::Elementwise,
         Family::Reduce,
@@ -117,9 +155,13 @@ impl Family {
 /// (PyTorch's layout). Sizes are `[height, width]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dSpec {
+    /// Step between output positions, in input pixels.
     pub stride: [usize; 2],
+    /// Zeros added on each side of the input.
     pub padding: [usize; 2],
+    /// Spacing between kernel taps, in input pixels (1 for a dense kernel).
     pub dilation: [usize; 2],
+    /// Number of channel groups; input and output channels must both divide by it.
     pub groups: usize,
 }
 
@@ -155,10 +197,15 @@ impl Conv2dSpec {
 /// for average pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pool2dSpec {
+    /// Window size.
     pub kernel: [usize; 2],
+    /// Step between windows, in input pixels.
     pub stride: [usize; 2],
+    /// Implicit padding on each side of the input, at most half the window.
     pub padding: [usize; 2],
+    /// Round the output size up instead of down, keeping a last partial window.
     pub ceil_mode: bool,
+    /// Whether padded positions count in an average's divisor.
     pub count_include_pad: bool,
 }
 
@@ -204,53 +251,75 @@ impl Pool2dSpec {
 pub enum Op {
     /// A tensor of `shape` filled with `value` (converted to `dtype`).
     Full {
+        /// The fill value.
         value: f32,
+        /// Output shape.
         shape: Vec<usize>,
+        /// Output element type.
         dtype: DType,
     },
     /// Uniform samples in `[0, 1)` drawn from a counter-based hash of `seed` and the index,
     /// so every backend produces the same bits.
     RandUniform {
+        /// Seed of the hash; the same seed gives the same samples.
         seed: u64,
+        /// Output shape.
         shape: Vec<usize>,
     },
+    /// An elementwise function of one `f32` input.
     Unary(UnaryOp),
+    /// An elementwise function of two `f32` inputs, broadcast together.
     Binary(BinaryOp),
     /// `cond != 0 ? a : b`, all three broadcast together.
     Where,
+    /// Combines the values along `axes` with `op`.
     Reduce {
+        /// How values combine.
         op: ReduceOp,
+        /// Distinct axes to reduce.
         axes: Vec<usize>,
+        /// Keep reduced axes as size 1 instead of removing them.
         keepdim: bool,
     },
     /// Index of the largest value along `axis` (the first one on ties), as `u32`.
     Argmax {
+        /// Axis to search.
         axis: usize,
+        /// Keep the axis as size 1 instead of removing it.
         keepdim: bool,
     },
     /// `[..., m, k] x [..., k, n] -> [..., m, n]`, batch dimensions broadcast.
     MatMul,
+    /// The same elements in row-major order, viewed with a new shape.
     Reshape {
+        /// New shape, with the input's number of elements.
         shape: Vec<usize>,
     },
+    /// Reorders axes: output axis `d` is input axis `perm[d]`.
     Permute {
+        /// A permutation of the input's axes.
         perm: Vec<usize>,
     },
     /// Broadcast to a larger shape (NumPy rules).
     Expand {
+        /// Target shape.
         shape: Vec<usize>,
     },
     /// `ranges[d] = (start, end)` along every dimension, step 1.
     Slice {
+        /// Half-open `(start, end)` range for each dimension.
         ranges: Vec<(usize, usize)>,
     },
     /// Zero padding: `before[d]` and `after[d]` elements around every dimension.
     Pad {
+        /// Zeros before the elements of each dimension.
         before: Vec<usize>,
+        /// Zeros after the elements of each dimension.
         after: Vec<usize>,
     },
     /// Joins its inputs along `axis`.
     Concat {
+        /// Axis to join along; the inputs must agree on every other dimension.
         axis: usize,
     },
     /// Rows of a table picked by `u32` indices: `table[v, ...]`, `idx[...]` → `[idx..., ...]`.
@@ -258,10 +327,12 @@ pub enum Op {
     Gather,
     /// `u32` labels `[...]` → `f32` `[..., classes]`; a label past `classes` gives a zero row.
     OneHot {
+        /// Number of classes (length of the new last axis).
         classes: usize,
     },
     /// Converts between `f32` and `u32` (truncating toward zero; negatives become 0).
     Cast {
+        /// Target element type.
         to: DType,
     },
     /// `(x [n, c, h, w], w [o, c/groups, kh, kw]) -> [n, o, oh, ow]` (cross-correlation).
@@ -269,12 +340,16 @@ pub enum Op {
     /// Gradient of `Conv2d` with respect to its input: `(g [n, o, oh, ow], w) -> [n, c, h, w]`.
     /// Also the forward pass of a transposed convolution.
     Conv2dGradInput {
+        /// Geometry of the forward convolution.
         spec: Conv2dSpec,
+        /// Height and width of the forward convolution's input.
         input_hw: [usize; 2],
     },
     /// Gradient of `Conv2d` with respect to its weight: `(x, g) -> [o, c/groups, kh, kw]`.
     Conv2dGradWeight {
+        /// Geometry of the forward convolution.
         spec: Conv2dSpec,
+        /// Kernel height and width `[kh, kw]`.
         kernel: [usize; 2],
     },
     /// Maximum over each window of `x [n, c, h, w]`; padding never wins.
@@ -286,7 +361,9 @@ pub enum Op {
     AvgPool2d(Pool2dSpec),
     /// Gradient of `AvgPool2d`: `g -> dx`.
     AvgPool2dGrad {
+        /// Geometry of the forward pooling.
         spec: Pool2dSpec,
+        /// Height and width of the forward pooling's input.
         input_hw: [usize; 2],
     },
 }

@@ -25,37 +25,56 @@ macro_rules! binary_methods {
 
 impl Tensor {
     unary_methods! {
+        /// Elementwise `-x`.
         neg => Neg;
+        /// Elementwise `e^x`.
         exp => Exp;
         /// Natural logarithm.
         log => Log;
+        /// Elementwise square root.
         sqrt => Sqrt;
+        /// Elementwise `|x|`.
         abs => Abs;
         /// -1, 0 or 1; its gradient is zero.
         sign => Sign;
+        /// Elementwise `max(x, 0)`.
         relu => Relu;
+        /// Elementwise `1 / (1 + e^-x)`.
         sigmoid => Sigmoid;
+        /// Elementwise hyperbolic tangent.
         tanh => Tanh;
+        /// Elementwise Gauss error function.
         erf => Erf;
         /// GELU, exact form `x·Φ(x) = x/2·(1 + erf(x/√2))`.
         gelu => Gelu;
     }
 
     binary_methods! {
+        /// `self + other` elementwise, with broadcasting.
         add => Add;
+        /// `self - other` elementwise, with broadcasting.
         sub => Sub;
+        /// `self * other` elementwise, with broadcasting.
         mul => Mul;
+        /// `self / other` elementwise, with broadcasting.
         div => Div;
         /// `self ^ other` elementwise.
         pow => Pow;
+        /// Larger of `self` and `other` elementwise, with broadcasting.
         maximum => Maximum;
+        /// Smaller of `self` and `other` elementwise, with broadcasting.
         minimum => Minimum;
         /// 1.0 where equal, else 0.0 (not differentiable).
         eq => Eq;
+        /// 1.0 where not equal, else 0.0 (not differentiable).
         ne => Ne;
+        /// 1.0 where `self < other`, else 0.0 (not differentiable).
         lt => Lt;
+        /// 1.0 where `self <= other`, else 0.0 (not differentiable).
         le => Le;
+        /// 1.0 where `self > other`, else 0.0 (not differentiable).
         gt => Gt;
+        /// 1.0 where `self >= other`, else 0.0 (not differentiable).
         ge => Ge;
     }
 
@@ -74,22 +93,27 @@ impl Tensor {
         Tensor::full(self.device(), self.shape(), value)
     }
 
+    /// Zeros of this tensor's shape.
     pub fn zeros_like(&self) -> Tensor {
         self.full_like(0.0)
     }
 
+    /// Ones of this tensor's shape.
     pub fn ones_like(&self) -> Tensor {
         self.full_like(1.0)
     }
 
+    /// Adds `v` to every element.
     pub fn add_scalar(&self, v: f32) -> Tensor {
         self.add(&self.scalar_like(v))
     }
 
+    /// Multiplies every element by `v`.
     pub fn mul_scalar(&self, v: f32) -> Tensor {
         self.mul(&self.scalar_like(v))
     }
 
+    /// Raises every element to the power `v`.
     pub fn pow_scalar(&self, v: f32) -> Tensor {
         self.pow(&self.scalar_like(v))
     }
@@ -158,6 +182,7 @@ impl Tensor {
         )
     }
 
+    /// Mean over `axes` (negative axes count from the end).
     #[track_caller]
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let norm = self.axes(axes, "mean");
@@ -165,6 +190,7 @@ impl Tensor {
         self.sum(axes, keepdim).mul_scalar(1.0 / count as f32)
     }
 
+    /// Mean of every element, as a 0-dimensional tensor.
     pub fn mean_all(&self) -> Tensor {
         self.sum_all().mul_scalar(1.0 / self.numel() as f32)
     }
@@ -182,6 +208,7 @@ impl Tensor {
         Tensor::from_op(Op::MatMul, &[self, other])
     }
 
+    /// The same elements in row-major order with a new shape of the same size.
     #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
         Tensor::from_op(
@@ -218,6 +245,7 @@ impl Tensor {
         self.reshape(&shape)
     }
 
+    /// Reorders axes: output axis `d` is this tensor's axis `perm[d]`.
     #[track_caller]
     pub fn permute(&self, perm: &[usize]) -> Tensor {
         Tensor::from_op(

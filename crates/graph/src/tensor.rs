@@ -179,10 +179,12 @@ impl Tensor {
         Self::from_op_on(device, op, &[])
     }
 
+    /// A tensor of `shape` filled with 0.0 (lazy: no upload).
     pub fn zeros(device: &Device, shape: &[usize]) -> Tensor {
         Self::full(device, shape, 0.0)
     }
 
+    /// A tensor of `shape` filled with 1.0 (lazy: no upload).
     pub fn ones(device: &Device, shape: &[usize]) -> Tensor {
         Self::full(device, shape, 1.0)
     }
@@ -201,22 +203,27 @@ impl Tensor {
         Self::from_op_on(device, op, &[])
     }
 
+    /// Size of each dimension.
     pub fn shape(&self) -> &[usize] {
         &self.0.shape
     }
 
+    /// Number of dimensions.
     pub fn rank(&self) -> usize {
         self.0.shape.len()
     }
 
+    /// Number of elements (1 for a scalar).
     pub fn numel(&self) -> usize {
         numel(&self.0.shape)
     }
 
+    /// Element type.
     pub fn dtype(&self) -> DType {
         self.0.dtype
     }
 
+    /// The device the tensor lives on.
     pub fn device(&self) -> &Device {
         &self.0.device
     }
@@ -226,18 +233,23 @@ impl Tensor {
         self.0.id
     }
 
+    /// The op that computes this tensor, or `None` for a leaf.
     pub fn op(&self) -> Option<&Op> {
         self.0.op.as_ref()
     }
 
+    /// Whether the tensor has no op: uploaded data, a parameter or a detached value.
     pub fn is_leaf(&self) -> bool {
         self.0.op.is_none()
     }
 
+    /// Whether autodiff tracks this tensor: a trainable leaf, or a node built from one while
+    /// gradients were enabled.
     pub fn requires_grad(&self) -> bool {
         self.0.requires_grad.get()
     }
 
+    /// Whether the values have been computed (or uploaded) into a buffer.
     pub fn is_realized(&self) -> bool {
         self.0.buffer.borrow().is_some()
     }

@@ -10,11 +10,17 @@ use crate::rng::Rng;
 /// dilation 1, one group, a bias) and Glorot-uniform weights.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvConfig {
+    /// Step between windows, `[height, width]`.
     pub stride: [usize; 2],
+    /// Zero padding on each side, `[height, width]`.
     pub padding: [usize; 2],
+    /// Spacing between kernel taps, `[height, width]`.
     pub dilation: [usize; 2],
+    /// Number of channel groups; `in` and `out` must both divide by it (`groups == in` is depthwise).
     pub groups: usize,
+    /// Whether the layer adds a learnable bias per output channel.
     pub bias: bool,
+    /// How the weights are drawn.
     pub init: Init,
     /// Extra rows/columns at the bottom/right of a transposed convolution's output.
     pub output_padding: [usize; 2],
@@ -74,7 +80,9 @@ fn check_input(layer: &str, x: &Tensor, channels: usize) {
 
 /// 2-D convolution over `[n, in, h, w]` with weights `[out, in/groups, kh, kw]` and a bias.
 pub struct Conv2d {
+    /// Weights `[out, in/groups, kh, kw]`.
     pub weight: Tensor,
+    /// Bias `[out]`, if enabled.
     pub bias: Option<Tensor>,
     spec: Conv2dSpec,
     channels: [usize; 2],
@@ -82,6 +90,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// A layer from `inputs` to `outputs` channels with a `kernel` of `[kh, kw]` taps.
     #[track_caller]
     pub fn new(
         device: &Device,
@@ -143,7 +152,9 @@ impl Module for Conv2d {
 
 /// Transposed 2-D convolution with PyTorch's weight layout `[in, out/groups, kh, kw]`.
 pub struct ConvTranspose2d {
+    /// Weights `[in, out/groups, kh, kw]` (PyTorch's layout).
     pub weight: Tensor,
+    /// Bias `[out]`, if enabled.
     pub bias: Option<Tensor>,
     spec: Conv2dSpec,
     output_padding: [usize; 2],
@@ -152,6 +163,7 @@ pub struct ConvTranspose2d {
 }
 
 impl ConvTranspose2d {
+    /// A layer from `inputs` to `outputs` channels with a `kernel` of `[kh, kw]` taps.
     #[track_caller]
     pub fn new(
         device: &Device,
@@ -238,6 +250,7 @@ impl Module for ConvTranspose2d {
 pub struct MaxPool2d(pub Pool2dSpec);
 
 impl MaxPool2d {
+    /// A `k × k` window with stride `k`.
     pub fn new(k: usize) -> Self {
         MaxPool2d(Pool2dSpec::square(k))
     }
@@ -266,6 +279,7 @@ impl Module for MaxPool2d {
 pub struct AvgPool2d(pub Pool2dSpec);
 
 impl AvgPool2d {
+    /// A `k × k` window with stride `k`.
     pub fn new(k: usize) -> Self {
         AvgPool2d(Pool2dSpec::square(k))
     }

@@ -11,7 +11,9 @@ use crate::rng::Rng;
 /// An n-dimensional array of bytes read from an IDX file.
 #[derive(Clone, Debug)]
 pub struct Idx {
+    /// Size of each dimension, outermost first.
     pub dims: Vec<usize>,
+    /// The values, row-major.
     pub data: Vec<u8>,
 }
 
@@ -121,17 +123,21 @@ pub fn read_idx(path: &Path) -> Result<Idx> {
 pub struct Dataset {
     /// `len × features` values, row-major.
     pub images: Vec<f32>,
+    /// Class of each sample.
     pub labels: Vec<u32>,
     /// Shape of one sample, e.g. `[1, 28, 28]`.
     pub sample_shape: Vec<usize>,
+    /// Number of classes (labels are below it).
     pub classes: usize,
 }
 
 impl Dataset {
+    /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// True when there are no samples.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -145,7 +151,9 @@ impl Dataset {
 /// The MNIST training and test splits.
 #[derive(Clone, Debug)]
 pub struct Mnist {
+    /// The training split.
     pub train: Dataset,
+    /// The test split.
     pub test: Dataset,
 }
 
@@ -221,16 +229,21 @@ impl Mnist {
 /// One batch on the host.
 #[derive(Clone, Debug)]
 pub struct Batch {
+    /// `len × features` values, row-major.
     pub images: Vec<f32>,
+    /// Class of each sample.
     pub labels: Vec<u32>,
+    /// Shape of one sample.
     pub sample_shape: Vec<usize>,
 }
 
 impl Batch {
+    /// Number of samples in the batch.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// True for a batch without samples.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -250,13 +263,18 @@ impl Batch {
 #[derive(Clone, Debug)]
 pub struct DataLoader<'a> {
     data: &'a Dataset,
+    /// Samples per batch (the last batch may be smaller unless `drop_last`).
     pub batch_size: usize,
+    /// Whether each epoch visits the samples in a new seeded order.
     pub shuffle: bool,
+    /// Seed of the shuffling.
     pub seed: u64,
+    /// Whether to skip a last, smaller batch.
     pub drop_last: bool,
 }
 
 impl<'a> DataLoader<'a> {
+    /// Batches of `batch_size` in dataset order; see [`DataLoader::shuffled`].
     #[track_caller]
     pub fn new(data: &'a Dataset, batch_size: usize) -> Self {
         assert!(batch_size > 0, "DataLoader: batch size must be positive");
@@ -285,6 +303,7 @@ impl<'a> DataLoader<'a> {
         }
     }
 
+    /// True when an epoch has no batches.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -30,6 +30,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// Saves the model's parameters and buffers (and the optimizer's state, if given) to `path`.
+///
+/// ```
+/// use wgrad_nn::{io, Dense, Module, Rng, Sequential};
+/// let dev = wgrad_cpu::CpuBackend::device();
+/// let model = Sequential::new().add(Dense::new(&dev, 3, 2, &mut Rng::new(1))?);
+/// let path = std::env::temp_dir().join("wgrad-doc-example.safetensors");
+/// io::save(&path, &model, None)?;
+/// let copy = Sequential::new().add(Dense::new(&dev, 3, 2, &mut Rng::new(2))?);
+/// io::load(&path, &copy, None)?;
+/// assert_eq!(copy.parameters()[0].to_vec()?, model.parameters()[0].to_vec()?);
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), wgrad_graph::Error>(())
+/// ```
 pub fn save(
     path: impl AsRef<Path>,
     model: &dyn Module,

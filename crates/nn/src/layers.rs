@@ -10,7 +10,9 @@ use crate::rng::Rng;
 
 /// Fully connected layer `y = x·W + b`, with `W` of shape `[inputs, outputs]`.
 pub struct Dense {
+    /// Weights `[inputs, outputs]`.
     pub weight: Tensor,
+    /// Bias `[outputs]`, if enabled.
     pub bias: Option<Tensor>,
     inputs: usize,
     outputs: usize,
@@ -19,7 +21,9 @@ pub struct Dense {
 /// Options of a [`Dense`] layer.
 #[derive(Clone, Copy, Debug)]
 pub struct DenseConfig {
+    /// How the weights are drawn.
     pub init: Init,
+    /// Whether the layer adds a learnable bias.
     pub bias: bool,
 }
 
@@ -38,6 +42,7 @@ impl Dense {
         Self::with_config(device, inputs, outputs, rng, DenseConfig::default())
     }
 
+    /// A layer with the given initialisation and bias setting.
     pub fn with_config(
         device: &Device,
         inputs: usize,
@@ -104,10 +109,15 @@ impl Module for Dense {
 /// An elementwise activation as a layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
+    /// `max(x, 0)`.
     Relu,
+    /// `1 / (1 + e^-x)`.
     Sigmoid,
+    /// Hyperbolic tangent.
     Tanh,
+    /// GELU, exact form.
     Gelu,
+    /// `x` if positive, else the given slope times `x`.
     LeakyRelu(f32),
     /// Softmax over the last axis.
     Softmax,
@@ -166,6 +176,7 @@ pub struct Dropout {
 }
 
 impl Dropout {
+    /// Drops with probability `p`; masks are drawn from `seed` and the number of calls.
     #[track_caller]
     pub fn new(p: f32, seed: u64) -> Dropout {
         assert!(

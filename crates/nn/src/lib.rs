@@ -1,5 +1,26 @@
 //! wgrad's neural-network toolkit on top of the graph: layers, losses, optimizers,
-//! initialisers, metrics and data loading.
+//! initialisers, metrics, data loading, weights on disk and a trainer.
+//!
+//! ```
+//! use wgrad_nn::{Activation, Adam, Dense, Module, Optimizer, Rng, Sequential};
+//! use wgrad_graph::{cross_entropy, Tensor};
+//!
+//! let dev = wgrad_cpu::CpuBackend::device();
+//! let mut rng = Rng::new(0);
+//! let model = Sequential::new()
+//!     .add(Dense::new(&dev, 4, 8, &mut rng)?)
+//!     .add(Activation::Relu)
+//!     .add(Dense::new(&dev, 8, 3, &mut rng)?);
+//! let mut opt = Adam::new(model.parameters(), 1e-2);
+//! let x = Tensor::from_slice(&dev, &[0.5; 8], &[2, 4])?;
+//! let y = Tensor::from_u32(&dev, &[0, 2], &[2])?;
+//! let first = cross_entropy(&model.forward(&x), &y);
+//! opt.step_with(&first.backward(), &[&first])?; // forward, backward and update in one batch
+//! let second = cross_entropy(&model.forward(&x), &y);
+//! assert!(second.item()? < first.item()?);
+//! # Ok::<(), wgrad_graph::Error>(())
+//! ```
+#![warn(missing_docs)]
 
 pub mod conv;
 pub mod data;

@@ -41,27 +41,35 @@ pub fn confusion_lazy(logits: &Tensor, labels: &Tensor, classes: usize) -> Tenso
 pub struct ConfusionMatrix {
     /// Row-major `classes × classes` counts: row = true class, column = predicted.
     pub counts: Vec<u64>,
+    /// Number of classes (rows and columns).
     pub classes: usize,
 }
 
 /// Per-class and macro-averaged precision, recall and F1.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassReport {
+    /// Of the samples predicted as each class, the fraction that belong to it.
     pub precision: Vec<f64>,
+    /// Of the samples of each class, the fraction predicted as it.
     pub recall: Vec<f64>,
+    /// Harmonic mean of precision and recall, per class.
     pub f1: Vec<f64>,
+    /// Number of samples of each class.
     pub support: Vec<u64>,
 }
 
 impl ClassReport {
+    /// Unweighted mean of the per-class precisions.
     pub fn macro_precision(&self) -> f64 {
         mean(&self.precision)
     }
 
+    /// Unweighted mean of the per-class recalls.
     pub fn macro_recall(&self) -> f64 {
         mean(&self.recall)
     }
 
+    /// Unweighted mean of the per-class F1 scores.
     pub fn macro_f1(&self) -> f64 {
         mean(&self.f1)
     }
@@ -83,14 +91,17 @@ impl ConfusionMatrix {
         Ok(ConfusionMatrix { counts, classes })
     }
 
+    /// Count of samples of class `truth` predicted as `predicted`.
     pub fn get(&self, truth: usize, predicted: usize) -> u64 {
         self.counts[truth * self.classes + predicted]
     }
 
+    /// Number of samples counted.
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
 
+    /// Fraction of samples on the diagonal.
     pub fn accuracy(&self) -> f64 {
         let hits: u64 = (0..self.classes).map(|c| self.get(c, c)).sum();
         hits as f64 / self.total().max(1) as f64

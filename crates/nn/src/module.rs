@@ -70,6 +70,7 @@ pub struct Sequential {
 }
 
 impl Sequential {
+    /// An empty model.
     pub fn new() -> Self {
         Self::default()
     }
@@ -82,10 +83,12 @@ impl Sequential {
         self
     }
 
+    /// Appends a layer.
     pub fn push(&mut self, layer: impl Module + 'static) {
         self.layers.push(Box::new(layer));
     }
 
+    /// The layers in order.
     pub fn layers(&self) -> &[Box<dyn Module>] {
         &self.layers
     }

@@ -9,6 +9,7 @@ use crate::module::Module;
 /// Options of the normalisation layers, with PyTorch's defaults.
 #[derive(Clone, Copy, Debug)]
 pub struct NormConfig {
+    /// Added to the variance before the square root.
     pub eps: f32,
     /// Weight of the newest batch in the running statistics.
     pub momentum: f32,
@@ -30,7 +31,9 @@ impl Default for NormConfig {
 /// mean and biased variance and updates running mean and unbiased running variance; evaluation
 /// mode uses the running statistics.
 pub struct BatchNorm {
+    /// Scale `[channels]` (`γ`), if affine.
     pub weight: Option<Tensor>,
+    /// Shift `[channels]` (`β`), if affine.
     pub bias: Option<Tensor>,
     running_mean: RefCell<Tensor>,
     running_var: RefCell<Tensor>,
@@ -84,10 +87,12 @@ impl BatchNorm {
         Self::build(device, channels, config, &[4])
     }
 
+    /// The running mean `[channels]` used in evaluation mode.
     pub fn running_mean(&self) -> Tensor {
         self.running_mean.borrow().clone()
     }
 
+    /// The running (unbiased) variance `[channels]` used in evaluation mode.
     pub fn running_var(&self) -> Tensor {
         self.running_var.borrow().clone()
     }
@@ -217,13 +222,16 @@ impl Module for BatchNorm {
 /// Layer normalisation over the trailing dimensions `normalized_shape`, with the biased
 /// variance, like PyTorch's `LayerNorm`.
 pub struct LayerNorm {
+    /// Scale of the normalised shape (`γ`), if affine.
     pub weight: Option<Tensor>,
+    /// Shift of the normalised shape (`β`), if affine.
     pub bias: Option<Tensor>,
     shape: Vec<usize>,
     eps: f32,
 }
 
 impl LayerNorm {
+    /// Normalises over the trailing dimensions `normalized_shape`.
     pub fn new(
         device: &Device,
         normalized_shape: &[usize],

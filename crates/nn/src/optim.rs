@@ -18,8 +18,10 @@ pub trait Optimizer {
     /// State tensors that must be computed together with the update (momentum buffers…).
     fn state(&self) -> Vec<Tensor>;
 
+    /// The current learning rate.
     fn learning_rate(&self) -> f32;
 
+    /// Changes the learning rate for later steps (schedules use this).
     fn set_learning_rate(&mut self, lr: f32);
 
     /// Short name stored in checkpoints (`sgd`, `adam`, `rmsprop`).
@@ -82,16 +84,23 @@ fn scalar(like: &Tensor, v: f32) -> Tensor {
 /// (PyTorch's `torch.optim.SGD`).
 pub struct Sgd {
     params: Vec<Tensor>,
+    /// Hyper-parameters; may be changed between steps.
     pub config: SgdConfig,
     buffers: Vec<Option<Tensor>>,
 }
 
+/// Hyper-parameters of [`Sgd`], PyTorch's defaults except `lr`, which defaults to 1e-3.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdConfig {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum factor (0 = none).
     pub momentum: f32,
+    /// Dampening of the momentum's gradient term.
     pub dampening: f32,
+    /// L2 penalty added to the gradient.
     pub weight_decay: f32,
+    /// Nesterov momentum.
     pub nesterov: bool,
 }
 
@@ -119,6 +128,7 @@ impl Sgd {
         )
     }
 
+    /// SGD with the given hyper-parameters.
     #[track_caller]
     pub fn with_config(params: Vec<Tensor>, config: SgdConfig) -> Sgd {
         assert!(
@@ -198,18 +208,25 @@ impl Optimizer for Sgd {
 /// Adam and AdamW (PyTorch's `torch.optim.Adam` / `AdamW`).
 pub struct Adam {
     params: Vec<Tensor>,
+    /// Hyper-parameters; may be changed between steps.
     pub config: AdamConfig,
     m: Vec<Option<Tensor>>,
     v: Vec<Option<Tensor>>,
     steps: Vec<u32>,
 }
 
+/// Hyper-parameters of [`Adam`] / AdamW.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamConfig {
+    /// Learning rate.
     pub lr: f32,
+    /// Decay of the running mean of gradients.
     pub beta1: f32,
+    /// Decay of the running mean of squared gradients.
     pub beta2: f32,
+    /// Added to the denominator for stability.
     pub eps: f32,
+    /// Weight decay: an L2 term in the gradient (Adam), or decoupled (AdamW).
     pub weight_decay: f32,
     /// Decoupled weight decay (AdamW) instead of an L2 term added to the gradient (Adam).
     pub decoupled: bool,
@@ -263,6 +280,7 @@ impl Adam {
         )
     }
 
+    /// Adam or AdamW with the given hyper-parameters.
     pub fn with_config(params: Vec<Tensor>, config: AdamConfig) -> Adam {
         let n = params.len();
         Adam {
@@ -366,19 +384,27 @@ impl Optimizer for Adam {
 /// RMSprop (PyTorch's `torch.optim.RMSprop`), optionally centred and with momentum.
 pub struct RmsProp {
     params: Vec<Tensor>,
+    /// Hyper-parameters; may be changed between steps.
     pub config: RmsPropConfig,
     square_avg: Vec<Option<Tensor>>,
     grad_avg: Vec<Option<Tensor>>,
     momentum: Vec<Option<Tensor>>,
 }
 
+/// Hyper-parameters of [`RmsProp`].
 #[derive(Clone, Copy, Debug)]
 pub struct RmsPropConfig {
+    /// Learning rate.
     pub lr: f32,
+    /// Decay of the running mean of squared gradients.
     pub alpha: f32,
+    /// Added to the denominator for stability.
     pub eps: f32,
+    /// L2 penalty added to the gradient.
     pub weight_decay: f32,
+    /// Momentum factor (0 = none).
     pub momentum: f32,
+    /// Normalise by the variance of the gradient instead of its second moment.
     pub centered: bool,
 }
 
@@ -397,6 +423,7 @@ impl Default for RmsPropConfig {
 }
 
 impl RmsProp {
+    /// RMSprop with learning rate `lr` and the other defaults.
     pub fn new(params: Vec<Tensor>, lr: f32) -> RmsProp {
         Self::with_config(
             params,
@@ -407,6 +434,7 @@ impl RmsProp {
         )
     }
 
+    /// RMSprop with the given hyper-parameters.
     pub fn with_config(params: Vec<Tensor>, config: RmsPropConfig) -> RmsProp {
         let n = params.len();
         RmsProp {

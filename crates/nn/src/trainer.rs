@@ -17,7 +17,9 @@ use crate::optim::Optimizer;
 /// Options of [`Trainer::fit`].
 #[derive(Clone, Debug)]
 pub struct FitOptions {
+    /// Number of epochs to train (a resumed run counts the epochs already done).
     pub epochs: usize,
+    /// Samples per optimizer step.
     pub batch_size: usize,
     /// Seeds the shuffling (a different order each epoch).
     pub seed: u64,
@@ -54,14 +56,23 @@ impl Default for FitOptions {
 pub struct EpochStats {
     /// 1-based epoch number.
     pub epoch: usize,
+    /// Mean training loss over the epoch.
     pub train_loss: f64,
+    /// Fraction of training samples classified correctly (in training mode).
     pub train_accuracy: f64,
+    /// Mean validation loss.
     pub val_loss: Option<f64>,
+    /// Validation accuracy.
     pub val_accuracy: Option<f64>,
+    /// Macro-averaged validation precision.
     pub val_precision: Option<f64>,
+    /// Macro-averaged validation recall.
     pub val_recall: Option<f64>,
+    /// Macro-averaged validation F1.
     pub val_f1: Option<f64>,
+    /// Learning rate used in the epoch.
     pub learning_rate: f32,
+    /// Wall-clock seconds of the epoch, validation included.
     pub seconds: f64,
 }
 
@@ -100,6 +111,7 @@ const COLUMNS: [&str; 10] = [
 /// Per-epoch statistics of a run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
+    /// One entry per epoch, in order.
     pub epochs: Vec<EpochStats>,
     /// Confusion matrix of the last validation.
     pub confusion: Option<ConfusionMatrix>,
@@ -116,7 +128,11 @@ impl History {
             let row: Vec<String> = COLUMNS
                 .iter()
                 // Shortest exact representation, so a history read back is bit-identical.
-                .map(|c| e.get(c).map_or(String::new(), |v| format!("{v}")))
+                .map(|c| match (*c, e.get(c)) {
+                    // The rate is an f32; printing it as one keeps `0.001` readable.
+                    ("learning_rate", _) => format!("{}", e.learning_rate),
+                    (_, v) => v.map_or(String::new(), |v| format!("{v}")),
+                })
                 .collect();
             s.push_str(&row.join(","));
             s.push('\n');
@@ -168,7 +184,9 @@ impl History {
 /// What a callback tells the trainer after an epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
+    /// Keep training.
     Continue,
+    /// Stop after this epoch.
     Stop,
 }
 
@@ -188,7 +206,9 @@ pub trait Callback {
 pub struct EarlyStopping {
     /// A column of the history, e.g. `val_loss` or `val_accuracy`.
     pub monitor: String,
+    /// Epochs without improvement before stopping (0 = never stop).
     pub patience: usize,
+    /// Smallest change that counts as an improvement.
     pub min_delta: f64,
     /// True when larger is better (accuracy), false when smaller is (loss).
     pub maximize: bool,
@@ -237,12 +257,27 @@ impl Callback for EarlyStopping {
 #[derive(Clone, Copy, Debug)]
 pub enum LrSchedule {
     /// `base · gamma^(epoch / step)`.
-    Step { base: f32, step: usize, gamma: f32 },
+    Step {
+        /// Learning rate of the first epochs.
+        base: f32,
+        /// Epochs between decays.
+        step: usize,
+        /// Factor applied at each decay.
+        gamma: f32,
+    },
     /// `min + (base - min)·(1 + cos(π·epoch / epochs))/2`.
-    Cosine { base: f32, min: f32, epochs: usize },
+    Cosine {
+        /// Learning rate of the first epoch.
+        base: f32,
+        /// Learning rate reached after `epochs`.
+        min: f32,
+        /// Length of the half cosine, in epochs.
+        epochs: usize,
+    },
 }
 
 impl LrSchedule {
+    /// The learning rate for 0-based `epoch`.
     pub fn at(&self, epoch: usize) -> f32 {
         match *self {
             LrSchedule::Step { base, step, gamma } => {
@@ -265,11 +300,27 @@ impl Callback for LrSchedule {
 type LossFn<'a> = Box<dyn Fn(&Tensor, &Tensor) -> Tensor + 'a>;
 
 /// Trains a classifier: `fit` runs epochs over a [`Dataset`] and returns a [`History`].
+///
+/// ```
+/// use wgrad_nn::{Adam, Dataset, Dense, FitOptions, Module, Rng, Sequential, Trainer};
+/// let dev = wgrad_cpu::CpuBackend::device();
+/// // Two classes: is the first feature positive?
+/// let images = vec![1.0, 0.0, -1.0, 0.0, 2.0, 1.0, -2.0, 1.0];
+/// let data = Dataset { images, labels: vec![1, 0, 1, 0], sample_shape: vec![2], classes: 2 };
+/// let model = Sequential::new().add(Dense::new(&dev, 2, 2, &mut Rng::new(0))?);
+/// let mut opt = Adam::new(model.parameters(), 0.1);
+/// let options = FitOptions { epochs: 20, batch_size: 4, quiet: true, verbose: false, ..Default::default() };
+/// let history = Trainer::new(&model, &mut opt, &dev).with_options(options).fit(&data, Some(&data))?;
+/// assert_eq!(history.epochs.len(), 20);
+/// assert_eq!(history.epochs[19].val_accuracy, Some(1.0));
+/// # Ok::<(), wgrad_graph::Error>(())
+/// ```
 pub struct Trainer<'a> {
     model: &'a dyn Module,
     optimizer: &'a mut dyn Optimizer,
     device: Device,
     loss: LossFn<'a>,
+    /// Options used by [`Trainer::fit`].
     pub options: FitOptions,
     callbacks: Vec<Box<dyn Callback + 'a>>,
 }
@@ -277,7 +328,9 @@ pub struct Trainer<'a> {
 /// Validation loss and confusion matrix.
 #[derive(Clone, Debug)]
 pub struct Evaluation {
+    /// Mean loss per sample.
     pub loss: f64,
+    /// Counts of true versus predicted classes.
     pub confusion: ConfusionMatrix,
 }
 
@@ -302,11 +355,13 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Replaces the options.
     pub fn with_options(mut self, options: FitOptions) -> Self {
         self.options = options;
         self
     }
 
+    /// Adds a callback, called after the ones added before.
     pub fn with_callback(mut self, callback: impl Callback + 'a) -> Self {
         self.callbacks.push(Box::new(callback));
         self

@@ -1,0 +1,444 @@
+//! Benchmarks for the adapter wgrad picks and for the CPU backend: GFLOP/s of matmul and
+//! conv2d, ms of pooling, training steps per second, cost per dispatch, cold start and peak
+//! memory. Every workload's result is checked against the CPU backend before it is timed.
+//!
+//! `cargo run --release --example bench [-- --json FILE] [--quick] [--skip-cpu]`
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use wgrad::graph::{Conv2dSpec, Pool2dSpec};
+use wgrad::nn::{
+    Activation, Adam, Conv2d, ConvConfig, Dense, Flatten, MaxPool2d, Module, Optimizer, Rng,
+    Sequential,
+};
+use wgrad::{Device, Result, Tensor};
+
+/// One row of the report.
+#[derive(Clone, Debug)]
+struct Record {
+    name: String,
+    backend: &'static str,
+    adapter: String,
+    median_ms: Option<f64>,
+    min_ms: Option<f64>,
+    gflops: Option<f64>,
+    steps_per_s: Option<f64>,
+    cold_ms: Option<f64>,
+    peak_rss_mb: Option<f64>,
+}
+
+impl Record {
+    fn new(name: &str, dev: &Device) -> Record {
+        Record {
+            name: name.to_string(),
+            backend: if dev.is_gpu() { "gpu" } else { "cpu" },
+            adapter: dev.name(),
+            median_ms: None,
+            min_ms: None,
+            gflops: None,
+            steps_per_s: None,
+            cold_ms: None,
+            peak_rss_mb: None,
+        }
+    }
+
+    fn json(&self) -> String {
+        let num = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x:.4}"));
+        format!(
+            "{{\"name\": \"{}\", \"backend\": \"{}\", \"adapter\": \"{}\", \"median_ms\": {}, \"min_ms\": {}, \"gflops\": {}, \"steps_per_s\": {}, \"cold_ms\": {}, \"peak_rss_mb\": {}}}",
+            self.name,
+            self.backend,
+            self.adapter.replace('"', "'"),
+            num(self.median_ms),
+            num(self.min_ms),
+            num(self.gflops),
+            num(self.steps_per_s),
+            num(self.cold_ms),
+            num(self.peak_rss_mb)
+        )
+    }
+}
+
+/// Runs `f` (which must finish its work before returning) `warmup` times untimed, then
+/// `repeats` times timed; returns (median, min) in ms.
+fn time(warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        f()?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    Ok((ms[ms.len() / 2], ms[0]))
+}
+
+/// Realises `t` and waits for it by reading one element (the clock stops after the device).
+fn finish(t: &Tensor) -> Result<()> {
+    t.realize()?;
+    t.reshape(&[t.numel()]).narrow(0, 0, 1).to_vec()?;
+    Ok(())
+}
+
+fn random(dev: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
+    let mut rng = Rng::new(seed);
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.range(-1.0, 1.0)).collect();
+    Tensor::from_slice(dev, &v, shape)
+}
+
+/// Fails loudly when `got` differs from the CPU's `want` beyond `|d| <= atol + rtol·|want|`.
+fn verify(name: &str, got: &[f32], want: &[f32], atol: f32) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{name}: result length differs from the CPU backend"
+    );
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if (g - w).abs() > atol * scale + 1e-3 * w.abs() || !g.is_finite() {
+            panic!("{name}: WRONG RESULT at {i}: got {g}, CPU backend gives {w}");
+        }
+    }
+}
+
+/// A workload: its inputs on a device and the computation on them.
+type Workload = (Vec<Tensor>, Box<dyn Fn(&[Tensor]) -> Tensor>);
+
+struct Bench {
+    gpu: Option<Device>,
+    cpu: Device,
+    quick: bool,
+    skip_cpu: bool,
+    records: Vec<Record>,
+}
+
+impl Bench {
+    fn repeats(&self, dev: &Device) -> (usize, usize) {
+        match (self.quick, dev.is_gpu()) {
+            (true, _) => (1, 3),
+            (false, true) => (2, 7),
+            (false, false) => (1, 3),
+        }
+    }
+
+    /// Times `build(device)` on each backend after checking the GPU result against the CPU's.
+    fn kernel(
+        &mut self,
+        name: &str,
+        flop: f64,
+        atol: f32,
+        build: &dyn Fn(&Device) -> Result<Workload>,
+    ) -> Result<()> {
+        let (cpu_inputs, f) = build(&self.cpu)?;
+        let want = f(&cpu_inputs).to_vec()?;
+        let mut devices: Vec<Device> = self.gpu.iter().cloned().collect();
+        if !self.skip_cpu {
+            devices.push(self.cpu.clone());
+        }
+        for dev in devices {
+            let (inputs, f) = build(&dev)?;
+            if dev.is_gpu() {
+                verify(name, &f(&inputs).to_vec()?, &want, atol);
+            }
+            let (warm, reps) = self.repeats(&dev);
+            let (median, min) = time(warm, reps, || finish(&f(&inputs)))?;
+            let mut r = Record::new(name, &dev);
+            r.median_ms = Some(median);
+            r.min_ms = Some(min);
+            if flop > 0.0 {
+                r.gflops = Some(flop / (median * 1e-3) / 1e9);
+            }
+            self.push(r);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, r: Record) {
+        let fmt =
+            |v: Option<f64>, unit: &str| v.map_or(String::new(), |x| format!("{x:.2} {unit}"));
+        println!(
+            "{:<14} {:<4} {:>12} {:>12} {:>14} {:>14} {:>12}",
+            r.name,
+            r.backend,
+            fmt(r.median_ms, "ms"),
+            fmt(r.min_ms, "ms"),
+            fmt(r.gflops, "GFLOP/s"),
+            fmt(r.steps_per_s, "steps/s"),
+            fmt(r.cold_ms, "ms"),
+        );
+        self.records.push(r);
+    }
+
+    /// Training steps per second of `model` on random batches, after checking that the
+    /// first steps' losses agree with the CPU backend's.
+    fn training(
+        &mut self,
+        name: &str,
+        make: &dyn Fn(&Device) -> Result<Sequential>,
+        input: &[usize],
+        classes: usize,
+    ) -> Result<()> {
+        let batch = |dev: &Device, seed: u64| -> Result<(Tensor, Tensor)> {
+            let x = random(dev, input, seed)?;
+            let mut rng = Rng::new(seed);
+            let y: Vec<u32> = (0..input[0]).map(|_| rng.below(classes) as u32).collect();
+            Ok((x, Tensor::from_u32(dev, &y, &[input[0]])?))
+        };
+        let losses = |dev: &Device, steps: usize| -> Result<Vec<f32>> {
+            let model = make(dev)?;
+            let mut opt = Adam::new(model.parameters(), 1e-3);
+            let (x, y) = batch(dev, 1)?;
+            (0..steps)
+                .map(|_| {
+                    let loss = wgrad::cross_entropy(&model.forward(&x), &y);
+                    opt.step_with(&loss.backward(), &[&loss])?;
+                    loss.item()
+                })
+                .collect()
+        };
+        let want = losses(&self.cpu, 3)?;
+        let mut devices: Vec<Device> = self.gpu.iter().cloned().collect();
+        if !self.skip_cpu {
+            devices.push(self.cpu.clone());
+        }
+        for dev in devices {
+            if dev.is_gpu() {
+                verify(name, &losses(&dev, 3)?, &want, 1e-3);
+            }
+            let model = make(&dev)?;
+            let mut opt = Adam::new(model.parameters(), 1e-3);
+            let (x, y) = batch(&dev, 2)?;
+            let mut step = || -> Result<()> {
+                let loss = wgrad::cross_entropy(&model.forward(&x), &y);
+                opt.step_with(&loss.backward(), &[&loss])?;
+                loss.item().map(|_| ())
+            };
+            let (warm, reps) = self.repeats(&dev);
+            let (median, min) = time(warm + 1, reps * 2, &mut step)?;
+            let mut r = Record::new(name, &dev);
+            r.median_ms = Some(median);
+            r.min_ms = Some(min);
+            r.steps_per_s = Some(1e3 / median);
+            self.push(r);
+        }
+        Ok(())
+    }
+}
+
+fn mnist_cnn(dev: &Device) -> Result<Sequential> {
+    let mut rng = Rng::new(0);
+    let conv = |i, o, rng: &mut Rng| Conv2d::new(dev, i, o, [3, 3], rng, ConvConfig::default());
+    Ok(Sequential::new()
+        .add(conv(1, 32, &mut rng)?)
+        .add(Activation::Relu)
+        .add(MaxPool2d::new(2))
+        .add(conv(32, 64, &mut rng)?)
+        .add(Activation::Relu)
+        .add(MaxPool2d::new(2))
+        .add(conv(64, 64, &mut rng)?)
+        .add(Activation::Relu)
+        .add(Flatten)
+        .add(Dense::new(dev, 576, 64, &mut rng)?)
+        .add(Activation::Relu)
+        .add(Dense::new(dev, 64, 10, &mut rng)?))
+}
+
+fn mlp(dev: &Device) -> Result<Sequential> {
+    let mut rng = Rng::new(0);
+    Ok(Sequential::new()
+        .add(Dense::new(dev, 784, 128, &mut rng)?)
+        .add(Activation::Relu)
+        .add(Dense::new(dev, 128, 10, &mut rng)?))
+}
+
+/// Peak resident memory of this process in MB (Linux), from `/proc/self/status`.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The child process of the cold-start measurement: device, one 256² matmul, read back.
+fn first_result() -> Result<()> {
+    let dev = wgrad::gpu()?;
+    let a = random(&dev, &[256, 256], 1)?;
+    let v = a.matmul(&a).to_vec()?;
+    println!("first result ok ({} values)", v.len());
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    if std::env::args().any(|a| a == "--first-result") {
+        return first_result();
+    }
+    let args = common::Args::parse(
+        "usage: bench [--json FILE] [--quick] [--skip-cpu]",
+        &[
+            ("json", true, "also write the records as a JSON array"),
+            ("quick", false, "fewer repeats and smaller matmuls"),
+            (
+                "skip-cpu",
+                false,
+                "time only the GPU (results are still checked on the CPU)",
+            ),
+        ],
+    );
+    let gpu = match wgrad::gpu() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("warning: {e}; benchmarking the CPU backend only");
+            None
+        }
+    };
+    let mut b = Bench {
+        gpu,
+        cpu: wgrad::cpu(),
+        quick: args.flag("quick"),
+        skip_cpu: args.flag("skip-cpu"),
+        records: vec![],
+    };
+    if let Some(g) = &b.gpu {
+        println!("adapter: {}", g.name());
+    }
+    println!(
+        "{:<14} {:<4} {:>12} {:>12} {:>14} {:>14} {:>12}",
+        "name", "", "median", "min", "GFLOP/s", "steps/s", "cold"
+    );
+
+    let sizes: &[usize] = if b.quick {
+        &[256, 512]
+    } else {
+        &[256, 512, 1024, 2048]
+    };
+    for &n in sizes {
+        b.kernel(
+            &format!("matmul_{n}"),
+            2.0 * (n as f64).powi(3),
+            1e-4,
+            &move |dev| {
+                let a = random(dev, &[n, n], 1)?;
+                let c = random(dev, &[n, n], 2)?;
+                Ok((vec![a, c], Box::new(|t: &[Tensor]| t[0].matmul(&t[1]))))
+            },
+        )?;
+    }
+    let conv = |name: &str, x: [usize; 4], w: [usize; 4], pad: usize| {
+        let out_hw = (x[2] + 2 * pad - w[2] + 1) * (x[3] + 2 * pad - w[3] + 1);
+        let flop = 2.0 * (x[0] * w[0] * out_hw * w[1] * w[2] * w[3]) as f64;
+        (name.to_string(), x, w, pad, flop)
+    };
+    for (name, x, w, pad, flop) in [
+        conv("conv2d_a", [64, 1, 28, 28], [32, 1, 3, 3], 0),
+        conv("conv2d_b", [16, 64, 56, 56], [64, 64, 3, 3], 1),
+    ] {
+        b.kernel(&name, flop, 1e-4, &move |dev| {
+            let spec = Conv2dSpec {
+                padding: [pad, pad],
+                ..Default::default()
+            };
+            Ok((
+                vec![random(dev, &x, 3)?, random(dev, &w, 4)?],
+                Box::new(move |t: &[Tensor]| t[0].conv2d(&t[1], spec)),
+            ))
+        })?;
+    }
+    b.kernel("maxpool", 0.0, 0.0, &|dev| {
+        Ok((
+            vec![random(dev, &[64, 32, 26, 26], 5)?],
+            Box::new(|t: &[Tensor]| t[0].max_pool2d(Pool2dSpec::square(2))),
+        ))
+    })?;
+    b.training("mlp_step", &mlp, &[128, 784], 10)?;
+    b.training("cnn_step", &mnist_cnn, &[64, 1, 28, 28], 10)?;
+
+    // 1000 small elementwise ops realised in one batch: time per op.
+    let chain = |dev: &Device| -> Result<Tensor> {
+        let mut t = random(dev, &[256], 6)?;
+        for i in 0..1000 {
+            t = if i % 2 == 0 {
+                t.mul_scalar(1.0001)
+            } else {
+                t.tanh()
+            };
+        }
+        Ok(t)
+    };
+    let want = chain(&b.cpu)?.to_vec()?;
+    let devices: Vec<Device> = b
+        .gpu
+        .iter()
+        .cloned()
+        .chain((!b.skip_cpu).then(|| b.cpu.clone()))
+        .collect();
+    for dev in devices {
+        if dev.is_gpu() {
+            verify("dispatch", &chain(&dev)?.to_vec()?, &want, 1e-4);
+        }
+        let (warm, reps) = b.repeats(&dev);
+        let (median, min) = time(warm, reps, || {
+            let t = chain(&dev)?;
+            finish(&t)
+        })?;
+        let mut r = Record::new("dispatch", &dev);
+        r.median_ms = Some(median / 1000.0);
+        r.min_ms = Some(min / 1000.0);
+        b.push(r);
+    }
+
+    // Cold start: a fresh process that opens the device and reads one matmul.
+    if let Some(g) = b.gpu.clone() {
+        let exe = std::env::current_exe().map_err(|e| wgrad::Error::Data(e.to_string()))?;
+        let start = Instant::now();
+        let out = std::process::Command::new(exe)
+            .arg("--first-result")
+            .output()
+            .map_err(|e| wgrad::Error::Data(format!("cannot start the cold-start probe: {e}")))?;
+        let cold = start.elapsed();
+        if !out.status.success() {
+            return Err(wgrad::Error::Data(format!(
+                "cold-start probe failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let mut r = Record::new("first_result", &g);
+        r.cold_ms = Some(cold.as_secs_f64() * 1e3);
+        b.push(r);
+    }
+
+    // Peak resident memory of the whole run (both backends), attributed to the adapter's row.
+    let mut r = Record::new("peak_rss", b.gpu.as_ref().unwrap_or(&b.cpu));
+    r.peak_rss_mb = peak_rss_mb();
+    println!(
+        "peak_rss       {}",
+        r.peak_rss_mb
+            .map_or("unknown".into(), |m| format!("{m:.0} MB"))
+    );
+    b.records.push(r);
+
+    if let Some(path) = args.values_get("json") {
+        let body: Vec<String> = b
+            .records
+            .iter()
+            .map(|r| format!("  {}", r.json()))
+            .collect();
+        std::fs::write(path, format!("[\n{}\n]\n", body.join(",\n"))).map_err(|source| {
+            wgrad::Error::Io {
+                path: path.into(),
+                source,
+            }
+        })?;
+        println!("records written to {path}");
+    }
+    Ok(())
+}
+
+fn main() {
+    common::exit_on_error(run());
+}
