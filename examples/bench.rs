@@ -160,8 +160,12 @@ impl Bench {
     }
 
     fn push(&mut self, r: Record) {
-        let fmt =
-            |v: Option<f64>, unit: &str| v.map_or(String::new(), |x| format!("{x:.2} {unit}"));
+        // Sub-0.1 ms times (per-dispatch costs) read better in µs.
+        let fmt = |v: Option<f64>, unit: &str| match v {
+            Some(x) if unit == "ms" && x < 0.1 => format!("{:.1} µs", x * 1e3),
+            Some(x) => format!("{x:.2} {unit}"),
+            None => String::new(),
+        };
         println!(
             "{:<14} {:<4} {:>12} {:>12} {:>14} {:>14} {:>12}",
             r.name,

@@ -76,3 +76,74 @@ fn store_row(base: u32, row: u32, col: u32, v: vec4<f32>) {
     if (col + 2u < p.n) { out[o + 2u] = v.z; }
     if (col + 3u < p.n) { out[o + 3u] = v.w; }
 }
+
+// Variant for k and n multiples of 4: A and B are read as vec4 rows (a4: 4 consecutive k of
+// one row, b4: 4 consecutive columns of one row), so each loop step does 8 vector loads for
+// 64 multiply-adds. The same buffers as above, viewed as vec4.
+@group(0) @binding(1) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
+
+// Two workgroup shapes over the same body: 8×8 blocks (32 rows × 32 columns) keep B's rows
+// in cache for large matrices; one row of 64 blocks (4 rows × 256 columns) is faster while B
+// fits in cache (docs/performance.md has the measurements).
+@compute @workgroup_size(8, 8, 1)
+fn matmul_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
+    mm_vec4(g);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn matmul_vec4_wide(@builtin(global_invocation_id) g: vec3<u32>) {
+    mm_vec4(g);
+}
+
+fn mm_vec4(g: vec3<u32>) {
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let c4 = g.x;
+    let row = g.y * 4u;
+    if (row >= p.m || c4 >= n4) { return; }
+
+    var r = g.z;
+    var a0 = 0u;
+    var b0 = 0u;
+    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
+        let n = p.batch[d];
+        let i = r % n;
+        r = r / n;
+        a0 += i * p.sa[d];
+        b0 += i * p.sb[d];
+    }
+    // Offsets in vec4 units; k and n are multiples of 4, so every matrix starts aligned.
+    let ra0 = (a0 + min(row, p.m - 1u) * p.k) / 4u;
+    let ra1 = (a0 + min(row + 1u, p.m - 1u) * p.k) / 4u;
+    let ra2 = (a0 + min(row + 2u, p.m - 1u) * p.k) / 4u;
+    let ra3 = (a0 + min(row + 3u, p.m - 1u) * p.k) / 4u;
+    var rb = b0 / 4u + c4;
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var t = 0u; t < k4; t++) {
+        let b_0 = b4[rb];
+        let b_1 = b4[rb + n4];
+        let b_2 = b4[rb + 2u * n4];
+        let b_3 = b4[rb + 3u * n4];
+        rb += 4u * n4;
+        let x0 = a4[ra0 + t];
+        acc0 += x0.x * b_0 + x0.y * b_1 + x0.z * b_2 + x0.w * b_3;
+        let x1 = a4[ra1 + t];
+        acc1 += x1.x * b_0 + x1.y * b_1 + x1.z * b_2 + x1.w * b_3;
+        let x2 = a4[ra2 + t];
+        acc2 += x2.x * b_0 + x2.y * b_1 + x2.z * b_2 + x2.w * b_3;
+        let x3 = a4[ra3 + t];
+        acc3 += x3.x * b_0 + x3.y * b_1 + x3.z * b_2 + x3.w * b_3;
+    }
+
+    let base = g.z * p.m * n4 + row * n4 + c4;
+    out4[base] = acc0;
+    if (row + 1u < p.m) { out4[base + n4] = acc1; }
+    if (row + 2u < p.m) { out4[base + 2u * n4] = acc2; }
+    if (row + 3u < p.m) { out4[base + 3u * n4] = acc3; }
+}

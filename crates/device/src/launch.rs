@@ -405,9 +405,17 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 sb: dims(&sb),
             };
             if n > 0 {
+                // The vec4 variant reads rows as vec4 and needs k and n to be multiples of 4.
+                let vec4 = k % 4 == 0 && nn % 4 == 0 && k > 0;
+                // Wide workgroups win while B (k·n values) stays in cache.
+                let (entry, tile) = match (vec4, k * nn <= 1 << 20) {
+                    (true, true) => (entries[2].as_str(), [256, 4]),
+                    (true, false) => (entries[1].as_str(), [32, 32]),
+                    (false, _) => (entry, [32, 32]),
+                };
                 let groups = [
-                    (nn as u32).div_ceil(32),
-                    (m as u32).div_ceil(32),
+                    (nn as u32).div_ceil(tile[0]),
+                    (m as u32).div_ceil(tile[1]),
                     numel(batch) as u32,
                 ];
                 be.push(family, entry, &params, ids(x), groups);

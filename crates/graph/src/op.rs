@@ -475,7 +475,11 @@ impl Op {
             Op::Where => (Family::Elementwise, &["where_select"]),
             Op::Reduce { .. } => return (Family::Reduce, vec![format!("reduce_{}", self.name())]),
             Op::Argmax { .. } => (Family::Index, &["argmax"]),
-            Op::MatMul => (Family::Matmul, &["matmul"]),
+            // The vec4 variants serve k and n that are multiples of 4.
+            Op::MatMul => (
+                Family::Matmul,
+                &["matmul", "matmul_vec4", "matmul_vec4_wide"],
+            ),
             Op::Reshape { .. } => (Family::Layout, &[]),
             Op::Permute { .. } | Op::Expand { .. } | Op::Slice { .. } | Op::Concat { .. } => {
                 (Family::Layout, &["copy"])
