@@ -11,6 +11,7 @@
 //! println!("{}", y.item()?);
 //! # Ok::<(), wgrad::Error>(())
 //! ```
+#![warn(missing_docs)]
 
 #[cfg(feature = "plot")]
 pub mod plot;

@@ -287,3 +287,29 @@ fn an_unknown_adapter_is_a_clear_error_and_the_default_falls_back_to_cpu() {
     assert!(!dev.is_gpu());
     assert_eq!(Tensor::ones(&dev, &[2]).to_vec().unwrap(), vec![1.0, 1.0]);
 }
+
+/// An application that already owns a wgpu device hands it to wgrad.
+#[test]
+fn runs_on_an_application_supplied_wgpu_device() {
+    if gpu().is_none() {
+        return;
+    }
+    use wgrad::device::wgpu;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("an adapter exists, since gpu() found one");
+    let info = adapter.get_info();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let ctx = wgrad::device::Context::from_wgpu(device, queue, info);
+    let dev = wgrad::device::GpuBackend::device_on(ctx.clone());
+    let x = Tensor::from_slice(&dev, &[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    assert_eq!(x.matmul(&x).to_vec().unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
+    // The application keeps using its device alongside wgrad.
+    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("application buffer"),
+        size: 16,
+        usage: wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.queue.write_buffer(&buffer, 0, &[0u8; 16]);
+}
