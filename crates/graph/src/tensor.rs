@@ -171,6 +171,13 @@ impl Tensor {
 
     /// A tensor of `shape` filled with `value` (lazy: no upload).
     pub fn full(device: &Device, shape: &[usize], value: f32) -> Tensor {
+        // A single value is uploaded now: a four-byte write costs far less than a fill
+        // dispatch, and scalars (learning rates, β, ε, 1/n) appear many times in every step.
+        if numel(shape) == 1 {
+            if let Ok(t) = Self::upload(device, &value.to_le_bytes(), shape, DType::F32) {
+                return t;
+            }
+        }
         let op = Op::Full {
             value,
             shape: shape.to_vec(),
