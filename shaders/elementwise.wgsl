@@ -26,6 +26,21 @@ fn linear(g: vec3<u32>, w: vec3<u32>) -> u32 {
     return g.x + g.y * w.x * WG;
 }
 
+// i / d without integer division, which CPU adapters run one lane at a time: below 2^24 the
+// f32 quotient is within one of the true one and a correction step makes it exact.
+fn quot(i: u32, d: u32) -> u32 {
+    if (i >= 16777216u) {
+        return i / d;
+    }
+    var q = u32(f32(i) / f32(d));
+    if (q * d > i) {
+        q -= 1u;
+    } else if ((q + 1u) * d <= i) {
+        q += 1u;
+    }
+    return q;
+}
+
 // Offsets of output element i in the three inputs.
 fn offsets(i: u32) -> vec3<u32> {
     if (p.flat != 0u) {
@@ -35,9 +50,9 @@ fn offsets(i: u32) -> vec3<u32> {
     var o = vec3<u32>(0u, 0u, 0u);
     for (var d = i32(p.rank) - 1; d >= 0; d--) {
         let n = p.shape[d];
-        let k = r % n;
-        r = r / n;
-        o += k * vec3<u32>(p.sa[d], p.sb[d], p.sc[d]);
+        let q = quot(r, n);
+        o += (r - q * n) * vec3<u32>(p.sa[d], p.sb[d], p.sc[d]);
+        r = q;
     }
     return o;
 }

@@ -25,6 +25,21 @@ struct PoolParams {
 
 const WG: u32 = 64u;
 
+// i / d without integer division, which CPU adapters run one lane at a time: below 2^24 the
+// f32 quotient is within one of the true one and a correction step makes it exact.
+fn quot(i: u32, d: u32) -> u32 {
+    if (i >= 16777216u) {
+        return i / d;
+    }
+    var q = u32(f32(i) / f32(d));
+    if (q * d > i) {
+        q -= 1u;
+    } else if ((q + 1u) * d <= i) {
+        q += 1u;
+    }
+    return q;
+}
+
 // A window's valid rows [r.x, r.y) and columns [r.z, r.w), and its padded extent's area.
 struct Window {
     r: vec4<i32>,
@@ -69,8 +84,9 @@ fn argmax(plane: u32, win: Window) -> u32 {
 // Output windows covering input coordinate i along one axis: [first, last] (may be empty).
 fn covering(i: u32, k: u32, s: u32, pad: u32, count: u32) -> vec2<i32> {
     let t = i32(i + pad);
-    let first = max((t - i32(k) + i32(s)) / i32(s), 0);
-    let last = min(t / i32(s), i32(count) - 1);
+    // (t - k + s) / s may be negative; clamping makes its rounding direction irrelevant.
+    let first = i32(quot(u32(max(t - i32(k) + i32(s), 0)), s));
+    let last = min(i32(quot(u32(t), s)), i32(count) - 1);
     return vec2<i32>(first, last);
 }
 
@@ -78,9 +94,11 @@ fn covering(i: u32, k: u32, s: u32, pad: u32, count: u32) -> vec2<i32> {
 fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let ox = i % p.ow;
-    let oy = (i / p.ow) % p.oh;
-    let plane = (i / (p.ow * p.oh)) * p.h * p.w;
+    let row = quot(i, p.ow);
+    let ox = i - row * p.ow;
+    let pl = quot(row, p.oh);
+    let oy = row - pl * p.oh;
+    let plane = pl * p.h * p.w;
     out[i] = a[plane + argmax(plane, window(oy, ox))];
 }
 
@@ -89,9 +107,10 @@ fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
 fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let x = i % p.w;
-    let y = (i / p.w) % p.h;
-    let pl = i / (p.w * p.h);
+    let row = quot(i, p.w);
+    let x = i - row * p.w;
+    let pl = quot(row, p.h);
+    let y = row - pl * p.h;
     let plane = pl * p.h * p.w;
     let me = y * p.w + x;
     let ys = covering(y, p.kh, p.sh, p.ph, p.oh);
@@ -111,9 +130,11 @@ fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_wor
 fn avg_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let ox = i % p.ow;
-    let oy = (i / p.ow) % p.oh;
-    let plane = (i / (p.ow * p.oh)) * p.h * p.w;
+    let row = quot(i, p.ow);
+    let ox = i - row * p.ow;
+    let pl = quot(row, p.oh);
+    let oy = row - pl * p.oh;
+    let plane = pl * p.h * p.w;
     let win = window(oy, ox);
     var sum = 0.0;
     for (var y = win.r.x; y < win.r.y; y++) {
@@ -129,9 +150,10 @@ fn avg_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
 fn avg_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let x = i % p.w;
-    let y = (i / p.w) % p.h;
-    let pl = i / (p.w * p.h);
+    let row = quot(i, p.w);
+    let x = i - row * p.w;
+    let pl = quot(row, p.h);
+    let y = row - pl * p.h;
     let ys = covering(y, p.kh, p.sh, p.ph, p.oh);
     let xs = covering(x, p.kw, p.sw, p.pw, p.ow);
     var acc = 0.0;

@@ -241,3 +241,23 @@ fn softmax_of_huge_logits_is_finite() {
         );
     }
 }
+
+/// Index arithmetic avoids integer division below 2^24 elements; past it, the exact path
+/// must take over. A transpose of 4099 × 4097 (16.8 M elements) crosses that line.
+#[test]
+fn layout_index_math_is_exact_past_2_pow_24_elements() {
+    let Some(dev) = gpu() else { return };
+    let (r, c) = (4099usize, 4097usize);
+    let data: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
+    let x = Tensor::from_slice(&dev, &data, &[r, c]).unwrap();
+    let y = x.t().to_vec().unwrap();
+    for (k, &v) in y
+        .iter()
+        .enumerate()
+        .step_by(997)
+        .chain(y.iter().enumerate().rev().take(5000))
+    {
+        let (i, j) = (k / r, k % r); // y[i][j] = x[j][i]
+        assert_eq!(v, (j * c + i) as f32, "element {k}");
+    }
+}
