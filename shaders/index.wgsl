@@ -54,8 +54,8 @@ fn argmax(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) 
 fn gather(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
     if (i >= p.n) { return; }
-    let row = i / p.count;
-    let col = i % p.count;
+    let row = quot(i, p.count);
+    let col = i - row * p.count;
     let v = y[row];
     out[i] = select(0u, x[v * p.count + col], v < p.extra[0]);
 }
@@ -65,8 +65,8 @@ fn gather(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) 
 fn one_hot(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
     if (i >= p.n) { return; }
-    let label = x[i / p.count];
-    out[i] = select(0u, bitcast<u32>(1.0), label == i % p.count);
+    let row = quot(i, p.count);
+    out[i] = select(0u, bitcast<u32>(1.0), x[row] == i - row * p.count);
 }
 
 @compute @workgroup_size(64)

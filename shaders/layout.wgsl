@@ -22,21 +22,6 @@ struct CopyParams {
 
 const WG: u32 = 64u;
 
-// i / d without integer division, which CPU adapters run one lane at a time: below 2^24 the
-// f32 quotient is within one of the true one and a correction step makes it exact.
-fn quot(i: u32, d: u32) -> u32 {
-    if (i >= 16777216u) {
-        return i / d;
-    }
-    var q = u32(f32(i) / f32(d));
-    if (q * d > i) {
-        q -= 1u;
-    } else if ((q + 1u) * d <= i) {
-        q += 1u;
-    }
-    return q;
-}
-
 // Element i of the copied view: dst[dst_offset + i·dst_strides] = src[src_offset + i·src_strides].
 @compute @workgroup_size(64)
 fn copy(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {

@@ -25,21 +25,6 @@ struct PoolParams {
 
 const WG: u32 = 64u;
 
-// i / d without integer division, which CPU adapters run one lane at a time: below 2^24 the
-// f32 quotient is within one of the true one and a correction step makes it exact.
-fn quot(i: u32, d: u32) -> u32 {
-    if (i >= 16777216u) {
-        return i / d;
-    }
-    var q = u32(f32(i) / f32(d));
-    if (q * d > i) {
-        q -= 1u;
-    } else if ((q + 1u) * d <= i) {
-        q += 1u;
-    }
-    return q;
-}
-
 // A window's valid rows [r.x, r.y) and columns [r.z, r.w), and its padded extent's area.
 struct Window {
     r: vec4<i32>,
@@ -102,7 +87,30 @@ fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
     out[i] = a[plane + argmax(plane, window(oy, ox))];
 }
 
-// a = x, b = g (pooled gradient), out = dx.
+// Disjoint windows (stride >= kernel): one invocation per window adds its gradient at its
+// first maximum; no two windows share an input, so plain stores suffice. `out` must be zero
+// first (`fill_zero`). a = x, b = g, out = dx; `total` counts windows here.
+@compute @workgroup_size(64)
+fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.x + g.y * nw.x * WG;
+    if (i >= p.total) { return; }
+    let row = quot(i, p.ow);
+    let ox = i - row * p.ow;
+    let pl = quot(row, p.oh);
+    let oy = row - pl * p.oh;
+    let plane = pl * p.h * p.w;
+    out[plane + argmax(plane, window(oy, ox))] = b[i];
+}
+
+// Zeroes `total` elements of `out`.
+@compute @workgroup_size(64)
+fn fill_zero(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.x + g.y * nw.x * WG;
+    if (i < p.total) { out[i] = 0.0; }
+}
+
+// Overlapping windows: one invocation per input element sums the gradients of the windows
+// whose first maximum it is. a = x, b = g (pooled gradient), out = dx.
 @compute @workgroup_size(64)
 fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;

@@ -549,8 +549,17 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             be.push_linear(family, entry, &params, ids(x), n);
         }
         Op::MaxPool2dGrad(spec) => {
-            let params = PoolParams::new(spec, n, x[0].shape, x[1].shape);
-            be.push_linear(family, entry, &params, ids(x), n);
+            let disjoint = spec.stride[0] >= spec.kernel[0] && spec.stride[1] >= spec.kernel[1];
+            if disjoint {
+                let zero = PoolParams::new(spec, n, x[0].shape, x[1].shape);
+                be.push_linear(family, &entries[1], &zero, vec![out.buffer], n);
+                let windows = numel(x[1].shape);
+                let params = PoolParams::new(spec, windows, x[0].shape, x[1].shape);
+                be.push_linear(family, &entries[2], &params, ids(x), windows);
+            } else {
+                let params = PoolParams::new(spec, n, x[0].shape, x[1].shape);
+                be.push_linear(family, entry, &params, ids(x), n);
+            }
         }
         Op::AvgPool2dGrad { spec, .. } => {
             let params = PoolParams::new(spec, n, out.shape, x[0].shape);

@@ -1,17 +1,28 @@
-//! WGSL sources, one file per kernel family, embedded once.
+//! WGSL sources, one file per kernel family, embedded once, each preceded by the shared
+//! helpers of `shaders/common.wgsl`.
 
 use wgrad_graph::Family;
+
+/// A family's file with the shared helpers in front (WGSL has no includes).
+macro_rules! family {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../../shaders/common.wgsl"),
+            include_str!(concat!("../../../shaders/", $file))
+        )
+    };
+}
 
 /// The WGSL source of a kernel family.
 pub fn source(family: Family) -> &'static str {
     match family {
-        Family::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
-        Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
-        Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
-        Family::Layout => include_str!("../../../shaders/layout.wgsl"),
-        Family::Index => include_str!("../../../shaders/index.wgsl"),
-        Family::Random => include_str!("../../../shaders/random.wgsl"),
-        Family::Conv => include_str!("../../../shaders/conv.wgsl"),
-        Family::Pool => include_str!("../../../shaders/pool.wgsl"),
+        Family::Elementwise => family!("elementwise.wgsl"),
+        Family::Reduce => family!("reduce.wgsl"),
+        Family::Matmul => family!("matmul.wgsl"),
+        Family::Layout => family!("layout.wgsl"),
+        Family::Index => family!("index.wgsl"),
+        Family::Random => family!("random.wgsl"),
+        Family::Conv => family!("conv.wgsl"),
+        Family::Pool => family!("pool.wgsl"),
     }
 }

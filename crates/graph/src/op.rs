@@ -491,10 +491,15 @@ impl Op {
             Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {
                 return (Family::Conv, vec![self.name().to_string()])
             }
-            Op::MaxPool2d(_)
-            | Op::MaxPool2dGrad(_)
-            | Op::AvgPool2d(_)
-            | Op::AvgPool2dGrad { .. } => return (Family::Pool, vec![self.name().to_string()]),
+            // With stride >= kernel the windows are disjoint, and a kernel per window (after a
+            // zero fill) writes each gradient once.
+            Op::MaxPool2dGrad(_) => (
+                Family::Pool,
+                &["max_pool2d_grad", "fill_zero", "max_pool2d_grad_disjoint"],
+            ),
+            Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::AvgPool2dGrad { .. } => {
+                return (Family::Pool, vec![self.name().to_string()])
+            }
         };
         (family, entries.iter().map(|e| e.to_string()).collect())
     }
