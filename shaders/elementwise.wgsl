@@ -42,136 +42,78 @@ fn offsets(i: u32) -> vec3<u32> {
     return o;
 }
 
-fn inf() -> f32 {
-    return bitcast<f32>(0x7f800000u);
-}
-
-fn nan() -> f32 {
-    return bitcast<f32>(0x7fc00000u);
-}
-
-// Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7.
-fn erf_f(x: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.3275911 * abs(x));
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    let y = 1.0 - poly * exp(-x * x);
-    return select(-y, y, x >= 0.0);
-}
-
-// x^y with C's rules for negative bases (integer exponents only) and zero.
-fn pow_f(x: f32, y: f32) -> f32 {
-    if (y == 0.0) {
-        return 1.0;
-    }
-    if (x == 0.0) {
-        return select(0.0, inf(), y < 0.0);
-    }
-    let m = exp2(y * log2(abs(x)));
-    if (x > 0.0) {
-        return m;
-    }
-    if (fract(y) != 0.0) {
-        return nan();
-    }
-    return select(m, -m, abs(y) % 2.0 == 1.0);
-}
-
-// ---- unary (input `a` has the output's shape) ----
+// ---- unary (input `a` has the output's shape); the math is in common.wgsl ----
 
 @compute @workgroup_size(64)
 fn unary_neg(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { out[i] = -a[i]; }
+    if (i < p.n) { out[i] = f_neg(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_exp(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { out[i] = exp(a[i]); }
+    if (i < p.n) { out[i] = f_exp(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_log(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) {
-        let x = a[i];
-        // log of 0 is -inf and of a negative number NaN, as on the CPU.
-        out[i] = select(select(log(x), -inf(), x == 0.0), nan(), x < 0.0);
-    }
+    if (i < p.n) { out[i] = f_log(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_sqrt(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) {
-        let x = a[i];
-        out[i] = select(sqrt(x), nan(), x < 0.0);
-    }
+    if (i < p.n) { out[i] = f_sqrt(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_abs(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { out[i] = abs(a[i]); }
+    if (i < p.n) { out[i] = f_abs(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_sign(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { out[i] = sign(a[i]); }
+    if (i < p.n) { out[i] = f_sign(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_relu(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { out[i] = max(a[i], 0.0); }
+    if (i < p.n) { out[i] = f_relu(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_sigmoid(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) {
-        // Stable for large |x|: only exp of a non-positive number is taken.
-        let x = a[i];
-        let e = exp(-abs(x));
-        let s = 1.0 / (1.0 + e);
-        out[i] = select(e * s, s, x >= 0.0);
-    }
+    if (i < p.n) { out[i] = f_sigmoid(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_tanh(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) {
-        let x = a[i];
-        let t = exp(-2.0 * abs(x));
-        let y = (1.0 - t) / (1.0 + t);
-        out[i] = select(-y, y, x >= 0.0);
-    }
+    if (i < p.n) { out[i] = f_tanh(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_erf(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { out[i] = erf_f(a[i]); }
+    if (i < p.n) { out[i] = f_erf(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_gelu(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) {
-        let x = a[i];
-        out[i] = 0.5 * x * (1.0 + erf_f(x * 0.70710678118654752));
-    }
+    if (i < p.n) { out[i] = f_gelu(a[i]); }
 }
 
 @compute @workgroup_size(64)
 fn unary_leaky_relu(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) {
-        let x = a[i];
-        out[i] = select(p.alpha * x, x, x > 0.0);
-    }
+    if (i < p.n) { out[i] = f_leaky_relu(a[i], p.alpha); }
 }
 
 // ---- binary (a, b broadcast to the output) ----
@@ -179,79 +121,79 @@ fn unary_leaky_relu(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_wo
 @compute @workgroup_size(64)
 fn binary_add(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = a[o.x] + b[o.y]; }
+    if (i < p.n) { let o = offsets(i); out[i] = f_add(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_sub(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = a[o.x] - b[o.y]; }
+    if (i < p.n) { let o = offsets(i); out[i] = f_sub(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_mul(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = a[o.x] * b[o.y]; }
+    if (i < p.n) { let o = offsets(i); out[i] = f_mul(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_div(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = a[o.x] / b[o.y]; }
+    if (i < p.n) { let o = offsets(i); out[i] = f_div(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_pow(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = pow_f(a[o.x], b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_pow(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_maximum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = max(a[o.x], b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_maximum(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_minimum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = min(a[o.x], b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_minimum(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_eq(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = select(0.0, 1.0, a[o.x] == b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_eq(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_ne(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = select(0.0, 1.0, a[o.x] != b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_ne(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_lt(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = select(0.0, 1.0, a[o.x] < b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_lt(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_le(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = select(0.0, 1.0, a[o.x] <= b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_le(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_gt(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = select(0.0, 1.0, a[o.x] > b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_gt(a[o.x], b[o.y]); }
 }
 
 @compute @workgroup_size(64)
 fn binary_ge(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = select(0.0, 1.0, a[o.x] >= b[o.y]); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_ge(a[o.x], b[o.y]); }
 }
 
 // ---- where: a is the condition, b and c the two choices ----
@@ -259,5 +201,5 @@ fn binary_ge(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroup
 @compute @workgroup_size(64)
 fn where_select(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
-    if (i < p.n) { let o = offsets(i); out[i] = select(c[o.z], b[o.y], a[o.x] != 0.0); }
+    if (i < p.n) { let o = offsets(i); out[i] = f_where(a[o.x], b[o.y], c[o.z]); }
 }

@@ -89,7 +89,7 @@ fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
 
 // Disjoint windows (stride >= kernel): one invocation per window adds its gradient at its
 // first maximum; no two windows share an input, so plain stores suffice. `out` must be zero
-// first (`fill_zero`). a = x, b = g, out = dx; `total` counts windows here.
+// first (the layout family's `fill`). a = x, b = g, out = dx; `total` counts windows here.
 @compute @workgroup_size(64)
 fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
@@ -100,13 +100,6 @@ fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builti
     let oy = row - pl * p.oh;
     let plane = pl * p.h * p.w;
     out[plane + argmax(plane, window(oy, ox))] = b[i];
-}
-
-// Zeroes `total` elements of `out`.
-@compute @workgroup_size(64)
-fn fill_zero(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
-    if (i < p.total) { out[i] = 0.0; }
 }
 
 // Overlapping windows: one invocation per input element sums the gradients of the windows

@@ -242,10 +242,10 @@ fn softmax_of_huge_logits_is_finite() {
     }
 }
 
-/// Index arithmetic avoids integer division below 2^24 elements; past it, the exact path
+/// Index arithmetic avoids integer division below 2^22 elements; past it, the exact path
 /// must take over. A transpose of 4099 × 4097 (16.8 M elements) crosses that line.
 #[test]
-fn layout_index_math_is_exact_past_2_pow_24_elements() {
+fn layout_index_math_is_exact_past_2_pow_22_elements() {
     let Some(dev) = gpu() else { return };
     let (r, c) = (4099usize, 4097usize);
     let data: Vec<f32> = (0..r * c).map(|i| i as f32).collect();

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wgrad_graph::{Arg, Backend, BufferId, Device, Error, Op, Result};
+use wgrad_graph::{Arg, Backend, BufferId, Device, Error, Fused, Op, Result};
 
 use crate::context::Context;
 
@@ -41,6 +41,8 @@ pub struct GpuBackend {
     params_buffer: RefCell<Option<wgpu::Buffer>>,
     /// Bytes written from the host since the last submission (for the debug log).
     uploaded: Cell<u64>,
+    /// Whether chains of elementwise ops run as generated kernels (`WGRAD_FUSION=0` turns it off).
+    fusion: bool,
 }
 
 /// Buffers are pooled by size class: sizes round up to 1/8 of their power of two.
@@ -61,6 +63,7 @@ impl GpuBackend {
             params: RefCell::new(Vec::new()),
             params_buffer: RefCell::new(None),
             uploaded: Cell::new(0),
+            fusion: std::env::var("WGRAD_FUSION").map_or(true, |v| v != "0"),
         }
     }
 
@@ -192,6 +195,21 @@ impl Backend for GpuBackend {
 
     fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
         crate::launch::record(self, op, inputs, out);
+        Ok(())
+    }
+
+    fn fusion_inputs(&self) -> usize {
+        // Two bindings go to the parameters and the output.
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
+        if self.fusion {
+            bindings.saturating_sub(2).min(6)
+        } else {
+            0
+        }
+    }
+
+    fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
+        self.record_fused(fused, inputs, out);
         Ok(())
     }
 

@@ -41,6 +41,8 @@ pub struct Context {
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Family, String), Arc<wgpu::ComputePipeline>>>,
+    /// Pipelines of generated kernels, keyed by their source.
+    generated: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     /// First error reported by wgpu since it was last taken (validation, out of memory, lost).
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -188,6 +190,7 @@ impl Context {
             limits,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            generated: Mutex::new(HashMap::new()),
             errors,
         })
     }
@@ -203,6 +206,32 @@ impl Context {
     /// The error wgpu reported since the last call, if any.
     pub fn take_error(&self) -> Option<String> {
         self.errors.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The pipeline of a generated kernel (entry point `main`), compiled once per source.
+    pub fn generated_pipeline(&self, source: &str) -> Arc<wgpu::ComputePipeline> {
+        let mut cache = self.generated.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(source) {
+            return p.clone();
+        }
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("wgrad fused kernel"),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = Arc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some("wgrad fused kernel"),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            },
+        ));
+        cache.insert(source.to_string(), pipeline.clone());
+        pipeline
     }
 
     /// The compiled pipeline for `entry` of `family`, compiled on first use.

@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use wgrad_graph::op::{Conv2dSpec, DType, Family, Op, Pool2dSpec};
 use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK};
-use wgrad_graph::{Arg, BufferId};
+use wgrad_graph::{Arg, BufferId, Fused, FusedValue, UnaryOp};
 
 use crate::backend::{Command, GpuBackend};
 
@@ -236,6 +236,16 @@ impl PoolParams {
     }
 }
 
+/// `FusedParams` of the generated elementwise kernels (`fused_source`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct FusedParams {
+    /// Number of output elements.
+    pub n: u32,
+    /// Padding to 16 bytes.
+    pub pad: [u32; 3],
+}
+
 fn dims<const N: usize>(v: &[usize]) -> [u32; N] {
     let mut out = [0u32; N];
     for (o, &x) in out.iter_mut().zip(v) {
@@ -254,6 +264,16 @@ impl GpuBackend {
         groups: [u32; 3],
     ) {
         let pipeline = self.ctx.pipeline(family, entry);
+        self.push_pipeline(pipeline, params, buffers, groups);
+    }
+
+    fn push_pipeline<P: Pod>(
+        &self,
+        pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+        params: &P,
+        buffers: Vec<BufferId>,
+        groups: [u32; 3],
+    ) {
         let align = self.ctx.limits.min_storage_buffer_offset_alignment.max(4) as usize;
         let mut arena = self.params.borrow_mut();
         let at = arena.len().div_ceil(align) * align;
@@ -280,12 +300,89 @@ impl GpuBackend {
         if n == 0 {
             return;
         }
+        let groups = self.linear_groups(n);
+        self.push(family, entry, params, buffers, groups);
+    }
+
+    /// Workgroups for `n` invocations of 64, folded into a 2-D grid past the per-dimension limit.
+    fn linear_groups(&self, n: usize) -> [u32; 3] {
         let groups = (n as u32).div_ceil(WORKGROUP);
         let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1);
         let x = groups.min(max);
-        self.push(family, entry, params, buffers, [x, groups.div_ceil(x), 1]);
+        [x, groups.div_ceil(x), 1]
     }
 
+    /// Records a generated kernel computing a fused chain of elementwise ops.
+    pub(crate) fn record_fused(&self, fused: &Fused, inputs: &[Arg<'_>], out: &Arg<'_>) {
+        let n = numel(out.shape);
+        if n == 0 {
+            return;
+        }
+        let pipeline = self.ctx.generated_pipeline(&fused_source(fused));
+        let params = FusedParams {
+            n: n as u32,
+            pad: [0; 3],
+        };
+        let buffers = std::iter::once(out.buffer)
+            .chain(inputs.iter().map(|a| a.buffer))
+            .collect();
+        self.push_pipeline(pipeline, &params, buffers, self.linear_groups(n));
+    }
+}
+
+/// WGSL for a fused chain: the shared helpers of `common.wgsl`, one binding per input, and one
+/// `let` per value, calling the same `f_*` functions as the single-op kernels.
+fn fused_source(fused: &Fused) -> String {
+    use std::fmt::Write;
+    let mut src = String::from(crate::shaders::COMMON);
+    src.push_str(
+        "\n// Rust twin: FusedParams in crates/device/src/launch.rs\n\
+         struct FusedParams { n: u32, _p0: u32, _p1: u32, _p2: u32 }\n\
+         @group(0) @binding(0) var<storage, read> p: FusedParams;\n\
+         @group(0) @binding(1) var<storage, read_write> out: array<f32>;\n",
+    );
+    let inputs = fused
+        .values
+        .iter()
+        .filter(|v| matches!(v, FusedValue::Input { .. }))
+        .count();
+    for k in 0..inputs {
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({}) var<storage, read> in{k}: array<f32>;",
+            k + 2
+        );
+    }
+    src.push_str(
+        "@compute @workgroup_size(64)\n\
+         fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {\n\
+         \x20   let i = g.x + g.y * w.x * 64u;\n\
+         \x20   if (i >= p.n) { return; }\n",
+    );
+    for (v, value) in fused.values.iter().enumerate() {
+        let expr = match value {
+            FusedValue::Input { index, scalar } => {
+                format!("in{index}[{}]", if *scalar { "0u" } else { "i" })
+            }
+            FusedValue::Op { op, args } => {
+                let a: Vec<String> = args.iter().map(|x| format!("v{x}")).collect();
+                match op {
+                    Op::Unary(UnaryOp::LeakyRelu(slope)) => {
+                        format!("f_leaky_relu({}, bitcast<f32>({}u))", a[0], slope.to_bits())
+                    }
+                    Op::Unary(_) | Op::Binary(_) => format!("f_{}({})", op.name(), a.join(", ")),
+                    Op::Where => format!("f_where({})", a.join(", ")),
+                    other => unreachable!("{} is not elementwise", other.name()),
+                }
+            }
+        };
+        let _ = writeln!(src, "    let v{v} = {expr};");
+    }
+    let _ = writeln!(src, "    out[i] = v{};\n}}", fused.values.len() - 1);
+    src
+}
+
+impl GpuBackend {
     /// Copies the elements of `view`: `dst[dst.0 + i·dst.1] = src[src.0 + i·src.1]`, where
     /// each side is (start offset, strides).
     fn copy_strided(
@@ -551,11 +648,10 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
         Op::MaxPool2dGrad(spec) => {
             let disjoint = spec.stride[0] >= spec.kernel[0] && spec.stride[1] >= spec.kernel[1];
             if disjoint {
-                let zero = PoolParams::new(spec, n, x[0].shape, x[1].shape);
-                be.push_linear(family, &entries[1], &zero, vec![out.buffer], n);
+                be.fill(out.buffer, n, 0);
                 let windows = numel(x[1].shape);
                 let params = PoolParams::new(spec, windows, x[0].shape, x[1].shape);
-                be.push_linear(family, &entries[2], &params, ids(x), windows);
+                be.push_linear(family, &entries[1], &params, ids(x), windows);
             } else {
                 let params = PoolParams::new(spec, n, x[0].shape, x[1].shape);
                 be.push_linear(family, entry, &params, ids(x), n);

@@ -13,6 +13,9 @@ macro_rules! family {
     };
 }
 
+/// The helpers every kernel may call (prepended to each family, and to generated kernels).
+pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+
 /// The WGSL source of a kernel family.
 pub fn source(family: Family) -> &'static str {
     match family {

@@ -44,6 +44,49 @@ pub trait Backend {
     fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()>;
     /// Submits recorded work.
     fn flush(&self) -> Result<()>;
+
+    /// How many distinct inputs a kernel from [`Backend::exec_fused`] may read; 0 when the
+    /// backend does not fuse. The scheduler only builds fused groups within this bound.
+    fn fusion_inputs(&self) -> usize {
+        0
+    }
+
+    /// Runs a fused chain of elementwise ops on `inputs` (each either the output's shape or a
+    /// single value), writing `out`.
+    fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
+        let _ = (fused, inputs, out);
+        Err(crate::Error::Device(
+            "this backend does not fuse ops".into(),
+        ))
+    }
+}
+
+/// A chain of elementwise ops computed in one kernel: values in topological order, the last
+/// one being the output. Fusion is an optimisation only: the values are those the ops give
+/// one at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fused {
+    /// The values, each from an input or from an op on earlier values.
+    pub values: Vec<FusedValue>,
+}
+
+/// One value of a [`Fused`] chain.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FusedValue {
+    /// Kernel input `index`; `scalar` inputs hold one value that every element reads.
+    Input {
+        /// Position in the `inputs` of [`Backend::exec_fused`].
+        index: usize,
+        /// True when the input has a single element.
+        scalar: bool,
+    },
+    /// An elementwise op (`Unary`, `Binary` or `Where`) applied to earlier values.
+    Op {
+        /// The op.
+        op: Op,
+        /// Indices of its operands among the earlier values.
+        args: Vec<usize>,
+    },
 }
 
 /// A cheap, clonable handle to a backend. Tensors on one device can only be combined with

@@ -491,11 +491,11 @@ impl Op {
             Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {
                 return (Family::Conv, vec![self.name().to_string()])
             }
-            // With stride >= kernel the windows are disjoint, and a kernel per window (after a
-            // zero fill) writes each gradient once.
+            // With stride >= kernel the windows are disjoint, and a kernel per window (after the
+            // layout family's zero fill) writes each gradient once.
             Op::MaxPool2dGrad(_) => (
                 Family::Pool,
-                &["max_pool2d_grad", "fill_zero", "max_pool2d_grad_disjoint"],
+                &["max_pool2d_grad", "max_pool2d_grad_disjoint"],
             ),
             Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::AvgPool2dGrad { .. } => {
                 return (Family::Pool, vec![self.name().to_string()])
@@ -694,7 +694,12 @@ impl Op {
                 s.push(*classes);
                 (s, DType::F32)
             }
-            Op::Cast { to } => (inputs[0].0.clone(), *to),
+            Op::Cast { to } => {
+                if inputs[0].1 == *to {
+                    return Err(format!("cast: input is already {}", to.name()));
+                }
+                (inputs[0].0.clone(), *to)
+            }
             Op::Conv2d(spec) => {
                 (0..2).try_for_each(need_f32)?;
                 let (x, w) = (&inputs[0].0, &inputs[1].0);

@@ -211,6 +211,9 @@ impl Tensor {
     /// The same elements in row-major order with a new shape of the same size.
     #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
+        if self.shape() == shape {
+            return self.clone();
+        }
         Tensor::from_op(
             Op::Reshape {
                 shape: shape.to_vec(),
@@ -353,7 +356,7 @@ impl Tensor {
 
     /// Transposed 2-D convolution (PyTorch's `conv_transpose2d`) of `[n, c_in, h, w]` with
     /// weights `[c_in, c_out/groups, kh, kw]`; `output_padding` adds rows/columns at the
-    /// bottom/right and must be smaller than the stride or the dilation.
+    /// bottom/right and must be smaller than the stride.
     #[track_caller]
     pub fn conv_transpose2d(
         &self,
@@ -370,10 +373,9 @@ impl Tensor {
         let mut input_hw = [0; 2];
         for d in 0..2 {
             assert!(
-                output_padding[d] < spec.stride[d].max(spec.dilation[d]),
-                "conv_transpose2d: output_padding {output_padding:?} must be smaller than stride {:?} or dilation {:?}",
-                spec.stride,
-                spec.dilation
+                output_padding[d] < spec.stride[d],
+                "conv_transpose2d: output_padding {output_padding:?} must be smaller than the stride {:?}",
+                spec.stride
             );
             let full = (self.shape()[2 + d].max(1) - 1) * spec.stride[d]
                 + spec.dilation[d] * (weight.shape()[2 + d] - 1)

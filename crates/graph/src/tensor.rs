@@ -311,7 +311,8 @@ impl Tensor {
         self.device().backend.read(buffer.id, bytes)
     }
 
-    /// A leaf sharing this tensor's values that autodiff does not look through.
+    /// A tensor with this one's values that autodiff does not look through: a leaf sharing the
+    /// buffer when the values are computed, else an identity node computed with them.
     pub fn detach(&self) -> Tensor {
         if let Some(buffer) = self.0.buffer.borrow().clone() {
             return Self::new_node(
@@ -324,7 +325,15 @@ impl Tensor {
                 false,
             );
         }
-        no_grad(|| self.reshape(self.shape()))
+        // Not computed yet: an identity node that does not record for autodiff.
+        no_grad(|| {
+            Tensor::from_op(
+                Op::Reshape {
+                    shape: self.shape().to_vec(),
+                },
+                &[self],
+            )
+        })
     }
 
     /// Replaces the values of a leaf with those of `value` (computed now if needed), keeping

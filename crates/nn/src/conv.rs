@@ -178,6 +178,13 @@ impl ConvTranspose2d {
             g > 0 && inputs.is_multiple_of(g) && outputs.is_multiple_of(g),
             "ConvTranspose2d: {inputs} input and {outputs} output channels must both divide into {g} groups"
         );
+        assert!(
+            config.output_padding[0] < config.stride[0]
+                && config.output_padding[1] < config.stride[1],
+            "ConvTranspose2d: output_padding {:?} must be smaller than the stride {:?}",
+            config.output_padding,
+            config.stride
+        );
         let taps = kernel[0] * kernel[1];
         let (fan_in, fan_out) = (inputs / g * taps, outputs / g * taps);
         let w = config

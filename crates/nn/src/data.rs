@@ -146,6 +146,27 @@ impl Dataset {
     pub fn features(&self) -> usize {
         self.sample_shape.iter().product()
     }
+
+    /// Checks that the images hold `len × features` values and every label is below
+    /// `classes`.
+    pub fn validate(&self) -> Result<()> {
+        let want = self.len() * self.features();
+        if self.images.len() != want {
+            return Err(Error::Data(format!(
+                "dataset has {} values for {} samples of shape {:?} (expected {want})",
+                self.images.len(),
+                self.len(),
+                self.sample_shape
+            )));
+        }
+        if let Some(bad) = self.labels.iter().find(|&&l| l as usize >= self.classes) {
+            return Err(Error::Data(format!(
+                "label {bad} is not below the {} classes",
+                self.classes
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The MNIST training and test splits.

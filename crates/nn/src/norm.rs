@@ -143,8 +143,8 @@ impl Module for BatchNorm {
             no_grad(|| {
                 // running = (1 - m)·running + m·batch, with the unbiased variance
                 let unbias = count as f32 / (count - 1) as f32;
-                let m = mean.detach().reshape(&[self.channels]);
-                let v = var.detach().reshape(&[self.channels]);
+                let m = mean.reshape(&[self.channels]);
+                let v = var.reshape(&[self.channels]);
                 let rm = &*self.running_mean.borrow() * (1.0 - c.momentum) + m * c.momentum;
                 let rv =
                     &*self.running_var.borrow() * (1.0 - c.momentum) + v * (c.momentum * unbias);

@@ -368,6 +368,7 @@ impl<'a> Trainer<'a> {
     }
 
     fn sample_shape(&self, data: &Dataset) -> Result<()> {
+        data.validate()?;
         let mut shape = vec![self.options.batch_size.min(data.len().max(1))];
         shape.extend(&data.sample_shape);
         check_input(self.model, &shape).map(|_| ())
@@ -416,6 +417,15 @@ impl<'a> Trainer<'a> {
                 if opts.verbose {
                     println!("resumed from {} after epoch {epoch}", dir.display());
                 }
+                // A run that had stopped early stays stopped.
+                let mut stop = false;
+                for cb in &mut self.callbacks {
+                    stop |= cb.on_epoch_end(&history) == Control::Stop;
+                }
+                if stop {
+                    history.stopped_early = true;
+                    return Ok(history);
+                }
             }
         }
         if let Some(dir) = &opts.checkpoint_dir {
@@ -445,7 +455,7 @@ impl<'a> Trainer<'a> {
                 if opts.check_finite {
                     self.check_finite(&loss, &grads, step + 1)?;
                 }
-                loss_sum = no_grad(|| loss_sum.clone() + loss.detach() * b.len() as f32);
+                loss_sum = no_grad(|| loss_sum.clone() + &loss * b.len() as f32);
                 hits = no_grad(|| hits.clone() + correct_lazy(&out, &y));
                 self.optimizer.step_with(&grads, &[&loss_sum, &hits])?;
                 seen += b.len();
@@ -519,10 +529,10 @@ impl<'a> Trainer<'a> {
     fn check_finite(&self, loss: &Tensor, grads: &wgrad_graph::Grads, step: usize) -> Result<()> {
         let named = self.model.named_parameters();
         let flags: Vec<Tensor> = no_grad(|| {
+            // t·0 is NaN exactly where t is NaN or infinite, and so is its sum.
             let bad = |t: &Tensor| {
-                // NaN != NaN, and |±inf| - |±inf| is NaN.
-                let d = t.abs() - t.abs();
-                d.ne(&d).sum_all().reshape(&[1])
+                let s = (t * 0.0).sum_all();
+                s.ne(&s).reshape(&[1])
             };
             let mut flags = vec![bad(loss)];
             for (_, p) in &named {
@@ -578,6 +588,7 @@ impl<'a> Trainer<'a> {
             })
             .collect();
         found.sort();
+        let any = !found.is_empty();
         for (epoch, path) in found.into_iter().rev() {
             match io::load_with_metadata(&path, self.model, Some(&mut *self.optimizer)) {
                 Ok(meta) => {
@@ -589,6 +600,13 @@ impl<'a> Trainer<'a> {
                 }
                 Err(e) => log::warn!("skipping checkpoint {}: {e}", path.display()),
             }
+        }
+        if any {
+            // Starting over would overwrite the checkpoints that exist.
+            return Err(Error::Data(format!(
+                "no checkpoint in {} fits this model and optimizer; remove them to start over",
+                dir.display()
+            )));
         }
         Ok(None)
     }
