@@ -7,6 +7,7 @@
 mod backend;
 mod context;
 pub mod launch;
+pub mod params;
 pub mod shaders;
 
 pub use backend::GpuBackend;

@@ -57,6 +57,33 @@ fn infer(op: Op, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String>
     op.infer(&metas).map(|(shape, _)| shape)
 }
 
+/// Checks the channel grouping and draws a layer's weights (of `shape`) and zero bias.
+/// Fans follow the convolution's direction: `in/groups · taps` in, `out/groups · taps` out.
+#[track_caller]
+fn weights(
+    layer: &str,
+    device: &Device,
+    [inputs, outputs]: [usize; 2],
+    shape: &[usize; 4],
+    rng: &mut Rng,
+    config: &ConvConfig,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let g = config.groups;
+    assert!(
+        g > 0 && inputs.is_multiple_of(g) && outputs.is_multiple_of(g),
+        "{layer}: {inputs} input and {outputs} output channels must both divide into {g} groups"
+    );
+    let taps = shape[2] * shape[3];
+    let n: usize = shape.iter().product();
+    let w = config
+        .init
+        .sample(rng, inputs / g * taps, outputs / g * taps, n);
+    Ok((
+        Tensor::param(device, &w, shape)?,
+        bias_param(device, outputs, config.bias)?,
+    ))
+}
+
 fn bias_param(device: &Device, n: usize, on: bool) -> Result<Option<Tensor>> {
     on.then(|| Tensor::param(device, &vec![0.0; n], &[n]))
         .transpose()
@@ -101,17 +128,11 @@ impl Conv2d {
         config: ConvConfig,
     ) -> Result<Conv2d> {
         let g = config.groups;
-        assert!(
-            g > 0 && inputs.is_multiple_of(g) && outputs.is_multiple_of(g),
-            "Conv2d: {inputs} input and {outputs} output channels must both divide into {g} groups"
-        );
-        let taps = kernel[0] * kernel[1];
-        let fan_in = inputs / g * taps;
-        let fan_out = outputs / g * taps;
-        let w = config.init.sample(rng, fan_in, fan_out, outputs * fan_in);
+        let shape = [outputs, inputs / g.max(1), kernel[0], kernel[1]];
+        let (weight, bias) = weights("Conv2d", device, [inputs, outputs], &shape, rng, &config)?;
         Ok(Conv2d {
-            weight: Tensor::param(device, &w, &[outputs, inputs / g, kernel[0], kernel[1]])?,
-            bias: bias_param(device, outputs, config.bias)?,
+            weight,
+            bias,
             spec: config.spec(),
             channels: [inputs, outputs],
             kernel,
@@ -173,11 +194,6 @@ impl ConvTranspose2d {
         rng: &mut Rng,
         config: ConvConfig,
     ) -> Result<ConvTranspose2d> {
-        let g = config.groups;
-        assert!(
-            g > 0 && inputs.is_multiple_of(g) && outputs.is_multiple_of(g),
-            "ConvTranspose2d: {inputs} input and {outputs} output channels must both divide into {g} groups"
-        );
         assert!(
             config.output_padding[0] < config.stride[0]
                 && config.output_padding[1] < config.stride[1],
@@ -185,14 +201,19 @@ impl ConvTranspose2d {
             config.output_padding,
             config.stride
         );
-        let taps = kernel[0] * kernel[1];
-        let (fan_in, fan_out) = (inputs / g * taps, outputs / g * taps);
-        let w = config
-            .init
-            .sample(rng, fan_in, fan_out, inputs * outputs / g * taps);
+        let g = config.groups;
+        let shape = [inputs, outputs / g.max(1), kernel[0], kernel[1]];
+        let (weight, bias) = weights(
+            "ConvTranspose2d",
+            device,
+            [inputs, outputs],
+            &shape,
+            rng,
+            &config,
+        )?;
         Ok(ConvTranspose2d {
-            weight: Tensor::param(device, &w, &[inputs, outputs / g, kernel[0], kernel[1]])?,
-            bias: bias_param(device, outputs, config.bias)?,
+            weight,
+            bias,
             spec: config.spec(),
             output_padding: config.output_padding,
             channels: [inputs, outputs],

@@ -22,8 +22,10 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod callbacks;
 pub mod conv;
 pub mod data;
+pub mod history;
 pub mod init;
 pub mod io;
 pub mod layers;
@@ -34,8 +36,10 @@ pub mod optim;
 pub mod rng;
 pub mod trainer;
 
+pub use callbacks::{Callback, Control, EarlyStopping, LrSchedule};
 pub use conv::{AvgPool2d, Conv2d, ConvConfig, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d};
 pub use data::{Batch, DataLoader, Dataset, Mnist};
+pub use history::{EpochStats, History};
 pub use init::Init;
 pub use layers::{Activation, Dense, DenseConfig, Dropout, Flatten};
 pub use metrics::{ClassReport, ConfusionMatrix};
@@ -44,10 +48,7 @@ pub use module::{Module, Sequential};
 pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, LayerNorm, NormConfig};
 pub use optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig};
 pub use rng::Rng;
-pub use trainer::{
-    Callback, Control, EarlyStopping, EpochStats, Evaluation, FitOptions, History, LrSchedule,
-    Trainer,
-};
+pub use trainer::{Evaluation, FitOptions, Trainer};
 
 /// Losses: composites of graph primitives.
 pub mod loss {

@@ -1,0 +1,251 @@
+//! Kernel parameter structs, each the `#[repr(C)]` twin of a WGSL struct that names it, and
+//! the constructors that fill them from tensor shapes.
+
+use bytemuck::{Pod, Zeroable};
+use wgrad_graph::op::{Conv2dSpec, Pool2dSpec};
+use wgrad_graph::shape::MAX_RANK;
+
+/// `shaders/elementwise.wgsl`'s `EwParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct EwParams {
+    /// Number of output elements.
+    pub n: u32,
+    /// Rank of the output.
+    pub rank: u32,
+    /// Slope of `LeakyRelu`; 0 for every other op.
+    pub alpha: f32,
+    /// 1 when every input has the output's shape, so each is read at the output's index.
+    pub flat: u32,
+    /// Output shape.
+    pub shape: [u32; MAX_RANK],
+    /// Element strides of input `a` along each output dimension (0 where broadcast).
+    pub sa: [u32; MAX_RANK],
+    /// Element strides of input `b` along each output dimension (0 where broadcast).
+    pub sb: [u32; MAX_RANK],
+    /// Element strides of input `c` along each output dimension (0 where broadcast).
+    pub sc: [u32; MAX_RANK],
+}
+
+/// `ShapeParams` of `shaders/reduce.wgsl` and `shaders/index.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct ShapeParams {
+    /// Number of output elements.
+    pub n: u32,
+    /// Elements per reduction group; the row length for `gather`, the classes for `one_hot`.
+    pub count: u32,
+    /// Rank of the input.
+    pub rank: u32,
+    /// 1 when the reduced axes are the trailing ones, so each group is one contiguous run.
+    pub tail: u32,
+    /// Input shape with the reduced axes set to 1.
+    pub kept: [u32; MAX_RANK],
+    /// Input shape with the kept axes set to 1.
+    pub red: [u32; MAX_RANK],
+    /// Row-major element strides of the input.
+    pub strides: [u32; MAX_RANK],
+    /// `extra[0]`: the axis' stride for `argmax`, the table's rows for `gather`.
+    pub extra: [u32; MAX_RANK],
+}
+
+/// `shaders/layout.wgsl`'s `CopyParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct CopyParams {
+    /// Number of elements to copy or fill.
+    pub n: u32,
+    /// Rank of the copied view.
+    pub rank: u32,
+    /// Element offset in the source of the view's first element.
+    pub src_offset: u32,
+    /// Element offset in the destination of the first element written.
+    pub dst_offset: u32,
+    /// The 32-bit word `fill` writes (`f32` bits or a `u32`).
+    pub value: u32,
+    /// Unused; matches the WGSL struct's `_pad0`..`_pad2`.
+    pub pad: [u32; 3],
+    /// Shape of the copied view.
+    pub shape: [u32; MAX_RANK],
+    /// Element strides of the source along each view dimension.
+    pub src_strides: [u32; MAX_RANK],
+    /// Element strides of the destination along each view dimension.
+    pub dst_strides: [u32; MAX_RANK],
+}
+
+/// `shaders/matmul.wgsl`'s `MatmulParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct MatmulParams {
+    /// Rows of `a` and of the output.
+    pub m: u32,
+    /// Columns of `b` and of the output.
+    pub n: u32,
+    /// Columns of `a`, rows of `b`.
+    pub k: u32,
+    /// Number of batch dimensions of the output.
+    pub batch_rank: u32,
+    /// Batch dimensions of the output.
+    pub batch: [u32; 4],
+    /// Element strides of `a`'s matrices along each output batch dimension (0 where broadcast).
+    pub sa: [u32; 4],
+    /// Element strides of `b`'s matrices along each output batch dimension (0 where broadcast).
+    pub sb: [u32; 4],
+}
+
+/// `shaders/random.wgsl`'s `RandParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct RandParams {
+    /// Number of samples.
+    pub n: u32,
+    /// Low 32 bits of the seed.
+    pub seed_lo: u32,
+    /// High 32 bits of the seed.
+    pub seed_hi: u32,
+    /// Unused; matches the WGSL struct's `_pad`.
+    pub pad: u32,
+}
+
+/// `shaders/conv.wgsl`'s `ConvParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct ConvParams {
+    /// Batch size.
+    pub n: u32,
+    /// Input channels.
+    pub c: u32,
+    /// Input height.
+    pub h: u32,
+    /// Input width.
+    pub w: u32,
+    /// Output channels.
+    pub o: u32,
+    /// Output height.
+    pub oh: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Number of channel groups.
+    pub groups: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Stride along the height.
+    pub sh: u32,
+    /// Stride along the width.
+    pub sw: u32,
+    /// Zero padding on each side along the height.
+    pub ph: u32,
+    /// Zero padding on each side along the width.
+    pub pw: u32,
+    /// Dilation along the height.
+    pub dh: u32,
+    /// Dilation along the width.
+    pub dw: u32,
+    /// Input channels per group.
+    pub cg: u32,
+    /// Output channels per group.
+    pub og: u32,
+    /// Unused; matches the WGSL struct's `_pad0` and `_pad1`.
+    pub pad: [u32; 2],
+}
+
+impl ConvParams {
+    /// From the input `[n, c, h, w]`, output `[n, o, oh, ow]` and weight shapes.
+    pub(crate) fn new(spec: &Conv2dSpec, x: &[usize], y: &[usize], w: &[usize]) -> Self {
+        let u = |v: usize| v as u32;
+        ConvParams {
+            n: u(x[0]),
+            c: u(x[1]),
+            h: u(x[2]),
+            w: u(x[3]),
+            o: u(y[1]),
+            oh: u(y[2]),
+            ow: u(y[3]),
+            groups: u(spec.groups),
+            kh: u(w[2]),
+            kw: u(w[3]),
+            sh: u(spec.stride[0]),
+            sw: u(spec.stride[1]),
+            ph: u(spec.padding[0]),
+            pw: u(spec.padding[1]),
+            dh: u(spec.dilation[0]),
+            dw: u(spec.dilation[1]),
+            cg: u(x[1] / spec.groups),
+            og: u(y[1] / spec.groups),
+            pad: [0; 2],
+        }
+    }
+}
+
+/// `shaders/pool.wgsl`'s `PoolParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct PoolParams {
+    /// Number of invocations: output elements for the forward passes, input elements for
+    /// the gradients.
+    pub total: u32,
+    /// Input height.
+    pub h: u32,
+    /// Input width.
+    pub w: u32,
+    /// Output height.
+    pub oh: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Window height.
+    pub kh: u32,
+    /// Window width.
+    pub kw: u32,
+    /// Stride along the height.
+    pub sh: u32,
+    /// Stride along the width.
+    pub sw: u32,
+    /// Padding on each side along the height.
+    pub ph: u32,
+    /// Padding on each side along the width.
+    pub pw: u32,
+    /// 1 when padded positions count in an average's divisor.
+    pub include_pad: u32,
+}
+
+impl PoolParams {
+    /// `total` invocations over input `[.., h, w]` pooled to `[.., oh, ow]`.
+    pub(crate) fn new(spec: &Pool2dSpec, total: usize, x: &[usize], y: &[usize]) -> Self {
+        let u = |v: usize| v as u32;
+        PoolParams {
+            total: u(total),
+            h: u(x[2]),
+            w: u(x[3]),
+            oh: u(y[2]),
+            ow: u(y[3]),
+            kh: u(spec.kernel[0]),
+            kw: u(spec.kernel[1]),
+            sh: u(spec.stride[0]),
+            sw: u(spec.stride[1]),
+            ph: u(spec.padding[0]),
+            pw: u(spec.padding[1]),
+            include_pad: u(spec.count_include_pad as usize),
+        }
+    }
+}
+
+/// `FusedParams` of the generated elementwise kernels (`fused_source`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct FusedParams {
+    /// Number of output elements.
+    pub n: u32,
+    /// Padding to 16 bytes.
+    pub pad: [u32; 3],
+}
+
+/// A shape or stride list as a fixed-size `u32` array (unused entries 0).
+pub(crate) fn dims<const N: usize>(v: &[usize]) -> [u32; N] {
+    let mut out = [0u32; N];
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = x as u32;
+    }
+    out
+}
