@@ -115,10 +115,16 @@ struct Bench {
     cpu: Device,
     quick: bool,
     skip_cpu: bool,
+    /// Workload names given with `--only`; empty runs them all.
+    only: Vec<String>,
     records: Vec<Record>,
 }
 
 impl Bench {
+    fn wanted(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+
     fn repeats(&self, dev: &Device) -> (usize, usize) {
         match (self.quick, dev.is_gpu()) {
             (true, _) => (1, 3),
@@ -135,6 +141,9 @@ impl Bench {
         atol: f32,
         build: &dyn Fn(&Device) -> Result<Workload>,
     ) -> Result<()> {
+        if !self.wanted(name) {
+            return Ok(());
+        }
         let (cpu_inputs, f) = build(&self.cpu)?;
         let want = f(&cpu_inputs).to_vec()?;
         let mut devices: Vec<Device> = self.gpu.iter().cloned().collect();
@@ -188,6 +197,9 @@ impl Bench {
         input: &[usize],
         classes: usize,
     ) -> Result<()> {
+        if !self.wanted(name) {
+            return Ok(());
+        }
         let batch = |dev: &Device, seed: u64| -> Result<(Tensor, Tensor)> {
             let x = random(dev, input, seed)?;
             let mut rng = Rng::new(seed);
@@ -283,7 +295,7 @@ fn run() -> Result<()> {
         return first_result();
     }
     let args = common::Args::parse(
-        "usage: bench [--json FILE] [--quick] [--skip-cpu]",
+        "usage: bench [--json FILE] [--quick] [--skip-cpu] [--only NAME,...]",
         &[
             ("json", true, "also write the records as a JSON array"),
             ("quick", false, "fewer repeats and smaller matmuls"),
@@ -291,6 +303,11 @@ fn run() -> Result<()> {
                 "skip-cpu",
                 false,
                 "time only the GPU (results are still checked on the CPU)",
+            ),
+            (
+                "only",
+                true,
+                "run only these workloads (comma-separated names)",
             ),
         ],
     );
@@ -306,6 +323,10 @@ fn run() -> Result<()> {
         cpu: wgrad::cpu(),
         quick: args.flag("quick"),
         skip_cpu: args.flag("skip-cpu"),
+        only: args
+            .values_get("only")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default(),
         records: vec![],
     };
     if let Some(g) = &b.gpu {
@@ -380,6 +401,7 @@ fn run() -> Result<()> {
         .iter()
         .cloned()
         .chain((!b.skip_cpu).then(|| b.cpu.clone()))
+        .filter(|_| b.wanted("dispatch"))
         .collect();
     for dev in devices {
         if dev.is_gpu() {
@@ -397,7 +419,7 @@ fn run() -> Result<()> {
     }
 
     // Cold start: a fresh process that opens the device and reads one matmul.
-    if let Some(g) = b.gpu.clone() {
+    if let Some(g) = b.gpu.clone().filter(|_| b.wanted("first_result")) {
         let exe = std::env::current_exe().map_err(|e| wgrad::Error::Data(e.to_string()))?;
         let start = Instant::now();
         let out = std::process::Command::new(exe)

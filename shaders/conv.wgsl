@@ -230,3 +230,162 @@ fn conv2d_grad_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (o0 + 2u < p.og) { store4(base + 2u * nr, count, acc2); }
     if (o0 + 3u < p.og) { store4(base + 3u * nr, count, acc3); }
 }
+
+// Variant with output channels across invocations ("channel lanes"): a workgroup of 8
+// invocations shares one image and one block of 4 output pixels, and each invocation holds
+// 4 consecutive output channels × those 4 pixels in four vec4 accumulators (one per pixel).
+// Every input value it reads is therefore the same for the whole workgroup (CPU adapters load
+// it once, not once per invocation), and the weights are read as one vec4 per tap from a copy
+// laid out [group, tap, output channel]. It serves the forward pass, and the input gradient
+// for stride 1 (a convolution of g with the taps mirrored, through a negative tap step).
+// Needs the output channels per group to be a multiple of 4.
+
+// Rust twin: ConvLanesParams in crates/device/src/params.rs
+struct ConvLanesParams {
+    // The tensor read: [n, ci, h, w], ci = groups · cgi.
+    n: u32,
+    ci: u32,
+    h: u32,
+    w: u32,
+    // The tensor written: [n, co, oh, ow], co = groups · cgo.
+    co: u32,
+    oh: u32,
+    ow: u32,
+    groups: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    // Input row of output row y and tap ky: y·sh + oy + ky·ky_step (columns alike).
+    oy: i32,
+    ox: i32,
+    ky_step: i32,
+    kx_step: i32,
+    cgi: u32,
+    cgo: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> q: ConvLanesParams;
+@group(0) @binding(3) var<storage, read> w4: array<vec4<f32>>;
+
+fn store_channels(at: u32, np: u32, v: vec4<f32>) {
+    out[at] = v.x;
+    out[at + np] = v.y;
+    out[at + 2u * np] = v.z;
+    out[at + 3u * np] = v.w;
+}
+
+@compute @workgroup_size(8, 1, 1)
+fn conv2d_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: vec3<u32>) {
+    let np = q.oh * q.ow;
+    let p0 = wg.x * 4u;
+    let quads = q.cgo / 4u;
+    let blocks = (quads + 7u) / 8u;
+    let grp = wg.y / blocks;
+    let quad = (wg.y % blocks) * 8u + li.x;
+    // No early return: the input loads below must stay in uniform control flow.
+    let qd = min(quad, quads - 1u);
+    let n = wg.z;
+
+    let pix = min(vec4<u32>(p0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(np - 1u));
+    let y0 = vec4<i32>((pix / q.ow) * q.sh) + vec4<i32>(q.oy);
+    let x0 = vec4<i32>((pix % q.ow) * q.sw) + vec4<i32>(q.ox);
+    let hi = vec4<i32>(i32(q.h) - 1);
+    let wi = vec4<i32>(i32(q.w) - 1);
+
+    var at = grp * q.cgi * q.kh * q.kw * quads + qd;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var c = 0u; c < q.cgi; c++) {
+        let plane = i32((n * q.ci + grp * q.cgi + c) * q.h * q.w);
+        for (var ky = 0u; ky < q.kh; ky++) {
+            let yy = y0 + vec4<i32>(i32(ky) * q.ky_step);
+            let vy = (yy >= vec4<i32>(0)) & (yy <= hi);
+            let row = vec4<i32>(plane) + clamp(yy, vec4<i32>(0), hi) * i32(q.w);
+            for (var kx = 0u; kx < q.kw; kx++) {
+                let xx = x0 + vec4<i32>(i32(kx) * q.kx_step);
+                let v = vy & (xx >= vec4<i32>(0)) & (xx <= wi);
+                let idx = vec4<u32>(row + clamp(xx, vec4<i32>(0), wi));
+                let wv = w4[at];
+                at += quads;
+                acc0 += select(0.0, a[idx.x], v.x) * wv;
+                acc1 += select(0.0, a[idx.y], v.y) * wv;
+                acc2 += select(0.0, a[idx.z], v.z) * wv;
+                acc3 += select(0.0, a[idx.w], v.w) * wv;
+            }
+        }
+    }
+    if (quad < quads) {
+        let base = (n * q.co + grp * q.cgo + quad * 4u) * np;
+        store_channels(base + p0, np, acc0);
+        if (p0 + 1u < np) { store_channels(base + p0 + 1u, np, acc1); }
+        if (p0 + 2u < np) { store_channels(base + p0 + 2u, np, acc2); }
+        if (p0 + 3u < np) { store_channels(base + p0 + 3u, np, acc3); }
+    }
+}
+
+// Unfolds windows into a matrix for a matrix-product convolution: element (image b, tap r,
+// pixel p) of `out` at b·b_stride + r·r_stride + p·p_stride takes input channel r / (kh·kw)
+// at tap (ky, kx) of pixel p's window, or 0 in the padding and for the pixels past `np` that
+// round the pixel count up to a multiple of 4. One invocation per (channel, pixel) writes all
+// kh·kw taps; x numbers (channel, pixel) pairs, z the image of the chunk that starts at image0.
+
+// Rust twin: Im2colParams in crates/device/src/params.rs
+struct Im2colParams {
+    // The tensor read: [images, ci, h, w].
+    ci: u32,
+    h: u32,
+    w: u32,
+    image0: u32,
+    // Output width, output pixels, and pixels including the rounding.
+    ow: u32,
+    np: u32,
+    pixels: u32,
+    taps: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    // Input row of output row y and tap ky: y·sh + oy + ky·ky_step (columns alike).
+    oy: i32,
+    ox: i32,
+    ky_step: i32,
+    kx_step: i32,
+    b_stride: u32,
+    r_stride: u32,
+    p_stride: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> u: Im2colParams;
+
+@compute @workgroup_size(64, 1, 1)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = gid.x + gid.y * nw.x * 64u;
+    if (i >= u.ci * u.pixels) { return; }
+    let c = quot(i, u.pixels);
+    let px = i - c * u.pixels;
+    let pc = min(px, u.np - 1u);
+    let oy = quot(pc, u.ow);
+    let ox = pc - oy * u.ow;
+    let y0 = i32(oy * u.sh) + u.oy;
+    let x0 = i32(ox * u.sw) + u.ox;
+    let b = gid.z;
+    let plane = ((u.image0 + b) * u.ci + c) * u.h * u.w;
+    var at = b * u.b_stride + c * u.kh * u.kw * u.r_stride + px * u.p_stride;
+    for (var ky = 0u; ky < u.kh; ky++) {
+        let y = y0 + i32(ky) * u.ky_step;
+        let row_ok = px < u.np && y >= 0 && y < i32(u.h);
+        let row = plane + u32(clamp(y, 0, i32(u.h) - 1)) * u.w;
+        for (var kx = 0u; kx < u.kw; kx++) {
+            let x = x0 + i32(kx) * u.kx_step;
+            let v = a[row + u32(clamp(x, 0, i32(u.w) - 1))];
+            out[at] = select(0.0, v, row_ok && x >= 0 && x < i32(u.w));
+            at += u.r_stride;
+        }
+    }
+}

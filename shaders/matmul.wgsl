@@ -13,6 +13,13 @@ struct MatmulParams {
     // Element strides of A's and B's matrices along each output batch dimension (0 = broadcast).
     sa: array<u32, 4>,
     sb: array<u32, 4>,
+    // Only read by the `_out` entry points: the output starts at element out_offset, its rows
+    // hold out_n values (the first out_n of the n columns computed; out_n <= n), and with
+    // accumulate != 0 the product is added to what the output holds.
+    out_offset: u32,
+    out_n: u32,
+    accumulate: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> p: MatmulParams;
@@ -97,12 +104,32 @@ fn matmul_vec4_wide(@builtin(global_invocation_id) g: vec3<u32>) {
     mm_vec4(g);
 }
 
+// A 4×4 block of C: acc0..acc3 are rows row..row+3, each 4 consecutive columns.
+struct Block {
+    acc0: vec4<f32>,
+    acc1: vec4<f32>,
+    acc2: vec4<f32>,
+    acc3: vec4<f32>,
+}
+
 fn mm_vec4(g: vec3<u32>) {
+    let n4 = p.n / 4u;
+    let c4 = g.x;
+    let row = g.y * 4u;
+    if (row >= p.m || c4 >= n4) { return; }
+    let r = mm_vec4_block(g);
+    let base = g.z * p.m * n4 + row * n4 + c4;
+    out4[base] = r.acc0;
+    if (row + 1u < p.m) { out4[base + n4] = r.acc1; }
+    if (row + 2u < p.m) { out4[base + 2u * n4] = r.acc2; }
+    if (row + 3u < p.m) { out4[base + 3u * n4] = r.acc3; }
+}
+
+fn mm_vec4_block(g: vec3<u32>) -> Block {
     let n4 = p.n / 4u;
     let k4 = p.k / 4u;
     let c4 = g.x;
     let row = g.y * 4u;
-    if (row >= p.m || c4 >= n4) { return; }
 
     var r = g.z;
     var a0 = 0u;
@@ -140,10 +167,39 @@ fn mm_vec4(g: vec3<u32>) {
         let x3 = a4[ra3 + t];
         acc3 += x3.x * b_0 + x3.y * b_1 + x3.z * b_2 + x3.w * b_3;
     }
+    return Block(acc0, acc1, acc2, acc3);
+}
 
-    let base = g.z * p.m * n4 + row * n4 + c4;
-    out4[base] = acc0;
-    if (row + 1u < p.m) { out4[base + n4] = acc1; }
-    if (row + 2u < p.m) { out4[base + 2u * n4] = acc2; }
-    if (row + 3u < p.m) { out4[base + 3u * n4] = acc3; }
+// The vec4 product written through scalar stores, for outputs whose rows are not whole vec4s
+// (convolutions padded to 4 pixels), that start at an offset or that accumulate.
+@compute @workgroup_size(8, 8, 1)
+fn matmul_vec4_out(@builtin(global_invocation_id) g: vec3<u32>) {
+    mm_vec4_out(g);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn matmul_vec4_out_wide(@builtin(global_invocation_id) g: vec3<u32>) {
+    mm_vec4_out(g);
+}
+
+fn mm_vec4_out(g: vec3<u32>) {
+    let col = g.x * 4u;
+    let row = g.y * 4u;
+    if (row >= p.m || col >= p.out_n) { return; }
+    let r = mm_vec4_block(g);
+    let base = p.out_offset + g.z * p.m * p.out_n;
+    store_out(base, row, col, r.acc0);
+    store_out(base, row + 1u, col, r.acc1);
+    store_out(base, row + 2u, col, r.acc2);
+    store_out(base, row + 3u, col, r.acc3);
+}
+
+fn store_out(base: u32, row: u32, col: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    let o = base + row * p.out_n + col;
+    let add = p.accumulate != 0u;
+    out[o] = select(v.x, v.x + out[o], add);
+    if (col + 1u < p.out_n) { out[o + 1u] = select(v.y, v.y + out[o + 1u], add); }
+    if (col + 2u < p.out_n) { out[o + 2u] = select(v.z, v.z + out[o + 2u], add); }
+    if (col + 3u < p.out_n) { out[o + 3u] = select(v.w, v.w + out[o + 3u], add); }
 }

@@ -1,7 +1,9 @@
 // Reductions over any set of axes. One invocation per output element walks its group:
 // `kept` is the input shape with reduced axes set to 1, `red` the shape with kept axes set to 1,
 // both read with the input's own strides. When the reduced axes are the trailing ones
-// (`tail` set) the group is the contiguous run [base, base + count).
+// (`tail` set) the group is the contiguous run [base, base + count). The group is walked in
+// contiguous runs of extra[1] elements (the trailing reduced axes), so the index arithmetic
+// is paid once per run.
 
 // Rust twin: ShapeParams in crates/device/src/launch.rs
 struct ShapeParams {
@@ -53,9 +55,14 @@ fn reduce_sum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
     let o = g.x + g.y * w.x * WG;
     if (o >= p.n) { return; }
     let base = base_offset(o);
+    let count = p.count;
+    let run = p.extra[1];
     var acc = 0.0;
-    for (var k = 0u; k < p.count; k++) {
-        acc += a[base + group_offset(k)];
+    for (var k = 0u; k < count; k += run) {
+        let start = base + group_offset(k);
+        for (var t = 0u; t < run; t++) {
+            acc += a[start + t];
+        }
     }
     out[o] = acc;
 }
@@ -65,9 +72,14 @@ fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
     let o = g.x + g.y * w.x * WG;
     if (o >= p.n) { return; }
     let base = base_offset(o);
+    let count = p.count;
+    let run = p.extra[1];
     var acc = bitcast<f32>(0xff800000u);
-    for (var k = 0u; k < p.count; k++) {
-        acc = max(acc, a[base + group_offset(k)]);
+    for (var k = 0u; k < count; k += run) {
+        let start = base + group_offset(k);
+        for (var t = 0u; t < run; t++) {
+            acc = max(acc, a[start + t]);
+        }
     }
     out[o] = acc;
 }

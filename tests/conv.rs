@@ -108,6 +108,41 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dSpec)> {
             [8, 1, 3, 3],
             spec([1, 1], [0, 0], [1, 1], 1),
         ),
+        // Channel counts that are multiples of 4 take the channel-lane kernel: two channel
+        // blocks with a partly idle second one, pixel counts off the block of 4, padding wider
+        // than the kernel, dilation and groups.
+        (
+            "lanes_blocks",
+            [1, 3, 5, 5],
+            [40, 3, 3, 3],
+            spec([1, 1], [1, 1], [1, 1], 1),
+        ),
+        // Taps per output channel a multiple of 4 with one group: matrix products, with
+        // pixel counts off the multiple of 4, strides, and a batch unfolded in two chunks.
+        (
+            "gemm_padded",
+            [1, 12, 5, 5],
+            [40, 12, 3, 3],
+            spec([1, 1], [1, 1], [1, 1], 1),
+        ),
+        (
+            "gemm_strided",
+            [2, 4, 9, 8],
+            [8, 4, 3, 3],
+            spec([2, 2], [1, 1], [1, 1], 1),
+        ),
+        (
+            "gemm_chunks",
+            [3, 32, 40, 40],
+            [4, 32, 3, 3],
+            spec([1, 1], [1, 1], [1, 1], 1),
+        ),
+        (
+            "lanes_groups_dilated",
+            [2, 8, 7, 6],
+            [8, 4, 3, 3],
+            spec([1, 1], [1, 3], [2, 1], 2),
+        ),
     ]
 }
 
@@ -151,6 +186,13 @@ fn conv_transpose2d_matches_cpu_with_every_gradient() {
             [1, 2, 4, 4],
             [2, 3, 3, 3],
             spec([1, 1], [1, 1], [2, 2], 1),
+            [0, 0],
+        ),
+        (
+            "lanes",
+            [2, 3, 4, 5],
+            [3, 8, 3, 2],
+            spec([1, 1], [1, 0], [1, 1], 1),
             [0, 0],
         ),
     ];

@@ -40,6 +40,13 @@ fn binary_with_broadcasting() {
         x[0].minimum(&x[1])
     });
     check("scalar", 1, &[f(&[]), f(&[3, 2])], |x| &x[0] * &x[1]);
+    // Inputs that vary along one axis only: generated kernels index them by division.
+    check(
+        "channel_affine_relu",
+        1,
+        &[f(&[2, 3, 4, 5]), f(&[3, 1, 1]), f(&[1, 3, 1, 1]), f(&[5])],
+        |x| ((&x[0] * &x[1] + &x[2]).relu() - &x[3]).tanh(),
+    );
     check("empty", 1, &[f(&[0, 3]), f(&[3])], |x| &x[0] + &x[1]);
 }
 

@@ -23,6 +23,8 @@ pub(crate) enum Command {
         /// Binding 1 is the output, 2.. the inputs.
         buffers: Vec<BufferId>,
         groups: [u32; 3],
+        /// Kernel name, kept only while profiling (`WGRAD_PROFILE=1`).
+        label: String,
     },
     Copy {
         src: BufferId,
@@ -43,6 +45,9 @@ pub struct GpuBackend {
     uploaded: Cell<u64>,
     /// Whether chains of elementwise ops run as generated kernels (`WGRAD_FUSION=0` turns it off).
     fusion: bool,
+    /// `WGRAD_PROFILE=1`: every dispatch is submitted and waited for on its own, and the
+    /// time per kernel is printed when the backend is dropped.
+    pub(crate) profile: Option<RefCell<HashMap<String, (u32, f64)>>>,
 }
 
 /// Buffers are pooled by size class: sizes round up to 1/8 of their power of two.
@@ -64,6 +69,9 @@ impl GpuBackend {
             params_buffer: RefCell::new(None),
             uploaded: Cell::new(0),
             fusion: std::env::var("WGRAD_FUSION").map_or(true, |v| v != "0"),
+            profile: std::env::var("WGRAD_PROFILE")
+                .is_ok_and(|v| v == "1")
+                .then(Default::default),
         }
     }
 
@@ -259,6 +267,7 @@ impl Backend for GpuBackend {
                 params_len,
                 buffers,
                 groups,
+                label,
             }) = commands.get(i)
             {
                 let mut entries = vec![wgpu::BindGroupEntry {
@@ -285,6 +294,21 @@ impl Backend for GpuBackend {
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                 dispatches += 1;
                 i += 1;
+                if let Some(profile) = &self.profile {
+                    drop(pass);
+                    let start = std::time::Instant::now();
+                    ctx.queue.submit([std::mem::replace(
+                        &mut encoder,
+                        ctx.device.create_command_encoder(&Default::default()),
+                    )
+                    .finish()]);
+                    let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+                    let mut table = profile.borrow_mut();
+                    let entry = table.entry(format!("{label} {groups:?}")).or_default();
+                    entry.0 += 1;
+                    entry.1 += start.elapsed().as_secs_f64();
+                    break;
+                }
             }
         }
         ctx.queue.submit([encoder.finish()]);
@@ -298,5 +322,26 @@ impl Backend for GpuBackend {
             params.len()
         );
         self.check_error()
+    }
+}
+
+impl Drop for GpuBackend {
+    fn drop(&mut self) {
+        let Some(profile) = &self.profile else { return };
+        let mut rows: Vec<_> = profile.borrow().clone().into_iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+        eprintln!(
+            "kernel time (WGRAD_PROFILE=1), total {:.1} ms:",
+            total * 1e3
+        );
+        for (name, (count, secs)) in rows.iter().take(40) {
+            eprintln!(
+                "{:>10.2} ms {:>6} calls {:>9.3} ms/call  {name}",
+                secs * 1e3,
+                count,
+                secs * 1e3 / *count as f64
+            );
+        }
     }
 }

@@ -4,18 +4,19 @@
 use bytemuck::{Pod, Zeroable};
 use wgrad_graph::op::{DType, Family, Op};
 use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK};
-use wgrad_graph::{Arg, BufferId, Fused, FusedValue, UnaryOp};
+use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp};
 
 use crate::backend::{Command, GpuBackend};
+use crate::conv::Weights;
 use crate::params::{
-    dims, ConvParams, CopyParams, EwParams, FusedParams, MatmulParams, PoolParams, RandParams,
-    ShapeParams,
+    dims, ConvLanesParams, ConvParams, CopyParams, EwParams, FusedParams, MatmulParams, PoolParams,
+    RandParams, ShapeParams,
 };
 
 const WORKGROUP: u32 = 64;
 
 impl GpuBackend {
-    fn push<P: Pod>(
+    pub(crate) fn push<P: Pod>(
         &self,
         family: Family,
         entry: &str,
@@ -24,12 +25,13 @@ impl GpuBackend {
         groups: [u32; 3],
     ) {
         let pipeline = self.ctx.pipeline(family, entry);
-        self.push_pipeline(pipeline, params, buffers, groups);
+        self.push_pipeline(pipeline, entry, params, buffers, groups);
     }
 
     fn push_pipeline<P: Pod>(
         &self,
         pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+        label: &str,
         params: &P,
         buffers: Vec<BufferId>,
         groups: [u32; 3],
@@ -45,6 +47,11 @@ impl GpuBackend {
             params_len: std::mem::size_of::<P>() as u64,
             buffers,
             groups,
+            label: if self.profile.is_some() {
+                label.to_string()
+            } else {
+                String::new()
+            },
         });
     }
 
@@ -65,7 +72,7 @@ impl GpuBackend {
     }
 
     /// Workgroups for `n` invocations of 64, folded into a 2-D grid past the per-dimension limit.
-    fn linear_groups(&self, n: usize) -> [u32; 3] {
+    pub(crate) fn linear_groups(&self, n: usize) -> [u32; 3] {
         let groups = (n as u32).div_ceil(WORKGROUP);
         let max = self.ctx.limits.max_compute_workgroups_per_dimension.max(1);
         let x = groups.min(max);
@@ -86,7 +93,7 @@ impl GpuBackend {
         let buffers = std::iter::once(out.buffer)
             .chain(inputs.iter().map(|a| a.buffer))
             .collect();
-        self.push_pipeline(pipeline, &params, buffers, self.linear_groups(n));
+        self.push_pipeline(pipeline, "fused", &params, buffers, self.linear_groups(n));
     }
 }
 
@@ -121,9 +128,12 @@ fn fused_source(fused: &Fused) -> String {
     );
     for (v, value) in fused.values.iter().enumerate() {
         let expr = match value {
-            FusedValue::Input { index, scalar } => {
-                format!("in{index}[{}]", if *scalar { "0u" } else { "i" })
-            }
+            FusedValue::Input { index, read } => match read {
+                FusedRead::Same => format!("in{index}[i]"),
+                FusedRead::Scalar => format!("in{index}[0u]"),
+                // Constant divisors compile to multiplications.
+                FusedRead::Axis { inner, len } => format!("in{index}[(i / {inner}u) % {len}u]"),
+            },
             FusedValue::Op { op, args } => {
                 let a: Vec<String> = args.iter().map(|x| format!("v{x}")).collect();
                 match op {
@@ -145,7 +155,7 @@ fn fused_source(fused: &Fused) -> String {
 impl GpuBackend {
     /// Copies the elements of `view`: `dst[dst.0 + i·dst.1] = src[src.0 + i·src.1]`, where
     /// each side is (start offset, strides).
-    fn copy_strided(
+    pub(crate) fn copy_strided(
         &self,
         src: BufferId,
         dst: BufferId,
@@ -167,7 +177,7 @@ impl GpuBackend {
         self.push_linear(Family::Layout, "copy", &params, vec![dst, src], numel(view));
     }
 
-    fn fill(&self, dst: BufferId, n: usize, bits: u32) {
+    pub(crate) fn fill(&self, dst: BufferId, n: usize, bits: u32) {
         let params = CopyParams {
             n: n as u32,
             value: bits,
@@ -229,7 +239,14 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
         }
         Op::Reduce { axes, .. } => {
             let s = x[0].shape;
-            let params = reduce_params(s, axes, n);
+            let mut params = reduce_params(s, axes, n);
+            // Trailing reduced axes are contiguous in every group.
+            let run: usize = (0..s.len())
+                .rev()
+                .take_while(|d| axes.contains(d))
+                .map(|d| s[d])
+                .product();
+            params.extra[1] = run.max(1) as u32;
             be.push_linear(family, entry, &params, ids(x), n);
         }
         Op::Argmax { axis, .. } => {
@@ -260,6 +277,10 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 batch: dims(batch),
                 sa: dims(&sa),
                 sb: dims(&sb),
+                out_offset: 0,
+                out_n: nn as u32,
+                accumulate: 0,
+                pad: 0,
             };
             if n > 0 {
                 // The vec4 variant reads rows as vec4 and needs k and n to be multiples of 4.
@@ -359,48 +380,95 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             params.count = *classes as u32;
             be.push_linear(family, entry, &params, ids(x), n);
         }
-        Op::Conv2d(spec) => {
+        Op::Conv2d(spec) if n > 0 => {
             let params = ConvParams::new(spec, x[0].shape, out.shape, x[1].shape);
+            let geo = ConvLanesParams::forward(&params);
+            if be.gemm_fits(&geo)
+                && be.conv_gemm(&geo, x[0].buffer, Weights::AsIs(x[1].buffer), out.buffer)
+            {
+                return;
+            }
+            if params.og.is_multiple_of(4) {
+                // Weights [o, c/g·kh·kw] as [group, tap, output channel].
+                let (og, taps) = (params.og as usize, x[1].shape[1..].iter().product());
+                let weights = Weights::Relayout {
+                    buffer: x[1].buffer,
+                    view: &[params.groups as usize, taps, og],
+                    strides: &[og * taps, 1, taps],
+                };
+                if be.conv_lanes(&geo, x[0].buffer, weights, out.buffer) {
+                    return;
+                }
+            }
             let pixels = (params.oh * params.ow).div_ceil(4);
             let channel_blocks = params.groups * params.og.div_ceil(4);
-            if n > 0 {
-                be.push(
-                    family,
-                    entry,
-                    &params,
-                    ids(x),
-                    [pixels.div_ceil(16), channel_blocks, params.n],
-                );
-            }
+            be.push(
+                family,
+                entry,
+                &params,
+                ids(x),
+                [pixels.div_ceil(16), channel_blocks, params.n],
+            );
         }
-        Op::Conv2dGradInput { spec, .. } => {
+        Op::Conv2dGradInput { spec, .. } if n > 0 => {
             let params = ConvParams::new(spec, out.shape, x[0].shape, x[1].shape);
+            if spec.stride == [1, 1] {
+                // Channel lanes first: unfolding g costs o·kh·kw values per input pixel, more
+                // than the product saves (docs/performance.md).
+                let geo = ConvLanesParams::grad_input(&params);
+                let (og, cg) = (params.og as usize, params.cg as usize);
+                let k = (params.kh * params.kw) as usize;
+                if params.cg.is_multiple_of(4) {
+                    // Weights [o, c/g, kh, kw] as [group, o/g·kh·kw, c/g].
+                    let weights = Weights::Relayout {
+                        buffer: x[1].buffer,
+                        view: &[params.groups as usize, og, k, cg],
+                        strides: &[og * cg * k, cg * k, 1, k],
+                    };
+                    if be.conv_lanes(&geo, x[0].buffer, weights, out.buffer) {
+                        return;
+                    }
+                }
+                if be.gemm_fits(&geo) {
+                    // Weights [o, c, kh, kw] as [c, o·kh·kw].
+                    let weights = Weights::Relayout {
+                        buffer: x[1].buffer,
+                        view: &[cg, og, k],
+                        strides: &[k, cg * k, 1],
+                    };
+                    if be.conv_gemm(&geo, x[0].buffer, weights, out.buffer) {
+                        return;
+                    }
+                }
+            }
             let pixels = (params.h * params.w).div_ceil(4);
             let channel_blocks = params.groups * params.cg.div_ceil(4);
-            if n > 0 {
-                be.push(
-                    family,
-                    entry,
-                    &params,
-                    ids(x),
-                    [pixels.div_ceil(16), channel_blocks, params.n],
-                );
-            }
+            be.push(
+                family,
+                entry,
+                &params,
+                ids(x),
+                [pixels.div_ceil(16), channel_blocks, params.n],
+            );
         }
-        Op::Conv2dGradWeight { spec, .. } => {
+        Op::Conv2dGradWeight { spec, .. } if n > 0 => {
             let params = ConvParams::new(spec, x[0].shape, x[1].shape, out.shape);
+            let geo = ConvLanesParams::forward(&params);
+            if be.gemm_fits(&geo) && be.conv_gemm_weight(&geo, x[0].buffer, x[1].buffer, out.buffer)
+            {
+                return;
+            }
             let taps = (params.cg * params.kh * params.kw).div_ceil(4);
             let channel_blocks = params.groups * params.og.div_ceil(4);
-            if n > 0 {
-                be.push(
-                    family,
-                    entry,
-                    &params,
-                    ids(x),
-                    [taps.div_ceil(16), channel_blocks, 1],
-                );
-            }
+            be.push(
+                family,
+                entry,
+                &params,
+                ids(x),
+                [taps.div_ceil(16), channel_blocks, 1],
+            );
         }
+        Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {}
         Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
             let params = PoolParams::new(spec, n, x[0].shape, out.shape);
             be.push_linear(family, entry, &params, ids(x), n);

@@ -6,6 +6,7 @@
 
 mod backend;
 mod context;
+mod conv;
 pub mod launch;
 pub mod params;
 pub mod shaders;

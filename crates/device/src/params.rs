@@ -91,6 +91,14 @@ pub struct MatmulParams {
     pub sa: [u32; 4],
     /// Element strides of `b`'s matrices along each output batch dimension (0 where broadcast).
     pub sb: [u32; 4],
+    /// `_out` kernels: index of the output's first element.
+    pub out_offset: u32,
+    /// `_out` kernels: values per output row, the first `out_n` of the `n` columns computed.
+    pub out_n: u32,
+    /// `_out` kernels: nonzero to add the product to the output.
+    pub accumulate: u32,
+    /// Unused; matches the WGSL struct's `_pad`.
+    pub pad: u32,
 }
 
 /// `shaders/random.wgsl`'s `RandParams`.
@@ -177,6 +185,150 @@ impl ConvParams {
             pad: [0; 2],
         }
     }
+}
+
+/// `shaders/conv.wgsl`'s `ConvLanesParams`: a convolution with output channels across
+/// invocations, reading `[n, ci, h, w]` and writing `[n, co, oh, ow]`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct ConvLanesParams {
+    /// Batch size.
+    pub n: u32,
+    /// Channels of the tensor read.
+    pub ci: u32,
+    /// Height of the tensor read.
+    pub h: u32,
+    /// Width of the tensor read.
+    pub w: u32,
+    /// Channels of the tensor written.
+    pub co: u32,
+    /// Height of the tensor written.
+    pub oh: u32,
+    /// Width of the tensor written.
+    pub ow: u32,
+    /// Number of channel groups.
+    pub groups: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Row stride.
+    pub sh: u32,
+    /// Column stride.
+    pub sw: u32,
+    /// Offset of output row 0's window in the rows read.
+    pub oy: i32,
+    /// Offset of output column 0's window in the columns read.
+    pub ox: i32,
+    /// Rows read between consecutive kernel rows (negative for a mirrored kernel).
+    pub ky_step: i32,
+    /// Columns read between consecutive kernel columns.
+    pub kx_step: i32,
+    /// Channels read per group.
+    pub cgi: u32,
+    /// Channels written per group.
+    pub cgo: u32,
+    /// Unused; matches the WGSL struct's `_pad0` and `_pad1`.
+    pub pad: [u32; 2],
+}
+
+impl ConvLanesParams {
+    /// The forward pass: reads x, writes y.
+    pub(crate) fn forward(c: &ConvParams) -> Self {
+        ConvLanesParams {
+            n: c.n,
+            ci: c.c,
+            h: c.h,
+            w: c.w,
+            co: c.o,
+            oh: c.oh,
+            ow: c.ow,
+            groups: c.groups,
+            kh: c.kh,
+            kw: c.kw,
+            sh: c.sh,
+            sw: c.sw,
+            oy: -(c.ph as i32),
+            ox: -(c.pw as i32),
+            ky_step: c.dh as i32,
+            kx_step: c.dw as i32,
+            cgi: c.cg,
+            cgo: c.og,
+            pad: [0; 2],
+        }
+    }
+
+    /// The input gradient of a stride-1 convolution: reads g, writes dx. Pixel (y, x) of dx
+    /// takes g[y + ph − ky·dh, x + pw − kx·dw] · w[ky, kx].
+    pub(crate) fn grad_input(c: &ConvParams) -> Self {
+        ConvLanesParams {
+            n: c.n,
+            ci: c.o,
+            h: c.oh,
+            w: c.ow,
+            co: c.c,
+            oh: c.h,
+            ow: c.w,
+            groups: c.groups,
+            kh: c.kh,
+            kw: c.kw,
+            sh: 1,
+            sw: 1,
+            oy: c.ph as i32,
+            ox: c.pw as i32,
+            ky_step: -(c.dh as i32),
+            kx_step: -(c.dw as i32),
+            cgi: c.og,
+            cgo: c.cg,
+            pad: [0; 2],
+        }
+    }
+}
+
+/// `shaders/conv.wgsl`'s `Im2colParams`: unfolds convolution windows into a matrix.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct Im2colParams {
+    /// Channels of the tensor read.
+    pub ci: u32,
+    /// Height of the tensor read.
+    pub h: u32,
+    /// Width of the tensor read.
+    pub w: u32,
+    /// First image of the chunk unfolded.
+    pub image0: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Output pixels.
+    pub np: u32,
+    /// Output pixels rounded up to a multiple of 4.
+    pub pixels: u32,
+    /// Rows of the unfolded matrix: channels read × kernel taps.
+    pub taps: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Row stride.
+    pub sh: u32,
+    /// Column stride.
+    pub sw: u32,
+    /// Offset of output row 0's window in the rows read.
+    pub oy: i32,
+    /// Offset of output column 0's window in the columns read.
+    pub ox: i32,
+    /// Rows read between consecutive kernel rows (negative for a mirrored kernel).
+    pub ky_step: i32,
+    /// Columns read between consecutive kernel columns.
+    pub kx_step: i32,
+    /// Elements between consecutive images of the unfolded matrix.
+    pub b_stride: u32,
+    /// Elements between consecutive taps.
+    pub r_stride: u32,
+    /// Elements between consecutive pixels.
+    pub p_stride: u32,
+    /// Unused; matches the WGSL struct's `_pad`.
+    pub pad: u32,
 }
 
 /// `shaders/pool.wgsl`'s `PoolParams`.

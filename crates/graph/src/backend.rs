@@ -51,8 +51,8 @@ pub trait Backend {
         0
     }
 
-    /// Runs a fused chain of elementwise ops on `inputs` (each either the output's shape or a
-    /// single value), writing `out`.
+    /// Runs a fused chain of elementwise ops on `inputs` (each read as its [`FusedRead`]
+    /// says), writing `out`.
     fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
         let _ = (fused, inputs, out);
         Err(crate::Error::Device(
@@ -73,12 +73,12 @@ pub struct Fused {
 /// One value of a [`Fused`] chain.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FusedValue {
-    /// Kernel input `index`; `scalar` inputs hold one value that every element reads.
+    /// Kernel input `index`, read as `read` says.
     Input {
         /// Position in the `inputs` of [`Backend::exec_fused`].
         index: usize,
-        /// True when the input has a single element.
-        scalar: bool,
+        /// Which of the input's elements output element `i` reads.
+        read: FusedRead,
     },
     /// An elementwise op (`Unary`, `Binary` or `Where`) applied to earlier values.
     Op {
@@ -87,6 +87,49 @@ pub enum FusedValue {
         /// Indices of its operands among the earlier values.
         args: Vec<usize>,
     },
+}
+
+/// How output element `i` of a fused chain indexes one of its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedRead {
+    /// The input has the output's shape: element `i`.
+    Same,
+    /// The input holds one value: element 0.
+    Scalar,
+    /// The input varies along one axis of the output only (a per-channel bias of an NCHW
+    /// tensor, a per-feature bias of a batch): element `(i / inner) % len`.
+    Axis {
+        /// Elements of the output after that axis.
+        inner: usize,
+        /// Length of that axis.
+        len: usize,
+    },
+}
+
+impl FusedRead {
+    /// How an input of shape `input` is read by an elementwise op producing `out`, or None
+    /// when it broadcasts in a way a fused kernel does not index.
+    pub fn of(input: &[usize], out: &[usize]) -> Option<FusedRead> {
+        if input == out {
+            return Some(FusedRead::Same);
+        }
+        let n: usize = input.iter().product();
+        if n == 1 {
+            return Some(FusedRead::Scalar);
+        }
+        if input.len() > out.len() {
+            return None;
+        }
+        // The one axis (aligned from the right) where the input is not 1 must match the output.
+        let lead = out.len() - input.len();
+        let mut axes = input.iter().enumerate().filter(|(_, &d)| d != 1);
+        let (d, &len) = axes.next()?;
+        if axes.next().is_some() || out[lead + d] != len {
+            return None;
+        }
+        let inner = out[lead + d + 1..].iter().product();
+        Some(FusedRead::Axis { inner, len })
+    }
 }
 
 /// A cheap, clonable handle to a backend. Tensors on one device can only be combined with

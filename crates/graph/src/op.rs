@@ -397,9 +397,11 @@ impl Op {
             Op::Gather => (Family::Index, &["gather"]),
             Op::OneHot { .. } => (Family::Index, &["one_hot"]),
             Op::Cast { .. } => (Family::Index, &["cast_f32_u32", "cast_u32_f32"]),
-            Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {
-                return (Family::Conv, vec![self.name().to_string()])
-            }
+            // `conv2d_lanes` serves the forward pass and stride-1 input gradients whose output
+            // channels per group are a multiple of 4.
+            Op::Conv2d(_) => (Family::Conv, &["conv2d", "conv2d_lanes"]),
+            Op::Conv2dGradInput { .. } => (Family::Conv, &["conv2d_grad_input", "conv2d_lanes"]),
+            Op::Conv2dGradWeight { .. } => (Family::Conv, &["conv2d_grad_weight"]),
             // With stride >= kernel the windows are disjoint, and a kernel per window (after the
             // layout family's zero fill) writes each gradient once.
             Op::MaxPool2dGrad(_) => (

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::backend::{Arg, Buffer, Fused, FusedValue};
+use crate::backend::{Arg, Buffer, Fused, FusedRead, FusedValue};
 use crate::error::Result;
 use crate::op::{DType, Op};
 use crate::tensor::Tensor;
@@ -156,7 +156,7 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
 /// Longest chain fused into one kernel.
 const MAX_FUSED_OPS: usize = 16;
 
-/// An elementwise node whose inputs all have its shape or a single element.
+/// An elementwise node whose inputs a fused kernel can index (see [`FusedRead`]).
 fn fusable(t: &Tensor) -> bool {
     matches!(t.op(), Some(Op::Unary(_) | Op::Binary(_) | Op::Where))
         && t.dtype() == DType::F32
@@ -164,7 +164,7 @@ fn fusable(t: &Tensor) -> bool {
             .inputs
             .borrow()
             .iter()
-            .all(|x| x.shape() == t.shape() || x.numel() == 1)
+            .all(|x| FusedRead::of(x.shape(), t.shape()).is_some())
 }
 
 /// For each node that roots a fused group, the group's members in topological order (the
@@ -223,7 +223,15 @@ fn plan_fusion(
                 stack.push(j);
             }
         }
-        if members.len() > 1 {
+        // A lone op is worth a generated kernel too when it broadcasts along one axis: the
+        // generated index is a division by a constant, the generic kernel's a loop over axes.
+        let axis_read = order[r].0.inputs.borrow().iter().any(|x| {
+            matches!(
+                FusedRead::of(x.shape(), shape),
+                Some(FusedRead::Axis { .. })
+            )
+        });
+        if members.len() > 1 || axis_read {
             members.sort_unstable();
             for &m in &members {
                 taken[m] = true;
@@ -249,7 +257,8 @@ fn build_fused(order: &[Tensor], members: &[usize]) -> (Fused, Vec<Tensor>) {
                     leaves.push(x.clone());
                     values.push(FusedValue::Input {
                         index: leaves.len() - 1,
-                        scalar: x.shape() != node.shape(),
+                        read: FusedRead::of(x.shape(), node.shape())
+                            .expect("members only read inputs a fused kernel can index"),
                     });
                     value_of.insert(x.id(), values.len() - 1);
                     values.len() - 1

@@ -1,0 +1,292 @@
+//! Convolution launch plans. Three ways to run a convolution, fastest first:
+//!
+//! - **matrix products** (`groups == 1`, taps per output channel a multiple of 4): windows are
+//!   unfolded into a scratch matrix (`im2col`) a chunk of images at a time, and the vec4
+//!   matrix-product kernel does the arithmetic. Serves the forward pass, the weight gradient,
+//!   and the input gradient at stride 1 (a convolution of the output gradient with the taps
+//!   mirrored).
+//! - **channel lanes** (`conv2d_lanes`, output channels per group a multiple of 4).
+//! - the general implicit-GEMM kernels of `shaders/conv.wgsl`, for everything else.
+//!
+//! The choice is made per op in `launch.rs`; every path is tested against the CPU backend.
+
+use wgrad_graph::op::Family;
+use wgrad_graph::shape::{contiguous_strides, numel};
+use wgrad_graph::{Backend, BufferId};
+
+use crate::backend::GpuBackend;
+use crate::params::{ConvLanesParams, Im2colParams, MatmulParams};
+
+/// Values per unfolded chunk: the batch is unfolded this many values at a time (at least
+/// one image), which bounds the scratch memory and keeps a chunk's matrix near the caches.
+const CHUNK_VALUES: usize = 1 << 20;
+
+/// Sizes of an unfolded convolution: rows (taps), output pixels, pixels rounded up to 4, and
+/// images per chunk.
+struct Unfold {
+    taps: u32,
+    np: u32,
+    pixels: u32,
+    chunk: u32,
+}
+
+impl Unfold {
+    /// For `geo`, with `extra_rows` more scratch rows of `pixels` values per image.
+    fn of(geo: &ConvLanesParams, extra_rows: u32) -> Self {
+        let taps = geo.ci * geo.kh * geo.kw;
+        let np = geo.oh * geo.ow;
+        let pixels = np.next_multiple_of(4);
+        let per_image = (taps + extra_rows) as usize * pixels as usize;
+        let chunk = (CHUNK_VALUES / per_image).clamp(1, geo.n as usize) as u32;
+        Unfold {
+            taps,
+            np,
+            pixels,
+            chunk,
+        }
+    }
+}
+
+/// The weight operand of a convolution kernel: a buffer read as is, or copied first into
+/// the order `view` with source `strides` gives.
+pub(crate) enum Weights<'a> {
+    AsIs(BufferId),
+    Relayout {
+        buffer: BufferId,
+        view: &'a [usize],
+        strides: &'a [usize],
+    },
+}
+
+impl GpuBackend {
+    /// A scratch buffer with `w` in the order it asks for. The caller frees it after
+    /// recording its use: work recorded later runs after that use, so reuse is safe.
+    fn weights(&self, w: &Weights) -> Option<(BufferId, bool)> {
+        match *w {
+            Weights::AsIs(id) => Some((id, false)),
+            Weights::Relayout {
+                buffer,
+                view,
+                strides,
+            } => {
+                let scratch = self.alloc(numel(view) * 4).ok()?;
+                let dense = contiguous_strides(view);
+                self.copy_strided(buffer, scratch, view, (0, strides), (0, &dense));
+                Some((scratch, true))
+            }
+        }
+    }
+
+    /// Records `conv2d_lanes` reading `input`, with the weights laid out
+    /// `[group, tap, output channel]`. False (nothing recorded) when scratch memory is short.
+    pub(crate) fn conv_lanes(
+        &self,
+        geo: &ConvLanesParams,
+        input: BufferId,
+        weights: Weights,
+        out: BufferId,
+    ) -> bool {
+        let Some((w, scratch)) = self.weights(&weights) else {
+            return false;
+        };
+        let quads = geo.cgo / 4;
+        let groups = [
+            (geo.oh * geo.ow).div_ceil(4),
+            geo.groups * quads.div_ceil(8),
+            geo.n,
+        ];
+        self.push(
+            Family::Conv,
+            "conv2d_lanes",
+            geo,
+            vec![out, input, w],
+            groups,
+        );
+        if scratch {
+            self.free(w);
+        }
+        true
+    }
+
+    /// Unfolds images `image0 .. image0 + images` of the tensor `geo` reads into `cols`,
+    /// laid out with the given (image, tap, pixel) strides.
+    fn im2col(
+        &self,
+        geo: &ConvLanesParams,
+        input: BufferId,
+        cols: BufferId,
+        (image0, images): (u32, u32),
+        strides: [u32; 3],
+    ) {
+        let np = geo.oh * geo.ow;
+        let params = Im2colParams {
+            ci: geo.ci,
+            h: geo.h,
+            w: geo.w,
+            image0,
+            ow: geo.ow,
+            np,
+            pixels: np.next_multiple_of(4),
+            taps: geo.ci * geo.kh * geo.kw,
+            kh: geo.kh,
+            kw: geo.kw,
+            sh: geo.sh,
+            sw: geo.sw,
+            oy: geo.oy,
+            ox: geo.ox,
+            ky_step: geo.ky_step,
+            kx_step: geo.kx_step,
+            b_stride: strides[0],
+            r_stride: strides[1],
+            p_stride: strides[2],
+            pad: 0,
+        };
+        let [x, y, _] = self.linear_groups((geo.ci * params.pixels) as usize);
+        self.push(
+            Family::Conv,
+            "im2col",
+            &params,
+            vec![cols, input],
+            [x, y, images],
+        );
+    }
+
+    /// Records `out = a · b` (batched over `batch` matrices of `b` at stride `sb`, `a`
+    /// shared) with the vec4 kernel that stores through an offset and row length.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_out(
+        &self,
+        [m, n, k]: [u32; 3],
+        (batch, sb): (u32, u32),
+        a: BufferId,
+        b: BufferId,
+        out: BufferId,
+        (out_offset, out_n, accumulate): (u32, u32, bool),
+    ) {
+        let params = MatmulParams {
+            m,
+            n,
+            k,
+            batch_rank: 1,
+            batch: [batch, 1, 1, 1],
+            sa: [0; 4],
+            sb: [sb, 0, 0, 0],
+            out_offset,
+            out_n,
+            accumulate: accumulate as u32,
+            pad: 0,
+        };
+        // The same choice of workgroup shape as a plain matmul (docs/performance.md).
+        let (entry, tile) = if (k as u64) * (n as u64) <= 1 << 20 {
+            ("matmul_vec4_out_wide", [256, 4])
+        } else {
+            ("matmul_vec4_out", [32, 32])
+        };
+        let groups = [n.div_ceil(tile[0]), m.div_ceil(tile[1]), batch];
+        self.push(Family::Matmul, entry, &params, vec![out, a, b], groups);
+    }
+
+    /// Whether [`GpuBackend::conv_gemm`] and [`GpuBackend::conv_gemm_weight`] take `geo`.
+    pub(crate) fn gemm_fits(&self, geo: &ConvLanesParams) -> bool {
+        let taps = geo.ci * geo.kh * geo.kw;
+        let grid = self.ctx.limits.max_compute_workgroups_per_dimension;
+        geo.groups == 1 && geo.n > 0 && taps.is_multiple_of(4) && taps <= grid && geo.n <= grid
+    }
+
+    /// The convolution `geo` (forward, or a stride-1 input gradient) as matrix products:
+    /// per chunk of images, unfold the input, then `out[n] = W · cols[n]` with W as
+    /// `[co, ci·kh·kw]`. False (nothing recorded) when scratch memory is short.
+    pub(crate) fn conv_gemm(
+        &self,
+        geo: &ConvLanesParams,
+        input: BufferId,
+        weights: Weights,
+        out: BufferId,
+    ) -> bool {
+        let Unfold {
+            taps,
+            np,
+            pixels,
+            chunk,
+        } = Unfold::of(geo, 0);
+        let Ok(cols) = self.alloc(chunk as usize * (taps * pixels) as usize * 4) else {
+            return false;
+        };
+        let Some((w, scratch)) = self.weights(&weights) else {
+            self.free(cols);
+            return false;
+        };
+        for image0 in (0..geo.n).step_by(chunk as usize) {
+            let images = chunk.min(geo.n - image0);
+            let layout = [taps * pixels, pixels, 1];
+            self.im2col(geo, input, cols, (image0, images), layout);
+            self.matmul_out(
+                [geo.co, pixels, taps],
+                (images, taps * pixels),
+                w,
+                cols,
+                out,
+                (image0 * geo.co * np, np, false),
+            );
+        }
+        self.free(cols);
+        if scratch {
+            self.free(w);
+        }
+        true
+    }
+
+    /// The weight gradient of the forward convolution `geo` as matrix products: per chunk
+    /// of images, `dW += gᵀ-chunk · cols-chunk`, where the chunk of g is copied as
+    /// `[co, images·pixels]` (zero past each image's pixels) and the windows are unfolded as
+    /// `[images·pixels, taps]`. False (nothing recorded) when scratch memory is short.
+    pub(crate) fn conv_gemm_weight(
+        &self,
+        geo: &ConvLanesParams,
+        input: BufferId,
+        grad: BufferId,
+        out: BufferId,
+    ) -> bool {
+        // The chunk of g is scratch too.
+        let Unfold {
+            taps,
+            np,
+            pixels,
+            chunk,
+        } = Unfold::of(geo, geo.co);
+        let Ok(cols) = self.alloc(chunk as usize * taps as usize * pixels as usize * 4) else {
+            return false;
+        };
+        let Ok(gt) = self.alloc(chunk as usize * geo.co as usize * pixels as usize * 4) else {
+            self.free(cols);
+            return false;
+        };
+        let (co, npu, pix) = (geo.co as usize, np as usize, pixels as usize);
+        for image0 in (0..geo.n).step_by(chunk as usize) {
+            let images = chunk.min(geo.n - image0);
+            let k = images * pixels;
+            if pixels != np {
+                self.fill(gt, co * k as usize, 0);
+            }
+            self.copy_strided(
+                grad,
+                gt,
+                &[images as usize, co, npu],
+                (image0 as usize * co * npu, &[co * npu, npu, 1]),
+                (0, &[pix, k as usize, 1]),
+            );
+            self.im2col(geo, input, cols, (image0, images), [pixels * taps, 1, taps]);
+            self.matmul_out(
+                [geo.co, taps, k],
+                (1, 0),
+                gt,
+                cols,
+                out,
+                (0, taps, image0 > 0),
+            );
+        }
+        self.free(cols);
+        self.free(gt);
+        true
+    }
+}
