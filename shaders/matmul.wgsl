@@ -197,9 +197,13 @@ fn mm_vec4_out(g: vec3<u32>) {
 fn store_out(base: u32, row: u32, col: u32, v: vec4<f32>) {
     if (row >= p.m) { return; }
     let o = base + row * p.out_n + col;
-    let add = p.accumulate != 0u;
-    out[o] = select(v.x, v.x + out[o], add);
-    if (col + 1u < p.out_n) { out[o + 1u] = select(v.y, v.y + out[o + 1u], add); }
-    if (col + 2u < p.out_n) { out[o + 2u] = select(v.z, v.z + out[o + 2u], add); }
-    if (col + 3u < p.out_n) { out[o + 3u] = select(v.w, v.w + out[o + 3u], add); }
+    var w = v;
+    if (p.accumulate != 0u) {
+        let last = min(col + 3u, p.out_n - 1u) - col;
+        w += vec4<f32>(out[o], out[o + min(1u, last)], out[o + min(2u, last)], out[o + last]);
+    }
+    out[o] = w.x;
+    if (col + 1u < p.out_n) { out[o + 1u] = w.y; }
+    if (col + 2u < p.out_n) { out[o + 2u] = w.z; }
+    if (col + 3u < p.out_n) { out[o + 3u] = w.w; }
 }

@@ -133,8 +133,8 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dSpec)> {
         ),
         (
             "gemm_chunks",
-            [3, 32, 40, 40],
-            [4, 32, 3, 3],
+            [3, 64, 50, 50],
+            [4, 64, 3, 3],
             spec([1, 1], [1, 1], [1, 1], 1),
         ),
         (

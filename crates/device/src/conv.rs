@@ -19,7 +19,7 @@ use crate::params::{ConvLanesParams, Im2colParams, MatmulParams};
 
 /// Values per unfolded chunk: the batch is unfolded this many values at a time (at least
 /// one image), which bounds the scratch memory and keeps a chunk's matrix near the caches.
-const CHUNK_VALUES: usize = 1 << 20;
+const CHUNK_VALUES: usize = 1 << 22;
 
 /// Sizes of an unfolded convolution: rows (taps), output pixels, pixels rounded up to 4, and
 /// images per chunk.
@@ -186,7 +186,8 @@ impl GpuBackend {
         self.push(Family::Matmul, entry, &params, vec![out, a, b], groups);
     }
 
-    /// Whether [`GpuBackend::conv_gemm`] and [`GpuBackend::conv_gemm_weight`] take `geo`.
+    /// Whether [`GpuBackend::conv_gemm`] and [`GpuBackend::conv_gemm_weight`] take `geo`:
+    /// one group, and the products' inner dimension (taps) a multiple of 4.
     pub(crate) fn gemm_fits(&self, geo: &ConvLanesParams) -> bool {
         let taps = geo.ci * geo.kh * geo.kw;
         let grid = self.ctx.limits.max_compute_workgroups_per_dimension;
