@@ -45,6 +45,8 @@ pub struct GpuBackend {
     uploaded: Cell<u64>,
     /// Whether chains of elementwise ops run as generated kernels (`WGRAD_FUSION=0` turns it off).
     fusion: bool,
+    /// Whether strided copies run as generated kernels with constant shapes (off with fusion).
+    pub(crate) generated_copies: bool,
     /// `WGRAD_PROFILE=1`: every dispatch is submitted and waited for on its own, and the
     /// time per kernel is printed when the backend is dropped.
     pub(crate) profile: Option<RefCell<HashMap<String, (u32, f64)>>>,
@@ -60,6 +62,7 @@ fn size_class(bytes: u64) -> u64 {
 impl GpuBackend {
     /// A backend on `ctx` with an empty buffer pool.
     pub fn new(ctx: Arc<Context>) -> Self {
+        let fusion = std::env::var("WGRAD_FUSION").map_or(true, |v| v != "0");
         GpuBackend {
             ctx,
             slots: RefCell::new(Vec::new()),
@@ -68,7 +71,8 @@ impl GpuBackend {
             params: RefCell::new(Vec::new()),
             params_buffer: RefCell::new(None),
             uploaded: Cell::new(0),
-            fusion: std::env::var("WGRAD_FUSION").map_or(true, |v| v != "0"),
+            fusion,
+            generated_copies: fusion,
             profile: std::env::var("WGRAD_PROFILE")
                 .is_ok_and(|v| v == "1")
                 .then(Default::default),

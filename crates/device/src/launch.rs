@@ -4,13 +4,13 @@
 use bytemuck::{Pod, Zeroable};
 use wgrad_graph::op::{DType, Family, Op};
 use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK};
-use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp};
+use wgrad_graph::{Arg, BufferId};
 
 use crate::backend::{Command, GpuBackend};
 use crate::conv::Weights;
 use crate::params::{
-    dims, ConvLanesParams, ConvParams, CopyParams, EwParams, FusedParams, MatmulParams, PoolParams,
-    RandParams, ShapeParams,
+    dims, ConvLanesParams, ConvParams, CopyParams, EwParams, MatmulParams, PoolParams, RandParams,
+    ShapeParams,
 };
 
 const WORKGROUP: u32 = 64;
@@ -28,7 +28,7 @@ impl GpuBackend {
         self.push_pipeline(pipeline, entry, params, buffers, groups);
     }
 
-    fn push_pipeline<P: Pod>(
+    pub(crate) fn push_pipeline<P: Pod>(
         &self,
         pipeline: std::sync::Arc<wgpu::ComputePipeline>,
         label: &str,
@@ -78,78 +78,6 @@ impl GpuBackend {
         let x = groups.min(max);
         [x, groups.div_ceil(x), 1]
     }
-
-    /// Records a generated kernel computing a fused chain of elementwise ops.
-    pub(crate) fn record_fused(&self, fused: &Fused, inputs: &[Arg<'_>], out: &Arg<'_>) {
-        let n = numel(out.shape);
-        if n == 0 {
-            return;
-        }
-        let pipeline = self.ctx.generated_pipeline(&fused_source(fused));
-        let params = FusedParams {
-            n: n as u32,
-            pad: [0; 3],
-        };
-        let buffers = std::iter::once(out.buffer)
-            .chain(inputs.iter().map(|a| a.buffer))
-            .collect();
-        self.push_pipeline(pipeline, "fused", &params, buffers, self.linear_groups(n));
-    }
-}
-
-/// WGSL for a fused chain: the shared helpers of `common.wgsl`, one binding per input, and one
-/// `let` per value, calling the same `f_*` functions as the single-op kernels.
-fn fused_source(fused: &Fused) -> String {
-    use std::fmt::Write;
-    let mut src = String::from(crate::shaders::COMMON);
-    src.push_str(
-        "\n// Rust twin: FusedParams in crates/device/src/launch.rs\n\
-         struct FusedParams { n: u32, _p0: u32, _p1: u32, _p2: u32 }\n\
-         @group(0) @binding(0) var<storage, read> p: FusedParams;\n\
-         @group(0) @binding(1) var<storage, read_write> out: array<f32>;\n",
-    );
-    let inputs = fused
-        .values
-        .iter()
-        .filter(|v| matches!(v, FusedValue::Input { .. }))
-        .count();
-    for k in 0..inputs {
-        let _ = writeln!(
-            src,
-            "@group(0) @binding({}) var<storage, read> in{k}: array<f32>;",
-            k + 2
-        );
-    }
-    src.push_str(
-        "@compute @workgroup_size(64)\n\
-         fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {\n\
-         \x20   let i = g.x + g.y * w.x * 64u;\n\
-         \x20   if (i >= p.n) { return; }\n",
-    );
-    for (v, value) in fused.values.iter().enumerate() {
-        let expr = match value {
-            FusedValue::Input { index, read } => match read {
-                FusedRead::Same => format!("in{index}[i]"),
-                FusedRead::Scalar => format!("in{index}[0u]"),
-                // Constant divisors compile to multiplications.
-                FusedRead::Axis { inner, len } => format!("in{index}[(i / {inner}u) % {len}u]"),
-            },
-            FusedValue::Op { op, args } => {
-                let a: Vec<String> = args.iter().map(|x| format!("v{x}")).collect();
-                match op {
-                    Op::Unary(UnaryOp::LeakyRelu(slope)) => {
-                        format!("f_leaky_relu({}, bitcast<f32>({}u))", a[0], slope.to_bits())
-                    }
-                    Op::Unary(_) | Op::Binary(_) => format!("f_{}({})", op.name(), a.join(", ")),
-                    Op::Where => format!("f_where({})", a.join(", ")),
-                    other => unreachable!("{} is not elementwise", other.name()),
-                }
-            }
-        };
-        let _ = writeln!(src, "    let v{v} = {expr};");
-    }
-    let _ = writeln!(src, "    out[i] = v{};\n}}", fused.values.len() - 1);
-    src
 }
 
 impl GpuBackend {
@@ -163,8 +91,16 @@ impl GpuBackend {
         from: (usize, &[usize]),
         to: (usize, &[usize]),
     ) {
+        let n = numel(view);
+        if n == 0 {
+            return;
+        }
+        if self.generated_copies {
+            self.record_copy(src, dst, view, from, to);
+            return;
+        }
         let params = CopyParams {
-            n: numel(view) as u32,
+            n: n as u32,
             rank: view.len() as u32,
             src_offset: from.0 as u32,
             dst_offset: to.0 as u32,
@@ -174,7 +110,7 @@ impl GpuBackend {
             src_strides: dims(from.1),
             dst_strides: dims(to.1),
         };
-        self.push_linear(Family::Layout, "copy", &params, vec![dst, src], numel(view));
+        self.push_linear(Family::Layout, "copy", &params, vec![dst, src], n);
     }
 
     pub(crate) fn fill(&self, dst: BufferId, n: usize, bits: u32) {

@@ -7,6 +7,7 @@
 mod backend;
 mod context;
 mod conv;
+mod generated;
 pub mod launch;
 pub mod params;
 pub mod shaders;

@@ -393,6 +393,20 @@ pub struct FusedParams {
     pub pad: [u32; 3],
 }
 
+/// `GenCopyParams` of the generated strided copies.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct GenCopyParams {
+    /// Number of elements copied.
+    pub n: u32,
+    /// Element offset in the source of the view's first element.
+    pub src_offset: u32,
+    /// Element offset in the destination of the first element written.
+    pub dst_offset: u32,
+    /// Padding to 16 bytes.
+    pub pad: u32,
+}
+
 /// A shape or stride list as a fixed-size `u32` array (unused entries 0).
 pub(crate) fn dims<const N: usize>(v: &[usize]) -> [u32; N] {
     let mut out = [0u32; N];
