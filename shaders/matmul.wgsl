@@ -207,3 +207,81 @@ fn store_out(base: u32, row: u32, col: u32, v: vec4<f32>) {
     if (col + 2u < p.out_n) { out[o + 2u] = w.z; }
     if (col + 3u < p.out_n) { out[o + 3u] = w.w; }
 }
+
+// Variant for GPUs (k and n multiples of 4): a workgroup of 16×16 invocations computes a
+// 64×64 block of C, staging 64×16 of A and 16×64 of B in workgroup memory per step of 16
+// along k, so each value loaded from memory is used by 16 invocations. Each invocation holds
+// a 4×4 block in four vec4 accumulators. Loads past an edge are clamped and zeroed, stores
+// guarded, so edge blocks take the same path as interior ones. On CPU adapters the barriers
+// cost more than the reuse saves (docs/performance.md), so those use `matmul_vec4`.
+var<workgroup> tile_a: array<vec4<f32>, 256>;
+var<workgroup> tile_b: array<vec4<f32>, 256>;
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul_tiled(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let local = lid.y * 16u + lid.x;
+    let row0 = wg.y * 64u;
+    let col0 = wg.x * 16u;
+
+    var r = wg.z;
+    var a0 = 0u;
+    var b0 = 0u;
+    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
+        let n = p.batch[d];
+        let i = r % n;
+        r = r / n;
+        a0 += i * p.sa[d];
+        b0 += i * p.sb[d];
+    }
+    a0 = a0 / 4u;
+    b0 = b0 / 4u;
+
+    // This invocation's share of each staged tile: one vec4 of A (row la_row, k quad
+    // la_k) and one of B (k row lb_k, column quad lb_c).
+    let la_row = local / 4u;
+    let la_k = local % 4u;
+    let a_row = min(row0 + la_row, p.m - 1u);
+    let lb_k = local / 16u;
+    let lb_c = min(col0 + local % 16u, n4 - 1u);
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var t = 0u; t < k4; t += 4u) {
+        let ka = t + la_k;
+        tile_a[local] = select(vec4<f32>(0.0), a4[a0 + a_row * k4 + min(ka, k4 - 1u)], ka < k4);
+        let kb = t * 4u + lb_k;
+        tile_b[local] = select(vec4<f32>(0.0), b4[b0 + min(kb, p.k - 1u) * n4 + lb_c], kb < p.k);
+        workgroupBarrier();
+        for (var q = 0u; q < 4u; q++) {
+            let b_0 = tile_b[(q * 4u) * 16u + lid.x];
+            let b_1 = tile_b[(q * 4u + 1u) * 16u + lid.x];
+            let b_2 = tile_b[(q * 4u + 2u) * 16u + lid.x];
+            let b_3 = tile_b[(q * 4u + 3u) * 16u + lid.x];
+            let x0 = tile_a[(lid.y * 4u) * 4u + q];
+            acc0 += x0.x * b_0 + x0.y * b_1 + x0.z * b_2 + x0.w * b_3;
+            let x1 = tile_a[(lid.y * 4u + 1u) * 4u + q];
+            acc1 += x1.x * b_0 + x1.y * b_1 + x1.z * b_2 + x1.w * b_3;
+            let x2 = tile_a[(lid.y * 4u + 2u) * 4u + q];
+            acc2 += x2.x * b_0 + x2.y * b_1 + x2.z * b_2 + x2.w * b_3;
+            let x3 = tile_a[(lid.y * 4u + 3u) * 4u + q];
+            acc3 += x3.x * b_0 + x3.y * b_1 + x3.z * b_2 + x3.w * b_3;
+        }
+        workgroupBarrier();
+    }
+
+    let c4 = col0 + lid.x;
+    let row = row0 + lid.y * 4u;
+    if (c4 >= n4) { return; }
+    let base = wg.z * p.m * n4 + row * n4 + c4;
+    if (row < p.m) { out4[base] = acc0; }
+    if (row + 1u < p.m) { out4[base + n4] = acc1; }
+    if (row + 2u < p.m) { out4[base + 2u * n4] = acc2; }
+    if (row + 3u < p.m) { out4[base + 3u * n4] = acc3; }
+}

@@ -112,10 +112,16 @@ fn matmul_shapes() {
         (1, 1, 1),
         (1, 5, 1),
         (3, 5, 7),
-        (4, 8, 4),
         (13, 1, 9),
         (33, 65, 17),
         (64, 31, 130),
+        // k and n multiples of 4 take the vec4 kernels (the tiled one with
+        // WGRAD_KERNELS=gpu): partial row, column and k tiles, and a B too big for the wide
+        // workgroup shape.
+        (4, 8, 4),
+        (70, 36, 132),
+        (5, 20, 8),
+        (8, 1024, 1028),
     ] {
         check(
             &format!("matmul_{m}x{k}x{n}"),
@@ -137,6 +143,12 @@ fn matmul_shapes() {
         "matmul_broadcast_both",
         3,
         &[f(&[2, 1, 4, 3]), f(&[1, 3, 3, 5])],
+        |x| x[0].matmul(&x[1]),
+    );
+    check(
+        "matmul_vec4_broadcast",
+        12,
+        &[f(&[2, 3, 68, 12]), f(&[12, 20])],
         |x| x[0].matmul(&x[1]),
     );
     check("matmul_empty_batch", 3, &[f(&[0, 3]), f(&[3, 4])], |x| {

@@ -45,6 +45,9 @@ pub struct Context {
     generated: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     /// First error reported by wgpu since it was last taken (validation, out of memory, lost).
     errors: Arc<Mutex<Option<String>>>,
+    /// Whether kernels built for GPUs (workgroup-memory tiling) are chosen over those built
+    /// for CPU-type adapters: by adapter type, or `WGRAD_KERNELS=gpu|cpu`.
+    pub gpu_kernels: bool,
 }
 
 fn parse_backend(name: &str) -> Result<wgpu::Backends> {
@@ -183,7 +186,13 @@ impl Context {
                 slot.get_or_insert_with(|| format!("device lost: {msg}"));
             }
         });
+        let gpu_kernels = match std::env::var("WGRAD_KERNELS").as_deref() {
+            Ok("gpu") => true,
+            Ok("cpu") => false,
+            _ => info.device_type != wgpu::DeviceType::Cpu,
+        };
         Arc::new(Context {
+            gpu_kernels,
             device,
             queue,
             info,

@@ -222,10 +222,11 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 // The vec4 variant reads rows as vec4 and needs k and n to be multiples of 4.
                 let vec4 = k % 4 == 0 && nn % 4 == 0 && k > 0;
                 // Wide workgroups win while B (k·n values) stays in cache.
-                let (entry, tile) = match (vec4, k * nn <= 1 << 20) {
-                    (true, true) => (entries[2].as_str(), [256, 4]),
-                    (true, false) => (entries[1].as_str(), [32, 32]),
-                    (false, _) => (entry, [32, 32]),
+                let (entry, tile) = match (vec4, be.ctx.gpu_kernels, k * nn <= 1 << 20) {
+                    (true, true, _) => (entries[3].as_str(), [64, 64]),
+                    (true, false, true) => (entries[2].as_str(), [256, 4]),
+                    (true, false, false) => (entries[1].as_str(), [32, 32]),
+                    (false, _, _) => (entry, [32, 32]),
                 };
                 let groups = [
                     (nn as u32).div_ceil(tile[0]),

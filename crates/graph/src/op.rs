@@ -384,10 +384,11 @@ impl Op {
             Op::Where => (Family::Elementwise, &["where_select"]),
             Op::Reduce { .. } => return (Family::Reduce, vec![format!("reduce_{}", self.name())]),
             Op::Argmax { .. } => (Family::Index, &["argmax"]),
-            // The vec4 variants serve k and n that are multiples of 4.
+            // The vec4 variants serve k and n that are multiples of 4; the tiled one is for
+            // GPUs (see crates/device).
             Op::MatMul => (
                 Family::Matmul,
-                &["matmul", "matmul_vec4", "matmul_vec4_wide"],
+                &["matmul", "matmul_vec4", "matmul_vec4_wide", "matmul_tiled"],
             ),
             Op::Reshape { .. } => (Family::Layout, &[]),
             Op::Permute { .. } | Op::Expand { .. } | Op::Slice { .. } | Op::Concat { .. } => {
