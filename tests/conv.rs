@@ -131,6 +131,19 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dSpec)> {
             [8, 4, 3, 3],
             spec([2, 2], [1, 1], [1, 1], 1),
         ),
+        // 1×1: the input is its own unfolding when pixels come in whole vec4s.
+        (
+            "pointwise_gemm",
+            [2, 8, 4, 5],
+            [12, 8, 1, 1],
+            spec([1, 1], [0, 0], [1, 1], 1),
+        ),
+        (
+            "pointwise_unfolded",
+            [2, 8, 3, 5],
+            [12, 8, 1, 1],
+            spec([1, 1], [0, 0], [1, 1], 1),
+        ),
         (
             "gemm_chunks",
             [3, 64, 50, 50],

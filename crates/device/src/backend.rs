@@ -220,8 +220,8 @@ impl Backend for GpuBackend {
         }
     }
 
-    fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
-        self.record_fused(fused, inputs, out);
+    fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) -> Result<()> {
+        self.record_fused(fused, inputs, outs);
         Ok(())
     }
 

@@ -210,6 +210,22 @@ impl GpuBackend {
             pixels,
             chunk,
         } = Unfold::of(geo, 0);
+        // A 1×1 window with stride 1, no padding and whole vec4s of pixels unfolds to the
+        // input itself: one product over the whole batch.
+        let pointwise = (geo.kh, geo.kw, geo.sh, geo.sw, geo.oy, geo.ox) == (1, 1, 1, 1, 0, 0)
+            && (geo.oh, geo.ow) == (geo.h, geo.w)
+            && np == pixels;
+        if pointwise {
+            let Some((w, scratch)) = self.weights(&weights) else {
+                return false;
+            };
+            let batch = (geo.n, taps * pixels);
+            self.matmul_out([geo.co, pixels, taps], batch, w, input, out, (0, np, false));
+            if scratch {
+                self.free(w);
+            }
+            return true;
+        }
         let Ok(cols) = self.alloc(chunk as usize * (taps * pixels) as usize * 4) else {
             return false;
         };

@@ -7,26 +7,26 @@ use std::fmt::Write;
 
 use wgrad_graph::op::Op;
 use wgrad_graph::shape::numel;
-use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp};
+use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp, MAX_FUSED_CONSTANTS};
 
 use crate::backend::GpuBackend;
 use crate::params::{FusedParams, GenCopyParams};
 
 impl GpuBackend {
-    /// Records a generated kernel computing a fused chain of elementwise ops.
-    pub(crate) fn record_fused(&self, fused: &Fused, inputs: &[Arg<'_>], out: &Arg<'_>) {
-        let n = numel(out.shape);
+    /// Records a generated kernel computing a fused group of elementwise ops.
+    pub(crate) fn record_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) {
+        let n = numel(outs[0].shape);
         if n == 0 {
             return;
         }
         let pipeline = self.ctx.generated_pipeline(&fused_source(fused));
-        let params = FusedParams {
+        let mut params = FusedParams {
             n: n as u32,
             pad: [0; 3],
+            constants: [0.0; MAX_FUSED_CONSTANTS],
         };
-        let buffers = std::iter::once(out.buffer)
-            .chain(inputs.iter().map(|a| a.buffer))
-            .collect();
+        params.constants[..fused.constants.len()].copy_from_slice(&fused.constants);
+        let buffers = outs.iter().chain(inputs).map(|a| a.buffer).collect();
         self.push_pipeline(pipeline, "fused", &params, buffers, self.linear_groups(n));
     }
 
@@ -117,11 +117,17 @@ fn fused_source(fused: &Fused) -> String {
     use std::fmt::Write;
     let mut src = String::from(crate::shaders::COMMON);
     src.push_str(
-        "\n// Rust twin: FusedParams in crates/device/src/launch.rs\n\
-         struct FusedParams { n: u32, _p0: u32, _p1: u32, _p2: u32 }\n\
-         @group(0) @binding(0) var<storage, read> p: FusedParams;\n\
-         @group(0) @binding(1) var<storage, read_write> out: array<f32>;\n",
+        "\n// Rust twin: FusedParams in crates/device/src/params.rs\n\
+         struct FusedParams { n: u32, _p0: u32, _p1: u32, _p2: u32, c: array<f32, 16> }\n\
+         @group(0) @binding(0) var<storage, read> p: FusedParams;\n",
     );
+    for k in 0..fused.outputs.len() {
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({}) var<storage, read_write> out{k}: array<f32>;",
+            k + 1
+        );
+    }
     let inputs = fused
         .values
         .iter()
@@ -131,7 +137,7 @@ fn fused_source(fused: &Fused) -> String {
         let _ = writeln!(
             src,
             "@group(0) @binding({}) var<storage, read> in{k}: array<f32>;",
-            k + 2
+            k + 1 + fused.outputs.len()
         );
     }
     src.push_str(
@@ -148,6 +154,7 @@ fn fused_source(fused: &Fused) -> String {
                 // Constant divisors compile to multiplications.
                 FusedRead::Axis { inner, len } => format!("in{index}[(i / {inner}u) % {len}u]"),
             },
+            FusedValue::Const { slot } => format!("p.c[{slot}]"),
             FusedValue::Op { op, args } => {
                 let a: Vec<String> = args.iter().map(|x| format!("v{x}")).collect();
                 match op {
@@ -162,6 +169,9 @@ fn fused_source(fused: &Fused) -> String {
         };
         let _ = writeln!(src, "    let v{v} = {expr};");
     }
-    let _ = writeln!(src, "    out[i] = v{};\n}}", fused.values.len() - 1);
+    for (k, v) in fused.outputs.iter().enumerate() {
+        let _ = writeln!(src, "    out{k}[i] = v{v};");
+    }
+    src.push_str("}\n");
     src
 }

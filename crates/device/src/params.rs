@@ -391,6 +391,8 @@ pub struct FusedParams {
     pub n: u32,
     /// Padding to 16 bytes.
     pub pad: [u32; 3],
+    /// The group's scalar constants (`p.c[slot]` in the generated source).
+    pub constants: [f32; wgrad_graph::MAX_FUSED_CONSTANTS],
 }
 
 /// `GenCopyParams` of the generated strided copies.

@@ -51,23 +51,31 @@ pub trait Backend {
         0
     }
 
-    /// Runs a fused chain of elementwise ops on `inputs` (each read as its [`FusedRead`]
-    /// says), writing `out`.
-    fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
-        let _ = (fused, inputs, out);
+    /// Runs a fused group of elementwise ops on `inputs` (each read as its [`FusedRead`]
+    /// says), writing the values `fused.outputs` names to `outs`, all of one shape.
+    fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) -> Result<()> {
+        let _ = (fused, inputs, outs);
         Err(crate::Error::Device(
             "this backend does not fuse ops".into(),
         ))
     }
 }
 
-/// A chain of elementwise ops computed in one kernel: values in topological order, the last
-/// one being the output. Fusion is an optimisation only: the values are those the ops give
-/// one at a time.
+/// Most scalar constants one fused kernel reads from its parameters.
+pub const MAX_FUSED_CONSTANTS: usize = 16;
+
+/// A group of elementwise ops computed in one kernel: values in topological order, some of
+/// them stored. Fusion is an optimisation only: the values are those the ops give one at a
+/// time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fused {
-    /// The values, each from an input or from an op on earlier values.
+    /// The values, each from an input, a constant or an op on earlier values.
     pub values: Vec<FusedValue>,
+    /// Scalar constants (at most [`MAX_FUSED_CONSTANTS`]), passed with the launch rather than
+    /// compiled in, so that a kernel serves every value.
+    pub constants: Vec<f32>,
+    /// The values stored, one per output buffer, in order; the last value is always stored.
+    pub outputs: Vec<usize>,
 }
 
 /// One value of a [`Fused`] chain.
@@ -79,6 +87,11 @@ pub enum FusedValue {
         index: usize,
         /// Which of the input's elements output element `i` reads.
         read: FusedRead,
+    },
+    /// Scalar constant `slot` of [`Fused::constants`].
+    Const {
+        /// Position in [`Fused::constants`].
+        slot: usize,
     },
     /// An elementwise op (`Unary`, `Binary` or `Where`) applied to earlier values.
     Op {

@@ -15,7 +15,9 @@ pub mod shape;
 mod tensor;
 
 pub use autodiff::Grads;
-pub use backend::{Arg, Backend, BufferId, Device, Fused, FusedRead, FusedValue};
+pub use backend::{
+    Arg, Backend, BufferId, Device, Fused, FusedRead, FusedValue, MAX_FUSED_CONSTANTS,
+};
 pub use composite::{bce_with_logits, cross_entropy, mse_loss};
 pub use error::{Error, Result};
 pub use op::{BinaryOp, Conv2dSpec, DType, Family, Op, Pool2dSpec, ReduceOp, UnaryOp};

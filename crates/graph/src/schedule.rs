@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::backend::{Arg, Buffer, Fused, FusedRead, FusedValue};
+use crate::backend::{Arg, Buffer, Fused, FusedRead, FusedValue, MAX_FUSED_CONSTANTS};
 use crate::error::Result;
 use crate::op::{DType, Op};
 use crate::tensor::Tensor;
@@ -55,13 +55,15 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
 
     let backend = device.backend();
     let groups = match backend.fusion_inputs() {
-        0 => vec![Vec::new(); order.len()],
-        max_inputs => plan_fusion(&order, &index, &uses, &keep, max_inputs),
+        0 => vec![None; order.len()],
+        // The inputs of a one-output kernel, or inputs and outputs together.
+        max_inputs => plan_fusion(&order, &index, &uses, &keep, max_inputs + 1),
     };
+    // Nodes computed inside another node's kernel.
     let inlined: Vec<bool> = {
         let mut v = vec![false; order.len()];
-        for members in &groups {
-            for &m in members.iter().take(members.len().saturating_sub(1)) {
+        for group in groups.iter().flatten() {
+            for &m in &group.members[..group.members.len() - 1] {
                 v[m] = true;
             }
         }
@@ -87,19 +89,39 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
                 }
             }
         };
-        let out = Buffer::alloc(&device, t.numel() * 4)?;
-        let out_arg = Arg {
-            buffer: out.id,
-            shape: t.shape(),
-            dtype: t.dtype(),
+        // The nodes whose inputs this launch consumes and those whose values it stores: the
+        // group, or the node alone.
+        let (members, outputs) = match &groups[i] {
+            Some(g) => (g.members.clone(), g.outputs.clone()),
+            None => (vec![i], vec![i]),
         };
-        // The nodes whose inputs this launch consumes: the group, or the node alone.
-        let members: Vec<usize> = if groups[i].is_empty() {
-            vec![i]
+        let outs: Vec<Rc<Buffer>> = outputs
+            .iter()
+            .map(|&o| Buffer::alloc(&device, order[o].numel() * 4))
+            .collect::<Result<_>>()?;
+        let out_args: Vec<Arg> = outputs
+            .iter()
+            .zip(&outs)
+            .map(|(&o, b)| Arg {
+                buffer: b.id,
+                shape: order[o].shape(),
+                dtype: order[o].dtype(),
+            })
+            .collect();
+        if let Some(group) = &groups[i] {
+            let (fused, leaves) = build_fused(&order, group);
+            let in_bufs: Vec<Rc<Buffer>> = leaves.iter().map(buffer_of).collect();
+            let args: Vec<Arg> = leaves
+                .iter()
+                .zip(&in_bufs)
+                .map(|(x, b)| Arg {
+                    buffer: b.id,
+                    shape: x.shape(),
+                    dtype: x.dtype(),
+                })
+                .collect();
+            backend.exec_fused(&fused, &args, &out_args)?;
         } else {
-            groups[i].clone()
-        };
-        if groups[i].is_empty() {
             let op = t.0.op.as_ref().expect("pending nodes have an op");
             let inputs = t.0.inputs.borrow();
             let in_bufs: Vec<Rc<Buffer>> = inputs.iter().map(buffer_of).collect();
@@ -112,22 +134,11 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
                     dtype: x.dtype(),
                 })
                 .collect();
-            backend.exec(op, &args, &out_arg)?;
-        } else {
-            let (fused, leaves) = build_fused(&order, &members);
-            let in_bufs: Vec<Rc<Buffer>> = leaves.iter().map(buffer_of).collect();
-            let args: Vec<Arg> = leaves
-                .iter()
-                .zip(&in_bufs)
-                .map(|(x, b)| Arg {
-                    buffer: b.id,
-                    shape: x.shape(),
-                    dtype: x.dtype(),
-                })
-                .collect();
-            backend.exec_fused(&fused, &args, &out_arg)?;
+            backend.exec(op, &args, &out_args[0])?;
         }
-        buffers[i] = Some(out);
+        for (&o, b) in outputs.iter().zip(outs) {
+            buffers[o] = Some(b);
+        }
         for &m in &members {
             for x in order[m].0.inputs.borrow().iter() {
                 if let Some(&j) = index.get(&x.id()) {
@@ -153,8 +164,8 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Longest chain fused into one kernel.
-const MAX_FUSED_OPS: usize = 16;
+/// Most ops fused into one kernel.
+const MAX_FUSED_OPS: usize = 24;
 
 /// An elementwise node whose inputs a fused kernel can index (see [`FusedRead`]).
 fn fusable(t: &Tensor) -> bool {
@@ -167,17 +178,60 @@ fn fusable(t: &Tensor) -> bool {
             .all(|x| FusedRead::of(x.shape(), t.shape()).is_some())
 }
 
-/// For each node that roots a fused group, the group's members in topological order (the
-/// root last); empty for nodes that run alone. A node joins its consumer's group when that is
-/// its only use and nothing outside the batch holds it.
+/// A one-element constant that fused kernels take from their parameters.
+fn is_constant(t: &Tensor) -> bool {
+    t.0.constant.get().is_some() && t.is_realized()
+}
+
+/// The buffers a group reads (ids, in first-use order) and the constants it reads.
+fn leaves_of(order: &[Tensor], members: &[usize]) -> (Vec<u64>, Vec<u64>) {
+    let ids: Vec<u64> = members.iter().map(|&m| order[m].id()).collect();
+    let (mut buffers, mut constants) = (Vec::new(), Vec::new());
+    for &m in members {
+        for x in order[m].0.inputs.borrow().iter() {
+            let list = if is_constant(x) {
+                &mut constants
+            } else {
+                &mut buffers
+            };
+            if !ids.contains(&x.id()) && !list.contains(&x.id()) {
+                list.push(x.id());
+            }
+        }
+    }
+    (buffers, constants)
+}
+
+/// Whether a group with these members and `outputs` stored values fits one kernel.
+fn fits(order: &[Tensor], members: &[usize], outputs: usize, max_buffers: usize) -> bool {
+    let (buffers, constants) = leaves_of(order, members);
+    members.len() <= MAX_FUSED_OPS
+        && buffers.len() + outputs <= max_buffers
+        && constants.len() <= MAX_FUSED_CONSTANTS
+}
+
+/// A fused kernel: its members in topological order (the root last), and the members whose
+/// values it stores (the root last).
+#[derive(Clone, Default)]
+struct Group {
+    members: Vec<usize>,
+    outputs: Vec<usize>,
+}
+
+/// For each node that roots a fused group, the group; `None` for nodes that run alone or
+/// inside another node's group. A node joins its consumer's group when that is its only use
+/// and nothing outside the batch holds it. Then a group also absorbs the groups (or lone
+/// elementwise nodes) of the same shape whose every use in the batch is inside it, storing
+/// their values too when they outlive the batch: an optimizer's new moments and new
+/// parameter become one kernel.
 fn plan_fusion(
     order: &[Tensor],
     index: &HashMap<u64, usize>,
     uses: &[usize],
     keep: &[bool],
-    max_inputs: usize,
-) -> Vec<Vec<usize>> {
-    let mut groups = vec![Vec::new(); order.len()];
+    max_buffers: usize,
+) -> Vec<Option<Group>> {
+    let mut groups: Vec<Option<Group>> = vec![None; order.len()];
     let mut taken = vec![false; order.len()];
     for r in (0..order.len()).rev() {
         if taken[r] || !fusable(&order[r]) {
@@ -185,16 +239,6 @@ fn plan_fusion(
         }
         let shape = order[r].shape();
         let mut members = vec![r];
-        let mut leaves: Vec<u64> = Vec::new();
-        let add_leaves = |leaves: &mut Vec<u64>, t: &Tensor, members: &[usize]| {
-            for x in t.0.inputs.borrow().iter() {
-                let member = index.get(&x.id()).is_some_and(|j| members.contains(j));
-                if !member && !leaves.contains(&x.id()) {
-                    leaves.push(x.id());
-                }
-            }
-        };
-        add_leaves(&mut leaves, &order[r], &members);
         let mut stack = vec![r];
         while let Some(m) = stack.pop() {
             let inputs: Vec<Tensor> = order[m].0.inputs.borrow().clone();
@@ -203,23 +247,14 @@ fn plan_fusion(
                     continue;
                 };
                 let joinable = uses[j] == 1 && !keep[j] && !taken[j] && !members.contains(&j);
-                if !joinable
-                    || !fusable(&order[j])
-                    || order[j].shape() != shape
-                    || members.len() >= MAX_FUSED_OPS
-                {
+                if !joinable || !fusable(&order[j]) || order[j].shape() != shape {
                     continue;
                 }
-                // Inlining j swaps it, as a leaf, for its own inputs.
-                let mut grown: Vec<u64> =
-                    leaves.iter().copied().filter(|&id| id != x.id()).collect();
                 members.push(j);
-                add_leaves(&mut grown, &order[j], &members);
-                if grown.len() > max_inputs {
+                if !fits(order, &members, 1, max_buffers) {
                     members.pop();
                     continue;
                 }
-                leaves = grown;
                 stack.push(j);
             }
         }
@@ -236,30 +271,94 @@ fn plan_fusion(
             for &m in &members {
                 taken[m] = true;
             }
-            groups[r] = members;
+            groups[r] = Some(Group {
+                members,
+                outputs: vec![r],
+            });
         }
+    }
+
+    // Absorb producers whose every use in the batch is inside the group.
+    for b in (0..order.len()).rev() {
+        let Some(mut group) = groups[b].take() else {
+            continue;
+        };
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let shape = order[b].shape();
+            let candidate = group.members.iter().find_map(|&m| {
+                order[m].0.inputs.borrow().iter().find_map(|x| {
+                    let &j = index.get(&x.id())?;
+                    let alone = groups[j].is_none() && !taken[j] && fusable(&order[j]);
+                    let root = groups[j].is_some() || alone;
+                    let refs: usize = group
+                        .members
+                        .iter()
+                        .map(|&k| {
+                            let inputs = order[k].0.inputs.borrow();
+                            inputs.iter().filter(|y| y.id() == x.id()).count()
+                        })
+                        .sum();
+                    let fresh = !group.members.contains(&j) && !tried.contains(&j);
+                    (root && fresh && order[j].shape() == shape && refs == uses[j]).then_some(j)
+                })
+            });
+            let Some(j) = candidate else { break };
+            let absorbed = groups[j].clone().unwrap_or_else(|| Group {
+                members: vec![j],
+                outputs: vec![j],
+            });
+            let mut members = group.members.clone();
+            members.extend(&absorbed.members);
+            members.sort_unstable();
+            let mut outputs: Vec<usize> = absorbed
+                .outputs
+                .iter()
+                .copied()
+                .filter(|&o| keep[o])
+                .collect();
+            outputs.extend(&group.outputs);
+            if !fits(order, &members, outputs.len(), max_buffers) {
+                tried.push(j);
+                continue;
+            }
+            groups[j] = None;
+            for &m in &absorbed.members {
+                taken[m] = true;
+            }
+            group = Group { members, outputs };
+        }
+        groups[b] = Some(group);
     }
     groups
 }
 
 /// The fused expression of a group and the tensors it reads, in input order.
-fn build_fused(order: &[Tensor], members: &[usize]) -> (Fused, Vec<Tensor>) {
+fn build_fused(order: &[Tensor], group: &Group) -> (Fused, Vec<Tensor>) {
     let mut values = Vec::new();
+    let mut constants = Vec::new();
     let mut leaves: Vec<Tensor> = Vec::new();
     let mut value_of: HashMap<u64, usize> = HashMap::new();
-    for &m in members {
+    for &m in &group.members {
         let node = &order[m];
         let mut args = Vec::new();
         for x in node.0.inputs.borrow().iter() {
             let v = match value_of.get(&x.id()) {
                 Some(&v) => v,
                 None => {
-                    leaves.push(x.clone());
-                    values.push(FusedValue::Input {
-                        index: leaves.len() - 1,
-                        read: FusedRead::of(x.shape(), node.shape())
-                            .expect("members only read inputs a fused kernel can index"),
-                    });
+                    if let Some(c) = x.0.constant.get().filter(|_| is_constant(x)) {
+                        constants.push(c);
+                        values.push(FusedValue::Const {
+                            slot: constants.len() - 1,
+                        });
+                    } else {
+                        leaves.push(x.clone());
+                        values.push(FusedValue::Input {
+                            index: leaves.len() - 1,
+                            read: FusedRead::of(x.shape(), node.shape())
+                                .expect("members only read inputs a fused kernel can index"),
+                        });
+                    }
                     value_of.insert(x.id(), values.len() - 1);
                     values.len() - 1
                 }
@@ -270,7 +369,19 @@ fn build_fused(order: &[Tensor], members: &[usize]) -> (Fused, Vec<Tensor>) {
         values.push(FusedValue::Op { op, args });
         value_of.insert(node.id(), values.len() - 1);
     }
-    (Fused { values }, leaves)
+    let outputs = group
+        .outputs
+        .iter()
+        .map(|o| value_of[&order[*o].id()])
+        .collect();
+    (
+        Fused {
+            values,
+            constants,
+            outputs,
+        },
+        leaves,
+    )
 }
 
 /// Pending nodes reachable from `roots`, inputs before their users (iterative post-order DFS,

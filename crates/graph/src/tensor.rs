@@ -22,6 +22,9 @@ pub(crate) struct Node {
     pub(crate) inputs: RefCell<Vec<Tensor>>,
     pub(crate) buffer: RefCell<Option<Rc<Buffer>>>,
     pub(crate) requires_grad: Cell<bool>,
+    /// The value of a one-element tensor made by [`Tensor::full`]: fused kernels read it from
+    /// their parameters instead of binding its buffer.
+    pub(crate) constant: Cell<Option<f32>>,
 }
 
 /// A lazily evaluated n-dimensional array on a [`Device`].
@@ -71,6 +74,7 @@ impl Tensor {
             inputs: RefCell::new(inputs),
             buffer: RefCell::new(buffer),
             requires_grad: Cell::new(requires_grad),
+            constant: Cell::new(None),
         }))
     }
 
@@ -175,6 +179,7 @@ impl Tensor {
         // dispatch, and scalars (learning rates, β, ε, 1/n) appear many times in every step.
         if numel(shape) == 1 {
             if let Ok(t) = Self::upload(device, &value.to_le_bytes(), shape, DType::F32) {
+                t.0.constant.set(Some(value));
                 return t;
             }
         }
@@ -355,6 +360,7 @@ impl Tensor {
         value.realize()?;
         let buffer = value.0.buffer.borrow().clone();
         *self.0.buffer.borrow_mut() = buffer;
+        self.0.constant.set(value.0.constant.get());
         Ok(())
     }
 }
