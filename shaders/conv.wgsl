@@ -363,29 +363,80 @@ struct Im2colParams {
 
 @group(0) @binding(0) var<storage, read> u: Im2colParams;
 
+// With IM_FIXED the launcher compiles a pipeline per geometry and every field but image0
+// comes from these constants instead of `u`: divisions by them then compile to
+// multiplications and the window loops unroll.
+override IM_FIXED: bool = false;
+override IM_CI: u32 = 1u;
+override IM_H: u32 = 1u;
+override IM_W: u32 = 1u;
+override IM_OW: u32 = 1u;
+override IM_NP: u32 = 1u;
+override IM_PIXELS: u32 = 1u;
+override IM_KH: u32 = 1u;
+override IM_KW: u32 = 1u;
+override IM_SH: u32 = 1u;
+override IM_SW: u32 = 1u;
+override IM_OY: i32 = 0;
+override IM_OX: i32 = 0;
+override IM_KY_STEP: i32 = 1;
+override IM_KX_STEP: i32 = 1;
+override IM_B_STRIDE: u32 = 1u;
+override IM_R_STRIDE: u32 = 1u;
+override IM_P_STRIDE: u32 = 1u;
+
 @compute @workgroup_size(64, 1, 1)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let fixed = IM_FIXED;
+    let ci = select(u.ci, IM_CI, fixed);
+    let h = select(u.h, IM_H, fixed);
+    let w = select(u.w, IM_W, fixed);
+    let ow = select(u.ow, IM_OW, fixed);
+    let np = select(u.np, IM_NP, fixed);
+    let pixels = select(u.pixels, IM_PIXELS, fixed);
+    let kh = select(u.kh, IM_KH, fixed);
+    let kw = select(u.kw, IM_KW, fixed);
+    let sh = select(u.sh, IM_SH, fixed);
+    let sw = select(u.sw, IM_SW, fixed);
+    let oy0 = select(u.oy, IM_OY, fixed);
+    let ox0 = select(u.ox, IM_OX, fixed);
+    let ky_step = select(u.ky_step, IM_KY_STEP, fixed);
+    let kx_step = select(u.kx_step, IM_KX_STEP, fixed);
+    let b_stride = select(u.b_stride, IM_B_STRIDE, fixed);
+    let r_stride = select(u.r_stride, IM_R_STRIDE, fixed);
+    let p_stride = select(u.p_stride, IM_P_STRIDE, fixed);
+
     let i = gid.x + gid.y * nw.x * 64u;
-    if (i >= u.ci * u.pixels) { return; }
-    let c = quot(i, u.pixels);
-    let px = i - c * u.pixels;
-    let pc = min(px, u.np - 1u);
-    let oy = quot(pc, u.ow);
-    let ox = pc - oy * u.ow;
-    let y0 = i32(oy * u.sh) + u.oy;
-    let x0 = i32(ox * u.sw) + u.ox;
+    if (i >= ci * pixels) { return; }
+    var c: u32;
+    var oy: u32;
+    if (fixed) {
+        c = i / pixels;
+    } else {
+        c = quot(i, pixels);
+    }
+    let px = i - c * pixels;
+    let pc = min(px, np - 1u);
+    if (fixed) {
+        oy = pc / ow;
+    } else {
+        oy = quot(pc, ow);
+    }
+    let ox = pc - oy * ow;
+    let y0 = i32(oy * sh) + oy0;
+    let x0 = i32(ox * sw) + ox0;
     let b = gid.z;
-    let plane = ((u.image0 + b) * u.ci + c) * u.h * u.w;
-    var at = b * u.b_stride + c * u.kh * u.kw * u.r_stride + px * u.p_stride;
-    for (var ky = 0u; ky < u.kh; ky++) {
-        let y = y0 + i32(ky) * u.ky_step;
-        let row_ok = px < u.np && y >= 0 && y < i32(u.h);
-        let row = plane + u32(clamp(y, 0, i32(u.h) - 1)) * u.w;
-        for (var kx = 0u; kx < u.kw; kx++) {
-            let x = x0 + i32(kx) * u.kx_step;
-            let v = a[row + u32(clamp(x, 0, i32(u.w) - 1))];
-            out[at] = select(0.0, v, row_ok && x >= 0 && x < i32(u.w));
-            at += u.r_stride;
+    let plane = ((u.image0 + b) * ci + c) * h * w;
+    var at = b * b_stride + c * kh * kw * r_stride + px * p_stride;
+    for (var ky = 0u; ky < kh; ky++) {
+        let y = y0 + i32(ky) * ky_step;
+        let row_ok = px < np && y >= 0 && y < i32(h);
+        let row = plane + u32(clamp(y, 0, i32(h) - 1)) * w;
+        for (var kx = 0u; kx < kw; kx++) {
+            let x = x0 + i32(kx) * kx_step;
+            let v = a[row + u32(clamp(x, 0, i32(w) - 1))];
+            out[at] = select(0.0, v, row_ok && x >= 0 && x < i32(w));
+            at += r_stride;
         }
     }
 }

@@ -245,8 +245,24 @@ impl Context {
 
     /// The compiled pipeline for `entry` of `family`, compiled on first use.
     pub fn pipeline(&self, family: Family, entry: &str) -> Arc<wgpu::ComputePipeline> {
+        self.pipeline_with(family, entry, &[])
+    }
+
+    /// The pipeline for `entry` of `family` with its pipeline-overridable constants set to
+    /// `constants`, compiled once per distinct set.
+    pub fn pipeline_with(
+        &self,
+        family: Family,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Arc<wgpu::ComputePipeline> {
+        let key = if constants.is_empty() {
+            entry.to_string()
+        } else {
+            format!("{entry} {constants:?}")
+        };
         let mut pipelines = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = pipelines.get(&(family, entry.to_string())) {
+        if let Some(p) = pipelines.get(&(family, key.clone())) {
             return p.clone();
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
@@ -263,11 +279,14 @@ impl Context {
                 layout: None,
                 module,
                 entry_point: Some(entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    ..Default::default()
+                },
                 cache: None,
             },
         ));
-        pipelines.insert((family, entry.to_string()), pipeline.clone());
+        pipelines.insert((family, key), pipeline.clone());
         pipeline
     }
 }

@@ -142,12 +142,41 @@ impl GpuBackend {
             pad: 0,
         };
         let [x, y, _] = self.linear_groups((geo.ci * params.pixels) as usize);
-        self.push(
-            Family::Conv,
-            "im2col",
+        let groups = [x, y, images];
+        if !self.generated_copies {
+            self.push(Family::Conv, "im2col", &params, vec![cols, input], groups);
+            return;
+        }
+        // One pipeline per geometry, with everything but the first image compiled in.
+        let u = |v: u32| v as f64;
+        let i = |v: i32| v as f64;
+        let constants = [
+            ("IM_FIXED", 1.0),
+            ("IM_CI", u(params.ci)),
+            ("IM_H", u(params.h)),
+            ("IM_W", u(params.w)),
+            ("IM_OW", u(params.ow)),
+            ("IM_NP", u(params.np)),
+            ("IM_PIXELS", u(params.pixels)),
+            ("IM_KH", u(params.kh)),
+            ("IM_KW", u(params.kw)),
+            ("IM_SH", u(params.sh)),
+            ("IM_SW", u(params.sw)),
+            ("IM_OY", i(params.oy)),
+            ("IM_OX", i(params.ox)),
+            ("IM_KY_STEP", i(params.ky_step)),
+            ("IM_KX_STEP", i(params.kx_step)),
+            ("IM_B_STRIDE", u(params.b_stride)),
+            ("IM_R_STRIDE", u(params.r_stride)),
+            ("IM_P_STRIDE", u(params.p_stride)),
+        ];
+        let pipeline = self.ctx.pipeline_with(Family::Conv, "im2col", &constants);
+        self.push_pipeline(
+            pipeline,
+            "im2col (fixed)",
             &params,
             vec![cols, input],
-            [x, y, images],
+            groups,
         );
     }
 

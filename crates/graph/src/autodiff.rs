@@ -145,7 +145,9 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
                 UnaryOp::Sqrt => g * 0.5 / y,
                 UnaryOp::Abs => g * a.sign(),
                 UnaryOp::Sign => g.zeros_like(),
-                UnaryOp::Relu => Tensor::select(&a.gt(&zero()), g, &zero()),
+                // The mask from the output (y > 0 exactly when x > 0), so that backward does
+                // not hold the input: the op feeding a relu can then fuse into it.
+                UnaryOp::Relu => Tensor::select(&y.gt(&zero()), g, &zero()),
                 // σ' = σ(1-σ)
                 UnaryOp::Sigmoid => g * y * (y.neg().add_scalar(1.0)),
                 // tanh' = 1 - tanh²
