@@ -25,6 +25,41 @@ struct PoolParams {
 
 const WG: u32 = 64u;
 
+// With PL_FIXED the launcher compiles a pipeline per geometry: every field of `p` but `total`
+// comes from these constants (divisions by them compile to multiplications, window loops
+// unroll).
+override PL_FIXED: bool = false;
+override PL_H: u32 = 1u;
+override PL_W: u32 = 1u;
+override PL_OH: u32 = 1u;
+override PL_OW: u32 = 1u;
+override PL_KH: u32 = 1u;
+override PL_KW: u32 = 1u;
+override PL_SH: u32 = 1u;
+override PL_SW: u32 = 1u;
+override PL_PH: u32 = 1u;
+override PL_PW: u32 = 1u;
+override PL_INCLUDE_PAD: u32 = 1u;
+// i / d: by a compiled-in constant when fixed (a multiplication), else without integer
+// division (common.wgsl's quot).
+fn pdiv(i: u32, d: u32) -> u32 {
+    if (PL_FIXED) {
+        return i / d;
+    }
+    return quot(i, d);
+}
+fn geo_h() -> u32 { return select(p.h, PL_H, PL_FIXED); }
+fn geo_w() -> u32 { return select(p.w, PL_W, PL_FIXED); }
+fn geo_oh() -> u32 { return select(p.oh, PL_OH, PL_FIXED); }
+fn geo_ow() -> u32 { return select(p.ow, PL_OW, PL_FIXED); }
+fn geo_kh() -> u32 { return select(p.kh, PL_KH, PL_FIXED); }
+fn geo_kw() -> u32 { return select(p.kw, PL_KW, PL_FIXED); }
+fn geo_sh() -> u32 { return select(p.sh, PL_SH, PL_FIXED); }
+fn geo_sw() -> u32 { return select(p.sw, PL_SW, PL_FIXED); }
+fn geo_ph() -> u32 { return select(p.ph, PL_PH, PL_FIXED); }
+fn geo_pw() -> u32 { return select(p.pw, PL_PW, PL_FIXED); }
+fn geo_include_pad() -> u32 { return select(p.include_pad, PL_INCLUDE_PAD, PL_FIXED); }
+
 // A window's valid rows [r.x, r.y) and columns [r.z, r.w), and its padded extent's area.
 struct Window {
     r: vec4<i32>,
@@ -32,18 +67,18 @@ struct Window {
 }
 
 fn window(oy: u32, ox: u32) -> Window {
-    let y0 = i32(oy * p.sh) - i32(p.ph);
-    let x0 = i32(ox * p.sw) - i32(p.pw);
-    let y1 = min(y0 + i32(p.kh), i32(p.h + p.ph));
-    let x1 = min(x0 + i32(p.kw), i32(p.w + p.pw));
+    let y0 = i32(oy * geo_sh()) - i32(geo_ph());
+    let x0 = i32(ox * geo_sw()) - i32(geo_pw());
+    let y1 = min(y0 + i32(geo_kh()), i32(geo_h() + geo_ph()));
+    let x1 = min(x0 + i32(geo_kw()), i32(geo_w() + geo_pw()));
     var win: Window;
     win.full = f32((y1 - y0) * (x1 - x0));
-    win.r = vec4<i32>(max(y0, 0), min(y1, i32(p.h)), max(x0, 0), min(x1, i32(p.w)));
+    win.r = vec4<i32>(max(y0, 0), min(y1, i32(geo_h())), max(x0, 0), min(x1, i32(geo_w())));
     return win;
 }
 
 fn divisor(win: Window) -> f32 {
-    if (p.include_pad != 0u) {
+    if (geo_include_pad() != 0u) {
         return win.full;
     }
     return f32((win.r.y - win.r.x) * (win.r.w - win.r.z));
@@ -51,11 +86,11 @@ fn divisor(win: Window) -> f32 {
 
 // Plane offset of the first maximum of a window in row-major order.
 fn argmax(plane: u32, win: Window) -> u32 {
-    var best = u32(win.r.x) * p.w + u32(win.r.z);
+    var best = u32(win.r.x) * geo_w() + u32(win.r.z);
     var best_v = bitcast<f32>(0xff800000u);
     for (var y = win.r.x; y < win.r.y; y++) {
         for (var x = win.r.z; x < win.r.w; x++) {
-            let at = u32(y) * p.w + u32(x);
+            let at = u32(y) * geo_w() + u32(x);
             let v = a[plane + at];
             if (v > best_v) {
                 best_v = v;
@@ -70,8 +105,8 @@ fn argmax(plane: u32, win: Window) -> u32 {
 fn covering(i: u32, k: u32, s: u32, pad: u32, count: u32) -> vec2<i32> {
     let t = i32(i + pad);
     // (t - k + s) / s may be negative; clamping makes its rounding direction irrelevant.
-    let first = i32(quot(u32(max(t - i32(k) + i32(s), 0)), s));
-    let last = min(i32(quot(u32(t), s)), i32(count) - 1);
+    let first = i32(pdiv(u32(max(t - i32(k) + i32(s), 0)), s));
+    let last = min(i32(pdiv(u32(t), s)), i32(count) - 1);
     return vec2<i32>(first, last);
 }
 
@@ -79,11 +114,11 @@ fn covering(i: u32, k: u32, s: u32, pad: u32, count: u32) -> vec2<i32> {
 fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = quot(i, p.ow);
-    let ox = i - row * p.ow;
-    let pl = quot(row, p.oh);
-    let oy = row - pl * p.oh;
-    let plane = pl * p.h * p.w;
+    let row = pdiv(i, geo_ow());
+    let ox = i - row * geo_ow();
+    let pl = pdiv(row, geo_oh());
+    let oy = row - pl * geo_oh();
+    let plane = pl * geo_h() * geo_w();
     out[i] = a[plane + argmax(plane, window(oy, ox))];
 }
 
@@ -94,11 +129,11 @@ fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
 fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = quot(i, p.ow);
-    let ox = i - row * p.ow;
-    let pl = quot(row, p.oh);
-    let oy = row - pl * p.oh;
-    let plane = pl * p.h * p.w;
+    let row = pdiv(i, geo_ow());
+    let ox = i - row * geo_ow();
+    let pl = pdiv(row, geo_oh());
+    let oy = row - pl * geo_oh();
+    let plane = pl * geo_h() * geo_w();
     out[plane + argmax(plane, window(oy, ox))] = b[i];
 }
 
@@ -108,19 +143,19 @@ fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builti
 fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = quot(i, p.w);
-    let x = i - row * p.w;
-    let pl = quot(row, p.h);
-    let y = row - pl * p.h;
-    let plane = pl * p.h * p.w;
-    let me = y * p.w + x;
-    let ys = covering(y, p.kh, p.sh, p.ph, p.oh);
-    let xs = covering(x, p.kw, p.sw, p.pw, p.ow);
+    let row = pdiv(i, geo_w());
+    let x = i - row * geo_w();
+    let pl = pdiv(row, geo_h());
+    let y = row - pl * geo_h();
+    let plane = pl * geo_h() * geo_w();
+    let me = y * geo_w() + x;
+    let ys = covering(y, geo_kh(), geo_sh(), geo_ph(), geo_oh());
+    let xs = covering(x, geo_kw(), geo_sw(), geo_pw(), geo_ow());
     var acc = 0.0;
     for (var oy = ys.x; oy <= ys.y; oy++) {
         for (var ox = xs.x; ox <= xs.y; ox++) {
             if (argmax(plane, window(u32(oy), u32(ox))) == me) {
-                acc += b[(pl * p.oh + u32(oy)) * p.ow + u32(ox)];
+                acc += b[(pl * geo_oh() + u32(oy)) * geo_ow() + u32(ox)];
             }
         }
     }
@@ -131,16 +166,16 @@ fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_wor
 fn avg_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = quot(i, p.ow);
-    let ox = i - row * p.ow;
-    let pl = quot(row, p.oh);
-    let oy = row - pl * p.oh;
-    let plane = pl * p.h * p.w;
+    let row = pdiv(i, geo_ow());
+    let ox = i - row * geo_ow();
+    let pl = pdiv(row, geo_oh());
+    let oy = row - pl * geo_oh();
+    let plane = pl * geo_h() * geo_w();
     let win = window(oy, ox);
     var sum = 0.0;
     for (var y = win.r.x; y < win.r.y; y++) {
         for (var x = win.r.z; x < win.r.w; x++) {
-            sum += a[plane + u32(y) * p.w + u32(x)];
+            sum += a[plane + u32(y) * geo_w() + u32(x)];
         }
     }
     out[i] = sum / divisor(win);
@@ -151,17 +186,17 @@ fn avg_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
 fn avg_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = quot(i, p.w);
-    let x = i - row * p.w;
-    let pl = quot(row, p.h);
-    let y = row - pl * p.h;
-    let ys = covering(y, p.kh, p.sh, p.ph, p.oh);
-    let xs = covering(x, p.kw, p.sw, p.pw, p.ow);
+    let row = pdiv(i, geo_w());
+    let x = i - row * geo_w();
+    let pl = pdiv(row, geo_h());
+    let y = row - pl * geo_h();
+    let ys = covering(y, geo_kh(), geo_sh(), geo_ph(), geo_oh());
+    let xs = covering(x, geo_kw(), geo_sw(), geo_pw(), geo_ow());
     var acc = 0.0;
     for (var oy = ys.x; oy <= ys.y; oy++) {
         for (var ox = xs.x; ox <= xs.y; ox++) {
             let win = window(u32(oy), u32(ox));
-            acc += a[(pl * p.oh + u32(oy)) * p.ow + u32(ox)] / divisor(win);
+            acc += a[(pl * geo_oh() + u32(oy)) * geo_ow() + u32(ox)] / divisor(win);
         }
     }
     out[i] = acc;

@@ -113,6 +113,35 @@ impl GpuBackend {
         self.push_linear(Family::Layout, "copy", &params, vec![dst, src], n);
     }
 
+    /// Records a pooling kernel over `n` invocations, compiled for its geometry when
+    /// generated kernels are on (see `shaders/pool.wgsl`).
+    fn push_pool(&self, entry: &str, params: &PoolParams, buffers: Vec<BufferId>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if !self.generated_copies {
+            self.push_linear(Family::Pool, entry, params, buffers, n);
+            return;
+        }
+        let u = |v: u32| v as f64;
+        let constants = [
+            ("PL_FIXED", 1.0),
+            ("PL_H", u(params.h)),
+            ("PL_W", u(params.w)),
+            ("PL_OH", u(params.oh)),
+            ("PL_OW", u(params.ow)),
+            ("PL_KH", u(params.kh)),
+            ("PL_KW", u(params.kw)),
+            ("PL_SH", u(params.sh)),
+            ("PL_SW", u(params.sw)),
+            ("PL_PH", u(params.ph)),
+            ("PL_PW", u(params.pw)),
+            ("PL_INCLUDE_PAD", u(params.include_pad)),
+        ];
+        let pipeline = self.ctx.pipeline_with(Family::Pool, entry, &constants);
+        self.push_pipeline(pipeline, entry, params, buffers, self.linear_groups(n));
+    }
+
     pub(crate) fn fill(&self, dst: BufferId, n: usize, bits: u32) {
         let params = CopyParams {
             n: n as u32,
@@ -408,7 +437,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
         Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {}
         Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
             let params = PoolParams::new(spec, n, x[0].shape, out.shape);
-            be.push_linear(family, entry, &params, ids(x), n);
+            be.push_pool(entry, &params, ids(x), n);
         }
         Op::MaxPool2dGrad(spec) => {
             let disjoint = spec.stride[0] >= spec.kernel[0] && spec.stride[1] >= spec.kernel[1];
@@ -416,15 +445,15 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 be.fill(out.buffer, n, 0);
                 let windows = numel(x[1].shape);
                 let params = PoolParams::new(spec, windows, x[0].shape, x[1].shape);
-                be.push_linear(family, &entries[1], &params, ids(x), windows);
+                be.push_pool(&entries[1], &params, ids(x), windows);
             } else {
                 let params = PoolParams::new(spec, n, x[0].shape, x[1].shape);
-                be.push_linear(family, entry, &params, ids(x), n);
+                be.push_pool(entry, &params, ids(x), n);
             }
         }
         Op::AvgPool2dGrad { spec, .. } => {
             let params = PoolParams::new(spec, n, out.shape, x[0].shape);
-            be.push_linear(family, entry, &params, ids(x), n);
+            be.push_pool(entry, &params, ids(x), n);
         }
         Op::Cast { to } => {
             let mut params: ShapeParams = Zeroable::zeroed();
