@@ -19,7 +19,13 @@ struct MatmulParams {
     out_offset: u32,
     out_n: u32,
     accumulate: u32,
-    _pad: u32,
+    // Nonzero: a is stored [k, m] (b: [n, k]) and read as its transpose. The scalar kernel
+    // takes any combination; the vec4 ones below say which they serve.
+    ta: u32,
+    tb: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> p: MatmulParams;
@@ -45,27 +51,33 @@ fn matmul(@builtin(global_invocation_id) g: vec3<u32>) {
     }
 
     let k = p.k;
+    // Element (i, t) of op(a) at i·a_row + t·a_col, (t, j) of op(b) at t·b_row + j·b_col.
+    let a_row = select(k, 1u, p.ta != 0u);
+    let a_col = select(1u, p.m, p.ta != 0u);
+    let b_row = select(p.n, 1u, p.tb != 0u);
+    let b_col = select(1u, k, p.tb != 0u);
     // Rows and columns past the edge are clamped; their results are never stored.
-    let ra0 = a0 + min(row, p.m - 1u) * k;
-    let ra1 = a0 + min(row + 1u, p.m - 1u) * k;
-    let ra2 = a0 + min(row + 2u, p.m - 1u) * k;
-    let ra3 = a0 + min(row + 3u, p.m - 1u) * k;
-    let c0 = min(col, p.n - 1u);
-    let c1 = min(col + 1u, p.n - 1u);
-    let c2 = min(col + 2u, p.n - 1u);
-    let c3 = min(col + 3u, p.n - 1u);
+    let ra0 = a0 + min(row, p.m - 1u) * a_row;
+    let ra1 = a0 + min(row + 1u, p.m - 1u) * a_row;
+    let ra2 = a0 + min(row + 2u, p.m - 1u) * a_row;
+    let ra3 = a0 + min(row + 3u, p.m - 1u) * a_row;
+    let c0 = min(col, p.n - 1u) * b_col;
+    let c1 = min(col + 1u, p.n - 1u) * b_col;
+    let c2 = min(col + 2u, p.n - 1u) * b_col;
+    let c3 = min(col + 3u, p.n - 1u) * b_col;
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var t = 0u; t < k; t++) {
-        let rb = b0 + t * p.n;
+        let rb = b0 + t * b_row;
         let bv = vec4<f32>(b[rb + c0], b[rb + c1], b[rb + c2], b[rb + c3]);
-        acc0 += a[ra0 + t] * bv;
-        acc1 += a[ra1 + t] * bv;
-        acc2 += a[ra2 + t] * bv;
-        acc3 += a[ra3 + t] * bv;
+        let ta = t * a_col;
+        acc0 += a[ra0 + ta] * bv;
+        acc1 += a[ra1 + ta] * bv;
+        acc2 += a[ra2 + ta] * bv;
+        acc3 += a[ra3 + ta] * bv;
     }
 
     let base = g.z * p.m * p.n;
@@ -281,6 +293,95 @@ fn matmul_tiled(
     if (c4 >= n4) { return; }
     let base = wg.z * p.m * n4 + row * n4 + c4;
     if (row < p.m) { out4[base] = acc0; }
+    if (row + 1u < p.m) { out4[base + n4] = acc1; }
+    if (row + 2u < p.m) { out4[base + 2u * n4] = acc2; }
+    if (row + 3u < p.m) { out4[base + 3u * n4] = acc3; }
+}
+
+// Batch offsets (in elements) of a and b for output matrix z.
+fn batch_offsets(z: u32) -> vec2<u32> {
+    var r = z;
+    var o = vec2<u32>(0u, 0u);
+    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
+        let n = p.batch[d];
+        let i = r % n;
+        r = r / n;
+        o += i * vec2<u32>(p.sa[d], p.sb[d]);
+    }
+    return o;
+}
+
+// C = Aᵀ·B with A stored [k, m] (m and n multiples of 4): one vec4 of A gives 4 rows' values
+// at one t, one vec4 of B 4 columns', so each step is 2 loads for 16 multiply-adds.
+@compute @workgroup_size(8, 8, 1)
+fn matmul_tn_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
+    let n4 = p.n / 4u;
+    let m4 = p.m / 4u;
+    let c4 = g.x;
+    let r4 = g.y;
+    if (r4 >= m4 || c4 >= n4) { return; }
+    let o = batch_offsets(g.z) / 4u;
+    var ra = o.x + r4;
+    var rb = o.y + c4;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var t = 0u; t < p.k; t++) {
+        let x = a4[ra];
+        let y = b4[rb];
+        ra += m4;
+        rb += n4;
+        acc0 += x.x * y;
+        acc1 += x.y * y;
+        acc2 += x.z * y;
+        acc3 += x.w * y;
+    }
+    let base = g.z * p.m * n4 + r4 * 4u * n4 + c4;
+    out4[base] = acc0;
+    out4[base + n4] = acc1;
+    out4[base + 2u * n4] = acc2;
+    out4[base + 3u * n4] = acc3;
+}
+
+// C = A·Bᵀ with B stored [n, k] (k and n multiples of 4): rows of both are read as vec4
+// along k, and each of the 16 outputs is a running dot product.
+@compute @workgroup_size(8, 8, 1)
+fn matmul_nt_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let c4 = g.x;
+    let row = g.y * 4u;
+    if (row >= p.m || c4 >= n4) { return; }
+    let o = batch_offsets(g.z) / 4u;
+    let ra0 = o.x + min(row, p.m - 1u) * k4;
+    let ra1 = o.x + min(row + 1u, p.m - 1u) * k4;
+    let ra2 = o.x + min(row + 2u, p.m - 1u) * k4;
+    let ra3 = o.x + min(row + 3u, p.m - 1u) * k4;
+    let rb0 = o.y + (c4 * 4u) * k4;
+    let rb1 = rb0 + k4;
+    let rb2 = rb1 + k4;
+    let rb3 = rb2 + k4;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var t = 0u; t < k4; t++) {
+        let b_0 = b4[rb0 + t];
+        let b_1 = b4[rb1 + t];
+        let b_2 = b4[rb2 + t];
+        let b_3 = b4[rb3 + t];
+        let x0 = a4[ra0 + t];
+        acc0 += vec4<f32>(dot(x0, b_0), dot(x0, b_1), dot(x0, b_2), dot(x0, b_3));
+        let x1 = a4[ra1 + t];
+        acc1 += vec4<f32>(dot(x1, b_0), dot(x1, b_1), dot(x1, b_2), dot(x1, b_3));
+        let x2 = a4[ra2 + t];
+        acc2 += vec4<f32>(dot(x2, b_0), dot(x2, b_1), dot(x2, b_2), dot(x2, b_3));
+        let x3 = a4[ra3 + t];
+        acc3 += vec4<f32>(dot(x3, b_0), dot(x3, b_1), dot(x3, b_2), dot(x3, b_3));
+    }
+    let base = g.z * p.m * n4 + row * n4 + c4;
+    out4[base] = acc0;
     if (row + 1u < p.m) { out4[base + n4] = acc1; }
     if (row + 2u < p.m) { out4[base + 2u * n4] = acc2; }
     if (row + 3u < p.m) { out4[base + 3u * n4] = acc3; }

@@ -45,6 +45,15 @@ fn reduction_and_matmul_rules() {
     gradcheck("sum", &[f(&[3, 4, 2])], |x| x[0].sum(&[0, 2], false));
     gradcheck("max", &[distinct(&[3, 5])], |x| x[0].max(&[1], true));
     gradcheck("matmul", &[f(&[3, 4]), f(&[4, 2])], |x| x[0].matmul(&x[1]));
+    for (ta, tb) in [(true, false), (false, true), (true, true)] {
+        let a = if ta { [2, 4, 3] } else { [2, 3, 4] };
+        let b = if tb { [5, 4] } else { [4, 5] };
+        gradcheck(
+            &format!("matmul_t{}{}", ta as u8, tb as u8),
+            &[f(&a), f(&b)],
+            move |x| x[0].matmul_t(&x[1], ta, tb),
+        );
+    }
     gradcheck(
         "matmul_batched_broadcast",
         &[f(&[2, 3, 4]), f(&[4, 2])],

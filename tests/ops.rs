@@ -145,6 +145,20 @@ fn matmul_shapes() {
         &[f(&[2, 1, 4, 3]), f(&[1, 3, 3, 5])],
         |x| x[0].matmul(&x[1]),
     );
+    // Transposed operands read in place, every flag combination, vec4 and scalar shapes,
+    // with batch broadcasting.
+    for (m, k, n) in [(3, 5, 7), (8, 12, 16), (68, 36, 20), (5, 8, 4)] {
+        for (ta, tb) in [(true, false), (false, true), (true, true)] {
+            let a = if ta { [2, k, m] } else { [2, m, k] };
+            let b = if tb { [n, k] } else { [k, n] };
+            check(
+                &format!("matmul_t{}{}_{m}x{k}x{n}", ta as u8, tb as u8),
+                k,
+                &[f(&a), f(&b)],
+                move |x| x[0].matmul_t(&x[1], ta, tb),
+            );
+        }
+    }
     check(
         "matmul_vec4_broadcast",
         12,

@@ -90,7 +90,12 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
                 *o = v as u32;
             }
         }
-        Op::MatMul => matmul(&x[0], &x[1], out_shape, bytemuck::cast_slice_mut(out)),
+        Op::MatMul { ta, tb } => matmul(
+            (&x[0], *ta),
+            (&x[1], *tb),
+            out_shape,
+            bytemuck::cast_slice_mut(out),
+        ),
         Op::Reshape { .. } => out.copy_from_slice(&x[0].data[..n]),
         Op::Permute { perm } => {
             let own = contiguous_strides(x[0].shape);
@@ -320,10 +325,18 @@ fn reduce(
         .collect()
 }
 
-fn matmul(a: &In, b: &In, out_shape: &[usize], out: &mut [f32]) {
+/// `op(a) · op(b)`; a transposed operand is read through swapped strides.
+fn matmul((a, ta): (&In, bool), (b, tb): (&In, bool), out_shape: &[usize], out: &mut [f32]) {
     let r = out_shape.len();
     let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
-    let k = a.shape[a.shape.len() - 1];
+    let k = if ta {
+        a.shape[a.shape.len() - 2]
+    } else {
+        a.shape[a.shape.len() - 1]
+    };
+    // Element (i, p) of op(a) at i·a_row + p·a_col; (p, j) of op(b) at p·b_row + j·b_col.
+    let (a_row, a_col) = if ta { (1, m) } else { (k, 1) };
+    let (b_row, b_col) = if tb { (1, k) } else { (n, 1) };
     let batch_shape = &out_shape[..r - 2];
     let sa = broadcast_strides(&a.shape[..a.shape.len() - 2], batch_shape);
     let sb = broadcast_strides(&b.shape[..b.shape.len() - 2], batch_shape);
@@ -335,10 +348,16 @@ fn matmul(a: &In, b: &In, out_shape: &[usize], out: &mut [f32]) {
         for i in 0..m {
             row.fill(0.0);
             for p in 0..k {
-                let aip = av[ao + i * k + p] as f64;
-                let brow = &bv[bo + p * n..bo + (p + 1) * n];
-                for (acc, &bpj) in row.iter_mut().zip(brow) {
-                    *acc += aip * bpj as f64;
+                let aip = av[ao + i * a_row + p * a_col] as f64;
+                let at = bo + p * b_row;
+                if b_col == 1 {
+                    for (acc, &bpj) in row.iter_mut().zip(&bv[at..at + n]) {
+                        *acc += aip * bpj as f64;
+                    }
+                } else {
+                    for (j, acc) in row.iter_mut().enumerate() {
+                        *acc += aip * bv[at + j * b_col] as f64;
+                    }
                 }
             }
             let dst = &mut out[(batch * m + i) * n..(batch * m + i + 1) * n];

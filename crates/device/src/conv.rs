@@ -203,7 +203,9 @@ impl GpuBackend {
             out_offset,
             out_n,
             accumulate: accumulate as u32,
-            pad: 0,
+            ta: 0,
+            tb: 0,
+            pad: [0; 3],
         };
         // The same choice of workgroup shape as a plain matmul (docs/performance.md).
         let (entry, tile) = if (k as u64) * (n as u64) <= 1 << 20 {

@@ -221,10 +221,11 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             params.extra[0] = contiguous_strides(s)[*axis] as u32;
             be.push_linear(family, entry, &params, ids(x), n);
         }
-        Op::MatMul => {
+        Op::MatMul { ta, tb } => {
             let (a, b) = (x[0].shape, x[1].shape);
             let r = out.shape.len();
-            let (m, nn, k) = (out.shape[r - 2], out.shape[r - 1], a[a.len() - 1]);
+            let k = if *ta { a[a.len() - 2] } else { a[a.len() - 1] };
+            let (m, nn) = (out.shape[r - 2], out.shape[r - 1]);
             let batch = &out.shape[..r - 2];
             let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch)
                 .iter()
@@ -245,24 +246,39 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 out_offset: 0,
                 out_n: nn as u32,
                 accumulate: 0,
-                pad: 0,
+                ta: *ta as u32,
+                tb: *tb as u32,
+                pad: [0; 3],
             };
             if n > 0 {
-                // The vec4 variant reads rows as vec4 and needs k and n to be multiples of 4.
-                let vec4 = k % 4 == 0 && nn % 4 == 0 && k > 0;
-                // Wide workgroups win while B (k·n values) stays in cache.
-                let (entry, tile) = match (vec4, be.ctx.gpu_kernels, k * nn <= 1 << 20) {
-                    (true, true, _) => (entries[3].as_str(), [64, 64]),
-                    (true, false, true) => (entries[2].as_str(), [256, 4]),
-                    (true, false, false) => (entries[1].as_str(), [32, 32]),
-                    (false, _, _) => (entry, [32, 32]),
+                let entry = |name: &str| {
+                    entries
+                        .iter()
+                        .find(|e| e.as_str() == name)
+                        .expect("matmul entry listed in Op::kernels")
+                        .as_str()
+                };
+                let four = |v: usize| v.is_multiple_of(4) && v > 0;
+                // The vec4 variants read rows as vec4: the dimensions they read along must
+                // be multiples of 4. Wide workgroups win while B (k·n values) stays in cache.
+                let (name, tile) = match (*ta, *tb) {
+                    (false, false) if four(k) && four(nn) => {
+                        match (be.ctx.gpu_kernels, k * nn <= 1 << 20) {
+                            (true, _) => ("matmul_tiled", [64, 64]),
+                            (false, true) => ("matmul_vec4_wide", [256, 4]),
+                            (false, false) => ("matmul_vec4", [32, 32]),
+                        }
+                    }
+                    (true, false) if four(m) && four(nn) => ("matmul_tn_vec4", [32, 32]),
+                    (false, true) if four(k) && four(nn) => ("matmul_nt_vec4", [32, 32]),
+                    _ => ("matmul", [32, 32]),
                 };
                 let groups = [
                     (nn as u32).div_ceil(tile[0]),
                     (m as u32).div_ceil(tile[1]),
                     numel(batch) as u32,
                 ];
-                be.push(family, entry, &params, ids(x), groups);
+                be.push(family, entry(name), &params, ids(x), groups);
             }
         }
         Op::Reshape { .. } => {

@@ -97,8 +97,12 @@ pub struct MatmulParams {
     pub out_n: u32,
     /// `_out` kernels: nonzero to add the product to the output.
     pub accumulate: u32,
-    /// Unused; matches the WGSL struct's `_pad`.
-    pub pad: u32,
+    /// Nonzero when `a` is stored `[k, m]` and read transposed.
+    pub ta: u32,
+    /// Nonzero when `b` is stored `[n, k]` and read transposed.
+    pub tb: u32,
+    /// Unused; matches the WGSL struct's `_pad0` to `_pad2`.
+    pub pad: [u32; 3],
 }
 
 /// `shaders/random.wgsl`'s `RandParams`.

@@ -57,7 +57,10 @@ fn all_ops() -> Vec<Op> {
             axis: 0,
             keepdim: false,
         },
-        Op::MatMul,
+        Op::MatMul {
+            ta: false,
+            tb: false,
+        },
         Op::Reshape { shape: vec![] },
         Op::Permute { perm: vec![] },
         Op::Expand { shape: vec![] },
@@ -131,7 +134,7 @@ fn all_ops() -> Vec<Op> {
             | Op::Where
             | Op::Reduce { .. }
             | Op::Argmax { .. }
-            | Op::MatMul
+            | Op::MatMul { .. }
             | Op::Reshape { .. }
             | Op::Permute { .. }
             | Op::Expand { .. }

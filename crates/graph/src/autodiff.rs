@@ -228,8 +228,23 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             }
         }
         Op::Argmax { .. } => vec![],
-        // dA = G·Bᵀ, dB = Aᵀ·G (batch broadcasting summed by the driver)
-        Op::MatMul => vec![Some(g.matmul(&x[1].t())), Some(x[0].t().matmul(g))],
+        // With A' = op(A), B' = op(B): dA' = G·B'ᵀ and dB' = A'ᵀ·G, transposed back where
+        // the operand was read transposed; every transpose is a flag, never a copy (batch
+        // broadcasting summed by the driver).
+        Op::MatMul { ta, tb } => {
+            let (a, b) = (&x[0], &x[1]);
+            let da = if *ta {
+                b.matmul_t(g, *tb, true)
+            } else {
+                g.matmul_t(b, false, !tb)
+            };
+            let db = if *tb {
+                g.matmul_t(a, true, *ta)
+            } else {
+                a.matmul_t(g, !ta, false)
+            };
+            vec![Some(da), Some(db)]
+        }
         Op::Reshape { .. } => vec![Some(g.reshape(x[0].shape()))],
         Op::Permute { perm } => {
             let mut inverse = vec![0; perm.len()];

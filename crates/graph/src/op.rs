@@ -197,8 +197,15 @@ pub enum Op {
         /// Keep the axis as size 1 instead of removing it.
         keepdim: bool,
     },
-    /// `[..., m, k] x [..., k, n] -> [..., m, n]`, batch dimensions broadcast.
-    MatMul,
+    /// `op(a) · op(b)` over the last two dimensions, batch dimensions broadcast, where
+    /// `op(x)` is x or, when its flag is set, x with its last two axes swapped (read in
+    /// place, never copied): `[..., m, k] x [..., k, n] -> [..., m, n]` for plain operands.
+    MatMul {
+        /// Read `a` (stored `[..., k, m]`) as its transpose.
+        ta: bool,
+        /// Read `b` (stored `[..., n, k]`) as its transpose.
+        tb: bool,
+    },
     /// The same elements in row-major order, viewed with a new shape.
     Reshape {
         /// New shape, with the input's number of elements.
@@ -323,7 +330,7 @@ impl Op {
                 op: ReduceOp::Max, ..
             } => "max",
             Op::Argmax { .. } => "argmax",
-            Op::MatMul => "matmul",
+            Op::MatMul { .. } => "matmul",
             Op::Reshape { .. } => "reshape",
             Op::Permute { .. } => "permute",
             Op::Expand { .. } => "expand",
@@ -355,7 +362,7 @@ impl Op {
             Op::Unary(_)
             | Op::Where
             | Op::Reduce { .. }
-            | Op::MatMul
+            | Op::MatMul { .. }
             | Op::Reshape { .. }
             | Op::Permute { .. }
             | Op::Expand { .. }
@@ -386,9 +393,16 @@ impl Op {
             Op::Argmax { .. } => (Family::Index, &["argmax"]),
             // The vec4 variants serve k and n that are multiples of 4; the tiled one is for
             // GPUs (see crates/device).
-            Op::MatMul => (
+            Op::MatMul { .. } => (
                 Family::Matmul,
-                &["matmul", "matmul_vec4", "matmul_vec4_wide", "matmul_tiled"],
+                &[
+                    "matmul",
+                    "matmul_vec4",
+                    "matmul_vec4_wide",
+                    "matmul_tiled",
+                    "matmul_tn_vec4",
+                    "matmul_nt_vec4",
+                ],
             ),
             Op::Reshape { .. } => (Family::Layout, &[]),
             Op::Permute { .. } | Op::Expand { .. } | Op::Slice { .. } | Op::Concat { .. } => {
@@ -422,7 +436,7 @@ impl Op {
         let arity_ok = match self {
             Op::Full { .. } | Op::RandUniform { .. } => inputs.is_empty(),
             Op::Binary(_)
-            | Op::MatMul
+            | Op::MatMul { .. }
             | Op::Gather
             | Op::Conv2d(_)
             | Op::Conv2dGradInput { .. }
@@ -490,7 +504,7 @@ impl Op {
                 }
                 (reduced_shape(s, &[*axis], *keepdim), DType::U32)
             }
-            Op::MatMul => {
+            Op::MatMul { ta, tb } => {
                 need_f32(0)?;
                 need_f32(1)?;
                 let (a, b) = (&inputs[0].0, &inputs[1].0);
@@ -499,8 +513,14 @@ impl Op {
                         "matmul: both inputs need at least 2 dimensions, got {a:?} and {b:?}"
                     ));
                 }
-                let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
-                let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
+                let (mut m, mut k) = (a[a.len() - 2], a[a.len() - 1]);
+                let (mut k2, mut n) = (b[b.len() - 2], b[b.len() - 1]);
+                if *ta {
+                    (m, k) = (k, m);
+                }
+                if *tb {
+                    (k2, n) = (n, k2);
+                }
                 if k != k2 {
                     return Err(format!(
                         "matmul: inner dimensions differ: {a:?} x {b:?} ({k} vs {k2})"

@@ -205,7 +205,19 @@ impl Tensor {
     /// Matrix product over the last two dimensions, batch dimensions broadcast.
     #[track_caller]
     pub fn matmul(&self, other: &Tensor) -> Tensor {
-        Tensor::from_op(Op::MatMul, &[self, other])
+        self.matmul_t(other, false, false)
+    }
+
+    /// `op(self) · op(other)`, where `op` swaps the last two axes of an operand whose flag is
+    /// set. Same result as `self.t().matmul(&other)` and the like, but the transposed operand
+    /// is read in place instead of copied first.
+    #[track_caller]
+    pub fn matmul_t(&self, other: &Tensor, transpose_self: bool, transpose_other: bool) -> Tensor {
+        let op = Op::MatMul {
+            ta: transpose_self,
+            tb: transpose_other,
+        };
+        Tensor::from_op(op, &[self, other])
     }
 
     /// The same elements in row-major order with a new shape of the same size.
