@@ -31,6 +31,8 @@ pub(crate) enum Command {
         dst: BufferId,
         bytes: u64,
     },
+    /// Zeroes the first `bytes` of a buffer.
+    Clear { dst: BufferId, bytes: u64 },
 }
 
 /// The wgpu backend.
@@ -47,6 +49,9 @@ pub struct GpuBackend {
     fusion: bool,
     /// Whether strided copies run as generated kernels with constant shapes (off with fusion).
     pub(crate) generated_copies: bool,
+    /// `WGRAD_POISON=1`: every buffer handed out is first filled with NaN, so that a kernel
+    /// reading memory it did not write shows up in results (tests run with it in CI).
+    poison: bool,
     /// `WGRAD_PROFILE=1`: every dispatch is submitted and waited for on its own, and the
     /// time per kernel is printed when the backend is dropped.
     pub(crate) profile: Option<RefCell<HashMap<String, (u32, f64)>>>,
@@ -73,6 +78,7 @@ impl GpuBackend {
             uploaded: Cell::new(0),
             fusion,
             generated_copies: fusion,
+            poison: std::env::var("WGRAD_POISON").is_ok_and(|v| v == "1"),
             profile: std::env::var("WGRAD_PROFILE")
                 .is_ok_and(|v| v == "1")
                 .then(Default::default),
@@ -105,22 +111,8 @@ impl GpuBackend {
         }
     }
 
-    fn buffer(&self, id: BufferId) -> std::cell::Ref<'_, wgpu::Buffer> {
-        std::cell::Ref::map(self.slots.borrow(), |s| &s[id].buffer)
-    }
-}
-
-impl Backend for GpuBackend {
-    fn name(&self) -> String {
-        self.ctx.describe()
-    }
-
-    fn is_gpu(&self) -> bool {
-        true
-    }
-
-    fn alloc(&self, bytes: usize) -> Result<BufferId> {
-        let bytes = bytes as u64;
+    /// A buffer of at least `bytes` from the pool, or a new one.
+    fn alloc_slot(&self, bytes: u64) -> Result<BufferId> {
         let limit = self
             .ctx
             .limits
@@ -152,6 +144,29 @@ impl Backend for GpuBackend {
         let mut slots = self.slots.borrow_mut();
         slots.push(Slot { buffer, class });
         Ok(slots.len() - 1)
+    }
+
+    fn buffer(&self, id: BufferId) -> std::cell::Ref<'_, wgpu::Buffer> {
+        std::cell::Ref::map(self.slots.borrow(), |s| &s[id].buffer)
+    }
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> String {
+        self.ctx.describe()
+    }
+
+    fn is_gpu(&self) -> bool {
+        true
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<BufferId> {
+        let id = self.alloc_slot(bytes as u64)?;
+        if self.poison {
+            let words = (self.slots.borrow()[id].class / 4) as usize;
+            self.fill(id, words, 0x7fc0_0000);
+        }
+        Ok(id)
     }
 
     fn free(&self, id: BufferId) {
@@ -253,16 +268,24 @@ impl Backend for GpuBackend {
         let mut dispatches = 0;
         let mut i = 0;
         while i < commands.len() {
-            if let Command::Copy { src, dst, bytes } = &commands[i] {
-                encoder.copy_buffer_to_buffer(
-                    &slots[*src].buffer,
-                    0,
-                    &slots[*dst].buffer,
-                    0,
-                    *bytes,
-                );
-                i += 1;
-                continue;
+            match &commands[i] {
+                Command::Copy { src, dst, bytes } => {
+                    encoder.copy_buffer_to_buffer(
+                        &slots[*src].buffer,
+                        0,
+                        &slots[*dst].buffer,
+                        0,
+                        *bytes,
+                    );
+                    i += 1;
+                    continue;
+                }
+                Command::Clear { dst, bytes } => {
+                    encoder.clear_buffer(&slots[*dst].buffer, 0, Some(*bytes));
+                    i += 1;
+                    continue;
+                }
+                Command::Dispatch { .. } => {}
             }
             let mut pass = encoder.begin_compute_pass(&Default::default());
             while let Some(Command::Dispatch {
@@ -320,7 +343,7 @@ impl Backend for GpuBackend {
         let _ = ctx.device.poll(wgpu::PollType::Poll);
         log::debug!(
             target: "wgrad::device",
-            "submit: {dispatches} dispatches, {} copies, {} bytes uploaded, {} bytes of kernel parameters",
+            "submit: {dispatches} dispatches, {} copies or clears, {} bytes uploaded, {} bytes of kernel parameters",
             commands.len() - dispatches,
             self.uploaded.replace(0),
             params.len()

@@ -143,6 +143,14 @@ impl GpuBackend {
     }
 
     pub(crate) fn fill(&self, dst: BufferId, n: usize, bits: u32) {
+        if bits == 0 && n > 0 {
+            // A native clear: a memset on CPU adapters, a fast path on GPUs.
+            self.commands.borrow_mut().push(Command::Clear {
+                dst,
+                bytes: n as u64 * 4,
+            });
+            return;
+        }
         let params = CopyParams {
             n: n as u32,
             value: bits,
