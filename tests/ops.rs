@@ -122,6 +122,8 @@ fn matmul_shapes() {
         (70, 36, 132),
         (5, 20, 8),
         (8, 1024, 1028),
+        // A read through three 64 KiB uniform windows of 16 rows on CPU-type adapters.
+        (40, 1024, 8),
     ] {
         check(
             &format!("matmul_{m}x{k}x{n}"),
@@ -159,6 +161,12 @@ fn matmul_shapes() {
             );
         }
     }
+    check(
+        "matmul_shared_a_batched",
+        12,
+        &[f(&[68, 12]), f(&[2, 3, 12, 20])],
+        |x| x[0].matmul(&x[1]),
+    );
     check(
         "matmul_vec4_broadcast",
         12,

@@ -28,6 +28,8 @@ pub(crate) enum Command {
     },
     Copy {
         src: BufferId,
+        /// Byte offset in `src` (the copy lands at the start of `dst`).
+        src_offset: u64,
         dst: BufferId,
         bytes: u64,
     },
@@ -132,7 +134,10 @@ impl GpuBackend {
         let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: class,
+            // Uniform too: windows of matmul operands are read as uniform buffers on CPU-type
+            // adapters (see launch.rs).
             usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
@@ -269,10 +274,15 @@ impl Backend for GpuBackend {
         let mut i = 0;
         while i < commands.len() {
             match &commands[i] {
-                Command::Copy { src, dst, bytes } => {
+                Command::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    bytes,
+                } => {
                     encoder.copy_buffer_to_buffer(
                         &slots[*src].buffer,
-                        0,
+                        *src_offset,
                         &slots[*dst].buffer,
                         0,
                         *bytes,

@@ -205,8 +205,13 @@ impl GpuBackend {
             accumulate: accumulate as u32,
             ta: 0,
             tb: 0,
-            pad: [0; 3],
+            a_row0: 0,
+            a_rows: 0,
+            pad: 0,
         };
+        if self.matmul_ua(&params, a, b, out, true) {
+            return;
+        }
         // The same choice of workgroup shape as a plain matmul (docs/performance.md).
         let (entry, tile) = if (k as u64) * (n as u64) <= 1 << 20 {
             ("matmul_vec4_out_wide", [256, 4])

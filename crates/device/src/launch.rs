@@ -113,6 +113,72 @@ impl GpuBackend {
         self.push_linear(Family::Layout, "copy", &params, vec![dst, src], n);
     }
 
+    /// Records the product `params` describes with A read through uniform windows of up to
+    /// 64 KiB, one copy and one dispatch per window (CPU-type adapters; see matmul.wgsl).
+    /// `out_variant` selects the kernel that stores through an offset and row length. False
+    /// (nothing recorded) where it does not apply: kernels for GPUs chosen, transposed or
+    /// per-batch A, k or n not multiples of 4, rows longer than a quarter window, B too large
+    /// to stay in cache.
+    pub(crate) fn matmul_ua(
+        &self,
+        params: &MatmulParams,
+        a: BufferId,
+        b: BufferId,
+        out: BufferId,
+        out_variant: bool,
+    ) -> bool {
+        use wgrad_graph::Backend;
+        const WINDOW: u64 = 65536;
+        let (m, n, k) = (params.m, params.n, params.k);
+        let rank = params.batch_rank as usize;
+        let shared_a = params.sa[..rank].iter().all(|&s| s == 0);
+        let rows = ((WINDOW / 4) as u32 / k.max(1)) / 4 * 4;
+        let fits = !self.ctx.gpu_kernels
+            && self.ctx.limits.max_uniform_buffer_binding_size >= WINDOW
+            && params.ta == 0
+            && params.tb == 0
+            && shared_a
+            && k % 4 == 0
+            && n % 4 == 0
+            && k > 0
+            && rows >= 4
+            && m > 0
+            // The window kernels have the wide workgroup shape, which re-reads B for every
+            // 4 rows: only while B stays in cache (as for matmul_vec4_wide).
+            && (k as u64) * (n as u64) <= 1 << 20;
+        if !fits {
+            return false;
+        }
+        let Ok(window) = self.alloc(WINDOW as usize) else {
+            return false;
+        };
+        let batch: u32 = params.batch[..rank].iter().product();
+        let entry = if out_variant {
+            "matmul_vec4_out_ua"
+        } else {
+            "matmul_vec4_ua"
+        };
+        for row0 in (0..m).step_by(rows as usize) {
+            let count = rows.min(m - row0);
+            self.commands.borrow_mut().push(Command::Copy {
+                src: a,
+                src_offset: row0 as u64 * k as u64 * 4,
+                dst: window,
+                bytes: count as u64 * k as u64 * 4,
+            });
+            let p = MatmulParams {
+                a_row0: row0,
+                a_rows: count,
+                ..*params
+            };
+            let groups = [(n / 4).div_ceil(64), count.div_ceil(4), batch];
+            self.push(Family::Matmul, entry, &p, vec![out, window, b], groups);
+        }
+        // Work recorded later runs after these dispatches, so the window can be reused.
+        self.free(window);
+        true
+    }
+
     /// Records a pooling kernel over `n` invocations, compiled for its geometry when
     /// generated kernels are on (see `shaders/pool.wgsl`).
     fn push_pool(&self, entry: &str, params: &PoolParams, buffers: Vec<BufferId>, n: usize) {
@@ -256,7 +322,9 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 accumulate: 0,
                 ta: *ta as u32,
                 tb: *tb as u32,
-                pad: [0; 3],
+                a_row0: 0,
+                a_rows: 0,
+                pad: 0,
             };
             if n > 0 {
                 let entry = |name: &str| {
@@ -269,6 +337,9 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 let four = |v: usize| v.is_multiple_of(4) && v > 0;
                 // The vec4 variants read rows as vec4: the dimensions they read along must
                 // be multiples of 4. Wide workgroups win while B (k·n values) stays in cache.
+                if be.matmul_ua(&params, x[0].buffer, x[1].buffer, out.buffer, false) {
+                    return;
+                }
                 let (name, tile) = match (*ta, *tb) {
                     (false, false) if four(k) && four(nn) => {
                         match (be.ctx.gpu_kernels, k * nn <= 1 << 20) {
@@ -293,6 +364,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             if n > 0 {
                 be.commands.borrow_mut().push(Command::Copy {
                     src: x[0].buffer,
+                    src_offset: 0,
                     dst: out.buffer,
                     bytes: n as u64 * 4,
                 });

@@ -101,8 +101,12 @@ pub struct MatmulParams {
     pub ta: u32,
     /// Nonzero when `b` is stored `[n, k]` and read transposed.
     pub tb: u32,
-    /// Unused; matches the WGSL struct's `_pad0` to `_pad2`.
-    pub pad: [u32; 3],
+    /// `_ua` kernels: the first row of A held by the uniform window.
+    pub a_row0: u32,
+    /// `_ua` kernels: the rows of A the window holds.
+    pub a_rows: u32,
+    /// Unused; matches the WGSL struct's `_pad`.
+    pub pad: u32,
 }
 
 /// `shaders/random.wgsl`'s `RandParams`.
