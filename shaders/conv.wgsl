@@ -263,7 +263,8 @@ struct ConvLanesParams {
     kx_step: i32,
     cgi: u32,
     cgo: u32,
-    _pad0: u32,
+    // `_ua` variant: the first image held by the uniform window.
+    image0: u32,
     _pad1: u32,
 }
 
@@ -316,6 +317,66 @@ fn conv2d_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
                 acc1 += select(0.0, a[idx.y], v.y) * wv;
                 acc2 += select(0.0, a[idx.z], v.z) * wv;
                 acc3 += select(0.0, a[idx.w], v.w) * wv;
+            }
+        }
+    }
+    if (quad < quads) {
+        let base = (n * q.co + grp * q.cgo + quad * 4u) * np;
+        store_channels(base + p0, np, acc0);
+        if (p0 + 1u < np) { store_channels(base + p0 + 1u, np, acc1); }
+        if (p0 + 2u < np) { store_channels(base + p0 + 2u, np, acc2); }
+        if (p0 + 3u < np) { store_channels(base + p0 + 3u, np, acc3); }
+    }
+}
+
+// conv2d_lanes with the input read from a uniform buffer: a window of up to 64 KiB of whole
+// images copied to a scratch buffer, one dispatch per window. The input loads are the same
+// for every invocation of a workgroup, and a CPU adapter loads such a uniform-buffer value
+// once per workgroup, against once per invocation from a storage buffer
+// (docs/performance.md). The arithmetic is conv2d_lanes' line for line; only the input's
+// binding and the image numbering differ.
+@group(0) @binding(2) var<uniform> xu: array<vec4<f32>, 4096>;
+
+@compute @workgroup_size(8, 1, 1)
+fn conv2d_lanes_ua(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: vec3<u32>) {
+    let np = q.oh * q.ow;
+    let p0 = wg.x * 4u;
+    let quads = q.cgo / 4u;
+    let blocks = (quads + 7u) / 8u;
+    let grp = wg.y / blocks;
+    let quad = (wg.y % blocks) * 8u + li.x;
+    // No early return: the input loads below must stay in uniform control flow.
+    let qd = min(quad, quads - 1u);
+    // The window holds images image0 .. image0 + (grid z); plane offsets are relative to it.
+    let n = q.image0 + wg.z;
+
+    let pix = min(vec4<u32>(p0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(np - 1u));
+    let y0 = vec4<i32>((pix / q.ow) * q.sh) + vec4<i32>(q.oy);
+    let x0 = vec4<i32>((pix % q.ow) * q.sw) + vec4<i32>(q.ox);
+    let hi = vec4<i32>(i32(q.h) - 1);
+    let wi = vec4<i32>(i32(q.w) - 1);
+
+    var at = grp * q.cgi * q.kh * q.kw * quads + qd;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var c = 0u; c < q.cgi; c++) {
+        let plane = i32((wg.z * q.ci + grp * q.cgi + c) * q.h * q.w);
+        for (var ky = 0u; ky < q.kh; ky++) {
+            let yy = y0 + vec4<i32>(i32(ky) * q.ky_step);
+            let vy = (yy >= vec4<i32>(0)) & (yy <= hi);
+            let row = vec4<i32>(plane) + clamp(yy, vec4<i32>(0), hi) * i32(q.w);
+            for (var kx = 0u; kx < q.kw; kx++) {
+                let xx = x0 + vec4<i32>(i32(kx) * q.kx_step);
+                let v = vy & (xx >= vec4<i32>(0)) & (xx <= wi);
+                let idx = vec4<u32>(row + clamp(xx, vec4<i32>(0), wi));
+                let wv = w4[at];
+                at += quads;
+                acc0 += select(0.0, xu[idx.x >> 2u][idx.x & 3u], v.x) * wv;
+                acc1 += select(0.0, xu[idx.y >> 2u][idx.y & 3u], v.y) * wv;
+                acc2 += select(0.0, xu[idx.z >> 2u][idx.z & 3u], v.z) * wv;
+                acc3 += select(0.0, xu[idx.w >> 2u][idx.w & 3u], v.w) * wv;
             }
         }
     }

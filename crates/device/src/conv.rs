@@ -14,7 +14,7 @@ use wgrad_graph::op::Family;
 use wgrad_graph::shape::{contiguous_strides, numel};
 use wgrad_graph::{Backend, BufferId};
 
-use crate::backend::GpuBackend;
+use crate::backend::{Command, GpuBackend};
 use crate::params::{ConvLanesParams, Im2colParams, MatmulParams};
 
 /// Values per unfolded chunk: the batch is unfolded this many values at a time (at least
@@ -95,16 +95,57 @@ impl GpuBackend {
             geo.groups * quads.div_ceil(8),
             geo.n,
         ];
-        self.push(
-            Family::Conv,
-            "conv2d_lanes",
-            geo,
-            vec![out, input, w],
-            groups,
-        );
+        if !self.conv_lanes_ua(geo, input, w, out, groups) {
+            let buffers = vec![out, input, w];
+            self.push(Family::Conv, "conv2d_lanes", geo, buffers, groups);
+        }
         if scratch {
             self.free(w);
         }
+        true
+    }
+
+    /// `conv2d_lanes_ua`: the input read through uniform windows of whole images, one copy
+    /// and one dispatch per window (CPU-type adapters). False where an image exceeds the
+    /// window or the adapter takes the kernels for GPUs.
+    fn conv_lanes_ua(
+        &self,
+        geo: &ConvLanesParams,
+        input: BufferId,
+        weights: BufferId,
+        out: BufferId,
+        groups: [u32; 3],
+    ) -> bool {
+        const WINDOW: u64 = 65536;
+        let image = (geo.ci * geo.h * geo.w) as u64 * 4;
+        let per_window = (WINDOW / image.max(1)) as u32;
+        if self.ctx.gpu_kernels
+            || self.ctx.limits.max_uniform_buffer_binding_size < WINDOW
+            || per_window == 0
+        {
+            return false;
+        }
+        let Ok(window) = self.alloc(WINDOW as usize) else {
+            return false;
+        };
+        for image0 in (0..geo.n).step_by(per_window as usize) {
+            let images = per_window.min(geo.n - image0);
+            self.commands.borrow_mut().push(Command::Copy {
+                src: input,
+                src_offset: image0 as u64 * image,
+                dst: window,
+                bytes: images as u64 * image,
+            });
+            let params = ConvLanesParams { image0, ..*geo };
+            self.push(
+                Family::Conv,
+                "conv2d_lanes_ua",
+                &params,
+                vec![out, window, weights],
+                [groups[0], groups[1], images],
+            );
+        }
+        self.free(window);
         true
     }
 

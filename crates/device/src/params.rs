@@ -236,8 +236,10 @@ pub struct ConvLanesParams {
     pub cgi: u32,
     /// Channels written per group.
     pub cgo: u32,
-    /// Unused; matches the WGSL struct's `_pad0` and `_pad1`.
-    pub pad: [u32; 2],
+    /// `conv2d_lanes_ua`: the first image held by the uniform window.
+    pub image0: u32,
+    /// Unused; matches the WGSL struct's `_pad1`.
+    pub pad: u32,
 }
 
 impl ConvLanesParams {
@@ -262,7 +264,8 @@ impl ConvLanesParams {
             kx_step: c.dw as i32,
             cgi: c.cg,
             cgo: c.og,
-            pad: [0; 2],
+            image0: 0,
+            pad: 0,
         }
     }
 
@@ -288,7 +291,8 @@ impl ConvLanesParams {
             kx_step: -(c.dw as i32),
             cgi: c.og,
             cgo: c.cg,
-            pad: [0; 2],
+            image0: 0,
+            pad: 0,
         }
     }
 }

@@ -414,8 +414,11 @@ impl Op {
             Op::Cast { .. } => (Family::Index, &["cast_f32_u32", "cast_u32_f32"]),
             // `conv2d_lanes` serves the forward pass and stride-1 input gradients whose output
             // channels per group are a multiple of 4.
-            Op::Conv2d(_) => (Family::Conv, &["conv2d", "conv2d_lanes"]),
-            Op::Conv2dGradInput { .. } => (Family::Conv, &["conv2d_grad_input", "conv2d_lanes"]),
+            Op::Conv2d(_) => (Family::Conv, &["conv2d", "conv2d_lanes", "conv2d_lanes_ua"]),
+            Op::Conv2dGradInput { .. } => (
+                Family::Conv,
+                &["conv2d_grad_input", "conv2d_lanes", "conv2d_lanes_ua"],
+            ),
             Op::Conv2dGradWeight { .. } => (Family::Conv, &["conv2d_grad_weight"]),
             // With stride >= kernel the windows are disjoint, and a kernel per window (after the
             // layout family's zero fill) writes each gradient once.
