@@ -10,12 +10,12 @@
 //!
 //! The choice is made per op in `launch.rs`; every path is tested against the CPU backend.
 
-use wgrad_graph::op::Family;
+use wgrad_graph::op::{Family, Op};
 use wgrad_graph::shape::{contiguous_strides, numel};
-use wgrad_graph::{Backend, BufferId};
+use wgrad_graph::{Arg, Backend, BufferId};
 
 use crate::backend::{Command, GpuBackend};
-use crate::params::{ConvLanesParams, Im2colParams, MatmulParams};
+use crate::params::{ConvLanesParams, ConvParams, Im2colParams, MatmulParams};
 
 /// Values per unfolded chunk: the batch is unfolded this many values at a time (at least
 /// one image), which bounds the scratch memory and keeps a chunk's matrix near the caches.
@@ -59,6 +59,103 @@ pub(crate) enum Weights<'a> {
 }
 
 impl GpuBackend {
+    /// Records a convolution op (`x`: its operands) with the fastest plan that applies.
+    pub(crate) fn record_conv(&self, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
+        match op {
+            Op::Conv2d(spec) => {
+                let params = ConvParams::new(spec, x[0].shape, out.shape, x[1].shape);
+                let geo = ConvLanesParams::forward(&params);
+                let weights = Weights::AsIs(x[1].buffer);
+                if self.gemm_fits(&geo) && self.conv_gemm(&geo, x[0].buffer, weights, out.buffer) {
+                    return;
+                }
+                if params.og.is_multiple_of(4) {
+                    // Weights [o, c/g·kh·kw] as [group, tap, output channel].
+                    let (og, taps) = (params.og as usize, x[1].shape[1..].iter().product());
+                    let weights = Weights::Relayout {
+                        buffer: x[1].buffer,
+                        view: &[params.groups as usize, taps, og],
+                        strides: &[og * taps, 1, taps],
+                    };
+                    if self.conv_lanes(&geo, x[0].buffer, weights, out.buffer) {
+                        return;
+                    }
+                }
+                self.conv_generic("conv2d", &params, x, out, params.oh * params.ow, params.og);
+            }
+            Op::Conv2dGradInput { spec, .. } => {
+                let params = ConvParams::new(spec, out.shape, x[0].shape, x[1].shape);
+                if spec.stride == [1, 1] && self.grad_input_stride1(&params, x, out) {
+                    return;
+                }
+                let entry = "conv2d_grad_input";
+                self.conv_generic(entry, &params, x, out, params.h * params.w, params.cg);
+            }
+            Op::Conv2dGradWeight { spec, .. } => {
+                let params = ConvParams::new(spec, x[0].shape, x[1].shape, out.shape);
+                let geo = ConvLanesParams::forward(&params);
+                let (input, grad) = (x[0].buffer, x[1].buffer);
+                if self.gemm_fits(&geo) && self.conv_gemm_weight(&geo, input, grad, out.buffer) {
+                    return;
+                }
+                // Blocks of 4 weight taps (x) × 4 output channels (y), all images reduced.
+                let taps = (params.cg * params.kh * params.kw).div_ceil(4);
+                let groups = [taps.div_ceil(16), params.groups * params.og.div_ceil(4), 1];
+                let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
+                self.push(Family::Conv, "conv2d_grad_weight", &params, buffers, groups);
+            }
+            other => unreachable!("{} is not a convolution", other.name()),
+        }
+    }
+
+    /// The stride-1 input gradient by channel lanes (a convolution of g with the taps
+    /// mirrored), else by unfolding; false when neither applies. Channel lanes come first:
+    /// unfolding g costs o·kh·kw values per input pixel, more than the product saves
+    /// (docs/performance.md).
+    fn grad_input_stride1(&self, params: &ConvParams, x: &[Arg<'_>], out: &Arg<'_>) -> bool {
+        let geo = ConvLanesParams::grad_input(params);
+        let (og, cg) = (params.og as usize, params.cg as usize);
+        let k = (params.kh * params.kw) as usize;
+        if params.cg.is_multiple_of(4) {
+            // Weights [o, c/g, kh, kw] as [group, o/g·kh·kw, c/g].
+            let weights = Weights::Relayout {
+                buffer: x[1].buffer,
+                view: &[params.groups as usize, og, k, cg],
+                strides: &[og * cg * k, cg * k, 1, k],
+            };
+            if self.conv_lanes(&geo, x[0].buffer, weights, out.buffer) {
+                return true;
+            }
+        }
+        // Weights [o, c, kh, kw] as [c, o·kh·kw].
+        let weights = Weights::Relayout {
+            buffer: x[1].buffer,
+            view: &[cg, og, k],
+            strides: &[k, cg * k, 1],
+        };
+        self.gemm_fits(&geo) && self.conv_gemm(&geo, x[0].buffer, weights, out.buffer)
+    }
+
+    /// The general implicit-GEMM kernel `entry`: blocks of 4 of the `pixels` written (x) ×
+    /// 4 of the `channels` per group written (y), one image per z.
+    fn conv_generic(
+        &self,
+        entry: &str,
+        params: &ConvParams,
+        x: &[Arg<'_>],
+        out: &Arg<'_>,
+        pixels: u32,
+        channels: u32,
+    ) {
+        let groups = [
+            pixels.div_ceil(4).div_ceil(16),
+            params.groups * channels.div_ceil(4),
+            params.n,
+        ];
+        let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
+        self.push(Family::Conv, entry, params, buffers, groups);
+    }
+
     /// A scratch buffer with `w` in the order it asks for. The caller frees it after
     /// recording its use: work recorded later runs after that use, so reuse is safe.
     fn weights(&self, w: &Weights) -> Option<(BufferId, bool)> {

@@ -7,10 +7,8 @@ use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK}
 use wgrad_graph::{Arg, BufferId};
 
 use crate::backend::{Command, GpuBackend};
-use crate::conv::Weights;
 use crate::params::{
-    dims, ConvLanesParams, ConvParams, CopyParams, EwParams, MatmulParams, PoolParams, RandParams,
-    ShapeParams,
+    dims, CopyParams, EwParams, MatmulParams, PoolParams, RandParams, ShapeParams,
 };
 
 const WORKGROUP: u32 = 64;
@@ -442,95 +440,11 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             params.count = *classes as u32;
             be.push_linear(family, entry, &params, ids(x), n);
         }
-        Op::Conv2d(spec) if n > 0 => {
-            let params = ConvParams::new(spec, x[0].shape, out.shape, x[1].shape);
-            let geo = ConvLanesParams::forward(&params);
-            if be.gemm_fits(&geo)
-                && be.conv_gemm(&geo, x[0].buffer, Weights::AsIs(x[1].buffer), out.buffer)
-            {
-                return;
+        Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {
+            if n > 0 {
+                be.record_conv(op, x, out);
             }
-            if params.og.is_multiple_of(4) {
-                // Weights [o, c/g·kh·kw] as [group, tap, output channel].
-                let (og, taps) = (params.og as usize, x[1].shape[1..].iter().product());
-                let weights = Weights::Relayout {
-                    buffer: x[1].buffer,
-                    view: &[params.groups as usize, taps, og],
-                    strides: &[og * taps, 1, taps],
-                };
-                if be.conv_lanes(&geo, x[0].buffer, weights, out.buffer) {
-                    return;
-                }
-            }
-            let pixels = (params.oh * params.ow).div_ceil(4);
-            let channel_blocks = params.groups * params.og.div_ceil(4);
-            be.push(
-                family,
-                entry,
-                &params,
-                ids(x),
-                [pixels.div_ceil(16), channel_blocks, params.n],
-            );
         }
-        Op::Conv2dGradInput { spec, .. } if n > 0 => {
-            let params = ConvParams::new(spec, out.shape, x[0].shape, x[1].shape);
-            if spec.stride == [1, 1] {
-                // Channel lanes first: unfolding g costs o·kh·kw values per input pixel, more
-                // than the product saves (docs/performance.md).
-                let geo = ConvLanesParams::grad_input(&params);
-                let (og, cg) = (params.og as usize, params.cg as usize);
-                let k = (params.kh * params.kw) as usize;
-                if params.cg.is_multiple_of(4) {
-                    // Weights [o, c/g, kh, kw] as [group, o/g·kh·kw, c/g].
-                    let weights = Weights::Relayout {
-                        buffer: x[1].buffer,
-                        view: &[params.groups as usize, og, k, cg],
-                        strides: &[og * cg * k, cg * k, 1, k],
-                    };
-                    if be.conv_lanes(&geo, x[0].buffer, weights, out.buffer) {
-                        return;
-                    }
-                }
-                if be.gemm_fits(&geo) {
-                    // Weights [o, c, kh, kw] as [c, o·kh·kw].
-                    let weights = Weights::Relayout {
-                        buffer: x[1].buffer,
-                        view: &[cg, og, k],
-                        strides: &[k, cg * k, 1],
-                    };
-                    if be.conv_gemm(&geo, x[0].buffer, weights, out.buffer) {
-                        return;
-                    }
-                }
-            }
-            let pixels = (params.h * params.w).div_ceil(4);
-            let channel_blocks = params.groups * params.cg.div_ceil(4);
-            be.push(
-                family,
-                entry,
-                &params,
-                ids(x),
-                [pixels.div_ceil(16), channel_blocks, params.n],
-            );
-        }
-        Op::Conv2dGradWeight { spec, .. } if n > 0 => {
-            let params = ConvParams::new(spec, x[0].shape, x[1].shape, out.shape);
-            let geo = ConvLanesParams::forward(&params);
-            if be.gemm_fits(&geo) && be.conv_gemm_weight(&geo, x[0].buffer, x[1].buffer, out.buffer)
-            {
-                return;
-            }
-            let taps = (params.cg * params.kh * params.kw).div_ceil(4);
-            let channel_blocks = params.groups * params.og.div_ceil(4);
-            be.push(
-                family,
-                entry,
-                &params,
-                ids(x),
-                [taps.div_ceil(16), channel_blocks, 1],
-            );
-        }
-        Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {}
         Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
             let params = PoolParams::new(spec, n, x[0].shape, out.shape);
             be.push_pool(entry, &params, ids(x), n);
