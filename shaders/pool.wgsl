@@ -122,6 +122,50 @@ fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
     out[i] = a[plane + argmax(plane, window(oy, ox))];
 }
 
+// 2×2 windows at stride 2 inside an input of even width: each window row is one aligned
+// vec2, so a window costs two loads instead of four. The maximum is the first in row-major
+// order among equals, as in max_pool2d.
+@group(0) @binding(2) var<storage, read> a2: array<vec2<f32>>;
+
+@compute @workgroup_size(64)
+fn max_pool2d_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.x + g.y * nw.x * WG;
+    if (i >= p.total) { return; }
+    let row = pdiv(i, geo_ow());
+    let ox = i - row * geo_ow();
+    let pl = pdiv(row, geo_oh());
+    let oy = row - pl * geo_oh();
+    // In vec2 units: the plane, then row 2·oy, column pair ox.
+    let w2 = geo_w() / 2u;
+    let at = (pl * geo_h() + 2u * oy) * w2 + ox;
+    let top = a2[at];
+    let bottom = a2[at + w2];
+    out[i] = max(max(top.x, top.y), max(bottom.x, bottom.y));
+}
+
+// Its gradient: the window's gradient goes to its first maximum (row-major), `out` zeroed
+// first. a2 = x as vec2 rows, b = g, out = dx.
+@compute @workgroup_size(64)
+fn max_pool2d_grad_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.x + g.y * nw.x * WG;
+    if (i >= p.total) { return; }
+    let row = pdiv(i, geo_ow());
+    let ox = i - row * geo_ow();
+    let pl = pdiv(row, geo_oh());
+    let oy = row - pl * geo_oh();
+    let w2 = geo_w() / 2u;
+    let at = (pl * geo_h() + 2u * oy) * w2 + ox;
+    let top = a2[at];
+    let bottom = a2[at + w2];
+    // Offsets in floats of the four candidates, checked in row-major order.
+    var best = 2u * at;
+    var best_v = top.x;
+    if (top.y > best_v) { best = 2u * at + 1u; best_v = top.y; }
+    if (bottom.x > best_v) { best = 2u * (at + w2); best_v = bottom.x; }
+    if (bottom.y > best_v) { best = 2u * (at + w2) + 1u; }
+    out[best] = b[i];
+}
+
 // Disjoint windows (stride >= kernel): one invocation per window adds its gradient at its
 // first maximum; no two windows share an input, so plain stores suffice. `out` must be zero
 // first (the layout family's `fill`). a = x, b = g, out = dx; `total` counts windows here.

@@ -447,6 +447,8 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
         }
         Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
             let params = PoolParams::new(spec, n, x[0].shape, out.shape);
+            let pairs = matches!(op, Op::MaxPool2d(_)) && pool_pairs(spec, x[0].shape, out.shape);
+            let entry = if pairs { "max_pool2d_2x2" } else { entry };
             be.push_pool(entry, &params, ids(x), n);
         }
         Op::MaxPool2dGrad(spec) => {
@@ -455,7 +457,9 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 be.fill(out.buffer, n, 0);
                 let windows = numel(x[1].shape);
                 let params = PoolParams::new(spec, windows, x[0].shape, x[1].shape);
-                be.push_pool(&entries[1], &params, ids(x), windows);
+                let pairs = pool_pairs(spec, x[0].shape, x[1].shape);
+                let entry = if pairs { &entries[2] } else { &entries[1] };
+                be.push_pool(entry, &params, ids(x), windows);
             } else {
                 let params = PoolParams::new(spec, n, x[0].shape, x[1].shape);
                 be.push_pool(entry, &params, ids(x), n);
@@ -475,6 +479,17 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             be.push_linear(family, entry, &params, ids(x), n);
         }
     }
+}
+
+/// Whether pooling `x` into `y` has 2×2 windows at stride 2 inside an input of even width,
+/// whose rows the `_2x2` kernels read as aligned vec2s.
+fn pool_pairs(spec: &wgrad_graph::Pool2dSpec, x: &[usize], y: &[usize]) -> bool {
+    spec.kernel == [2, 2]
+        && spec.stride == [2, 2]
+        && spec.padding == [0, 0]
+        && x[3].is_multiple_of(2)
+        && y[2] * 2 <= x[2]
+        && y[3] * 2 <= x[3]
 }
 
 /// Parameters of a reduction of `shape` over `axes` producing `n` outputs.

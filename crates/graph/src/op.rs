@@ -424,9 +424,14 @@ impl Op {
             // layout family's zero fill) writes each gradient once.
             Op::MaxPool2dGrad(_) => (
                 Family::Pool,
-                &["max_pool2d_grad", "max_pool2d_grad_disjoint"],
+                &[
+                    "max_pool2d_grad",
+                    "max_pool2d_grad_disjoint",
+                    "max_pool2d_grad_2x2",
+                ],
             ),
-            Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::AvgPool2dGrad { .. } => {
+            Op::MaxPool2d(_) => (Family::Pool, &["max_pool2d", "max_pool2d_2x2"]),
+            Op::AvgPool2d(_) | Op::AvgPool2dGrad { .. } => {
                 return (Family::Pool, vec![self.name().to_string()])
             }
         };
