@@ -49,8 +49,9 @@ pub struct GpuBackend {
     uploaded: Cell<u64>,
     /// Whether chains of elementwise ops run as generated kernels (`WGRAD_FUSION=0` turns it off).
     fusion: bool,
-    /// Whether strided copies run as generated kernels with constant shapes (off with fusion).
-    pub(crate) generated_copies: bool,
+    /// Whether kernels are generated or compiled per shape (strided copies, unfolding,
+    /// pooling); off with fusion (`WGRAD_FUSION=0`), which leaves only the generic kernels.
+    pub(crate) specialize: bool,
     /// `WGRAD_POISON=1`: every buffer handed out is first filled with NaN, so that a kernel
     /// reading memory it did not write shows up in results (tests run with it in CI).
     poison: bool,
@@ -79,7 +80,7 @@ impl GpuBackend {
             params_buffer: RefCell::new(None),
             uploaded: Cell::new(0),
             fusion,
-            generated_copies: fusion,
+            specialize: fusion,
             poison: std::env::var("WGRAD_POISON").is_ok_and(|v| v == "1"),
             profile: std::env::var("WGRAD_PROFILE")
                 .is_ok_and(|v| v == "1")
@@ -241,6 +242,14 @@ impl Backend for GpuBackend {
     }
 
     fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) -> Result<()> {
+        if fused.constants.len() > wgrad_graph::MAX_FUSED_CONSTANTS || outs.is_empty() {
+            return Err(Error::Device(format!(
+                "a fused kernel takes 1 or more outputs and at most {} constants, got {} and {}",
+                wgrad_graph::MAX_FUSED_CONSTANTS,
+                outs.len(),
+                fused.constants.len()
+            )));
+        }
         self.record_fused(fused, inputs, outs);
         Ok(())
     }

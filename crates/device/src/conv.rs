@@ -281,7 +281,7 @@ impl GpuBackend {
         };
         let [x, y, _] = self.linear_groups((geo.ci * params.pixels) as usize);
         let groups = [x, y, images];
-        if !self.generated_copies {
+        if !self.specialize {
             self.push(Family::Conv, "im2col", &params, vec![cols, input], groups);
             return;
         }

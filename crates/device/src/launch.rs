@@ -93,7 +93,7 @@ impl GpuBackend {
         if n == 0 {
             return;
         }
-        if self.generated_copies {
+        if self.specialize {
             self.record_copy(src, dst, view, from, to);
             return;
         }
@@ -183,7 +183,7 @@ impl GpuBackend {
         if n == 0 {
             return;
         }
-        if !self.generated_copies {
+        if !self.specialize {
             self.push_linear(Family::Pool, entry, params, buffers, n);
             return;
         }
