@@ -127,20 +127,29 @@ fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
 // order among equals, as in max_pool2d.
 @group(0) @binding(2) var<storage, read> a2: array<vec2<f32>>;
 
-@compute @workgroup_size(64)
-fn max_pool2d_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
-    if (i >= p.total) { return; }
+// Window i's top row (vec2 index `at`) and its two rows.
+struct Pair {
+    at: u32,
+    top: vec2<f32>,
+    bottom: vec2<f32>,
+}
+
+fn pair(i: u32) -> Pair {
     let row = pdiv(i, geo_ow());
     let ox = i - row * geo_ow();
     let pl = pdiv(row, geo_oh());
     let oy = row - pl * geo_oh();
     // In vec2 units: the plane, then row 2·oy, column pair ox.
-    let w2 = geo_w() / 2u;
-    let at = (pl * geo_h() + 2u * oy) * w2 + ox;
-    let top = a2[at];
-    let bottom = a2[at + w2];
-    out[i] = max(max(top.x, top.y), max(bottom.x, bottom.y));
+    let at = (pl * geo_h() + 2u * oy) * (geo_w() / 2u) + ox;
+    return Pair(at, a2[at], a2[at + geo_w() / 2u]);
+}
+
+@compute @workgroup_size(64)
+fn max_pool2d_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.x + g.y * nw.x * WG;
+    if (i >= p.total) { return; }
+    let w = pair(i);
+    out[i] = max(max(w.top.x, w.top.y), max(w.bottom.x, w.bottom.y));
 }
 
 // Its gradient: the window's gradient goes to its first maximum (row-major), `out` zeroed
@@ -149,20 +158,15 @@ fn max_pool2d_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_work
 fn max_pool2d_grad_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = pdiv(i, geo_ow());
-    let ox = i - row * geo_ow();
-    let pl = pdiv(row, geo_oh());
-    let oy = row - pl * geo_oh();
-    let w2 = geo_w() / 2u;
-    let at = (pl * geo_h() + 2u * oy) * w2 + ox;
-    let top = a2[at];
-    let bottom = a2[at + w2];
+    let w = pair(i);
+    let top = 2u * w.at;
+    let bottom = top + geo_w();
     // Offsets in floats of the four candidates, checked in row-major order.
-    var best = 2u * at;
-    var best_v = top.x;
-    if (top.y > best_v) { best = 2u * at + 1u; best_v = top.y; }
-    if (bottom.x > best_v) { best = 2u * (at + w2); best_v = bottom.x; }
-    if (bottom.y > best_v) { best = 2u * (at + w2) + 1u; }
+    var best = top;
+    var best_v = w.top.x;
+    if (w.top.y > best_v) { best = top + 1u; best_v = w.top.y; }
+    if (w.bottom.x > best_v) { best = bottom; best_v = w.bottom.x; }
+    if (w.bottom.y > best_v) { best = bottom + 1u; }
     out[best] = b[i];
 }
 
