@@ -95,7 +95,9 @@ impl GpuBackend {
                 let params = ConvParams::new(spec, x[0].shape, x[1].shape, out.shape);
                 let geo = ConvLanesParams::forward(&params);
                 let (input, grad) = (x[0].buffer, x[1].buffer);
-                if self.gemm_fits(&geo) && self.conv_gemm_weight(&geo, input, grad, out.buffer) {
+                if self.gemm_weight_fits(&geo)
+                    && self.conv_gemm_weight(&geo, input, grad, out.buffer)
+                {
                     return;
                 }
                 // Blocks of 4 weight taps (x) × 4 output channels (y), all images reduced.
@@ -360,12 +362,19 @@ impl GpuBackend {
         self.push(Family::Matmul, entry, &params, vec![out, a, b], groups);
     }
 
-    /// Whether [`GpuBackend::conv_gemm`] and [`GpuBackend::conv_gemm_weight`] take `geo`:
-    /// one group, and the products' inner dimension (taps) a multiple of 4.
+    /// Whether [`GpuBackend::conv_gemm`] takes `geo`: one group, and the product's inner
+    /// dimension (taps) a multiple of 4.
     pub(crate) fn gemm_fits(&self, geo: &ConvLanesParams) -> bool {
         let taps = geo.ci * geo.kh * geo.kw;
+        self.gemm_weight_fits(geo) && taps.is_multiple_of(4)
+    }
+
+    /// Whether [`GpuBackend::conv_gemm_weight`] takes `geo`: one group (the unfolded rows
+    /// are padded to whole vec4s, so any tap count).
+    pub(crate) fn gemm_weight_fits(&self, geo: &ConvLanesParams) -> bool {
+        let taps = geo.ci * geo.kh * geo.kw;
         let grid = self.ctx.limits.max_compute_workgroups_per_dimension;
-        geo.groups == 1 && geo.n > 0 && taps.is_multiple_of(4) && taps <= grid && geo.n <= grid
+        geo.groups == 1 && geo.n > 0 && taps <= grid && geo.n <= grid
     }
 
     /// The convolution `geo` (forward, or a stride-1 input gradient) as matrix products:
@@ -445,7 +454,11 @@ impl GpuBackend {
             pixels,
             chunk,
         } = Unfold::of(geo, geo.co);
-        let Ok(cols) = self.alloc(chunk as usize * taps as usize * pixels as usize * 4) else {
+        // Unfolded rows padded to whole vec4s. Column j of the product reads only column j
+        // of the unfolding, so the padding columns (never written) only reach output columns
+        // that are not stored.
+        let row = taps.next_multiple_of(4);
+        let Ok(cols) = self.alloc(chunk as usize * row as usize * pixels as usize * 4) else {
             return false;
         };
         let Ok(gt) = self.alloc(chunk as usize * geo.co as usize * pixels as usize * 4) else {
@@ -466,9 +479,9 @@ impl GpuBackend {
                 (image0 as usize * co * npu, &[co * npu, npu, 1]),
                 (0, &[pix, k as usize, 1]),
             );
-            self.im2col(geo, input, cols, (image0, images), [pixels * taps, 1, taps]);
+            self.im2col(geo, input, cols, (image0, images), [pixels * row, 1, row]);
             self.matmul_out(
-                [geo.co, taps, k],
+                [geo.co, row, k],
                 (1, 0),
                 gt,
                 cols,
