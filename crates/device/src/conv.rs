@@ -1,14 +1,16 @@
-//! Convolution launch plans. Three ways to run a convolution, fastest first:
+//! Convolution launch plans. [`GpuBackend::record_conv`] picks, per op, the first that
+//! applies; every plan is tested against the CPU backend (`tests/conv.rs`):
 //!
-//! - **matrix products** (`groups == 1`, taps per output channel a multiple of 4): windows are
-//!   unfolded into a scratch matrix (`im2col`) a chunk of images at a time, and the vec4
-//!   matrix-product kernel does the arithmetic. Serves the forward pass, the weight gradient,
-//!   and the input gradient at stride 1 (a convolution of the output gradient with the taps
-//!   mirrored).
-//! - **channel lanes** (`conv2d_lanes`, output channels per group a multiple of 4).
-//! - the general implicit-GEMM kernels of `shaders/conv.wgsl`, for everything else.
+//! - **forward**: unfold and multiply (one group, taps per output channel a multiple of 4:
+//!   `im2col` a chunk of images at a time, then the vec4 matrix product), else channel lanes
+//!   (output channels per group a multiple of 4), else the general implicit-GEMM kernel;
+//! - **input gradient**: at stride 1, channel lanes over g with the taps mirrored, else unfold
+//!   and multiply; otherwise the general kernel;
+//! - **weight gradient**: unfold and multiply (one group, any tap count), else the general
+//!   kernel.
 //!
-//! The choice is made per op in `launch.rs`; every path is tested against the CPU backend.
+//! On CPU-type adapters channel lanes read their input, and the products their A operand,
+//! through 64 KiB uniform-buffer windows (see `shaders/conv.wgsl` and `shaders/matmul.wgsl`).
 
 use wgrad_graph::op::{Family, Op};
 use wgrad_graph::shape::{contiguous_strides, numel};
