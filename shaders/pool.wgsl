@@ -110,14 +110,21 @@ fn covering(i: u32, k: u32, s: u32, pad: u32, count: u32) -> vec2<i32> {
     return vec2<i32>(first, last);
 }
 
+// Output element i's (plane, row, column).
+fn out_coords(i: u32) -> vec3<u32> {
+    let row = pdiv(i, geo_ow());
+    let pl = pdiv(row, geo_oh());
+    return vec3<u32>(pl, row - pl * geo_oh(), i - row * geo_ow());
+}
+
 @compute @workgroup_size(64)
 fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = pdiv(i, geo_ow());
-    let ox = i - row * geo_ow();
-    let pl = pdiv(row, geo_oh());
-    let oy = row - pl * geo_oh();
+    let c = out_coords(i);
+    let pl = c.x;
+    let oy = c.y;
+    let ox = c.z;
     let plane = pl * geo_h() * geo_w();
     out[i] = a[plane + argmax(plane, window(oy, ox))];
 }
@@ -135,10 +142,10 @@ struct Pair {
 }
 
 fn pair(i: u32) -> Pair {
-    let row = pdiv(i, geo_ow());
-    let ox = i - row * geo_ow();
-    let pl = pdiv(row, geo_oh());
-    let oy = row - pl * geo_oh();
+    let c = out_coords(i);
+    let pl = c.x;
+    let oy = c.y;
+    let ox = c.z;
     // In vec2 units: the plane, then row 2·oy, column pair ox.
     let at = (pl * geo_h() + 2u * oy) * (geo_w() / 2u) + ox;
     return Pair(at, a2[at], a2[at + geo_w() / 2u]);
@@ -177,10 +184,10 @@ fn max_pool2d_grad_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num
 fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = pdiv(i, geo_ow());
-    let ox = i - row * geo_ow();
-    let pl = pdiv(row, geo_oh());
-    let oy = row - pl * geo_oh();
+    let c = out_coords(i);
+    let pl = c.x;
+    let oy = c.y;
+    let ox = c.z;
     let plane = pl * geo_h() * geo_w();
     out[plane + argmax(plane, window(oy, ox))] = b[i];
 }
@@ -214,10 +221,10 @@ fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_wor
 fn avg_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
-    let row = pdiv(i, geo_ow());
-    let ox = i - row * geo_ow();
-    let pl = pdiv(row, geo_oh());
-    let oy = row - pl * geo_oh();
+    let c = out_coords(i);
+    let pl = c.x;
+    let oy = c.y;
+    let ox = c.z;
     let plane = pl * geo_h() * geo_w();
     let win = window(oy, ox);
     var sum = 0.0;
