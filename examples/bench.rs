@@ -10,10 +10,7 @@ mod common;
 use std::time::Instant;
 
 use wgrad::graph::{Conv2dSpec, Pool2dSpec};
-use wgrad::nn::{
-    Activation, Adam, Conv2d, ConvConfig, Dense, Flatten, MaxPool2d, Module, Optimizer, Rng,
-    Sequential,
-};
+use wgrad::nn::{Activation, Adam, Dense, Module, Optimizer, Rng, Sequential};
 use wgrad::{Device, Result, Tensor};
 
 /// One row of the report.
@@ -248,21 +245,7 @@ impl Bench {
 }
 
 fn mnist_cnn(dev: &Device) -> Result<Sequential> {
-    let mut rng = Rng::new(0);
-    let conv = |i, o, rng: &mut Rng| Conv2d::new(dev, i, o, [3, 3], rng, ConvConfig::default());
-    Ok(Sequential::new()
-        .add(conv(1, 32, &mut rng)?)
-        .add(Activation::Relu)
-        .add(MaxPool2d::new(2))
-        .add(conv(32, 64, &mut rng)?)
-        .add(Activation::Relu)
-        .add(MaxPool2d::new(2))
-        .add(conv(64, 64, &mut rng)?)
-        .add(Activation::Relu)
-        .add(Flatten)
-        .add(Dense::new(dev, 576, 64, &mut rng)?)
-        .add(Activation::Relu)
-        .add(Dense::new(dev, 64, 10, &mut rng)?))
+    common::mnist_cnn_model(dev, 0)
 }
 
 fn mlp(dev: &Device) -> Result<Sequential> {
