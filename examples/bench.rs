@@ -114,6 +114,8 @@ struct Bench {
     skip_cpu: bool,
     /// Workload names given with `--only`; empty runs them all.
     only: Vec<String>,
+    /// Timed repeats per workload from `--repeats`; the defaults otherwise.
+    repeats: Option<usize>,
     records: Vec<Record>,
 }
 
@@ -123,10 +125,11 @@ impl Bench {
     }
 
     fn repeats(&self, dev: &Device) -> (usize, usize) {
-        match (self.quick, dev.is_gpu()) {
-            (true, _) => (1, 3),
-            (false, true) => (2, 7),
-            (false, false) => (1, 3),
+        match (self.repeats, self.quick, dev.is_gpu()) {
+            (Some(n), _, _) => (1, n),
+            (None, true, _) => (1, 3),
+            (None, false, true) => (2, 7),
+            (None, false, false) => (1, 3),
         }
     }
 
@@ -278,7 +281,7 @@ fn run() -> Result<()> {
         return first_result();
     }
     let args = common::Args::parse(
-        "usage: bench [--json FILE] [--quick] [--skip-cpu] [--only NAME,...]",
+        "usage: bench [--json FILE] [--quick] [--skip-cpu] [--only NAME,...] [--repeats N]",
         &[
             ("json", true, "also write the records as a JSON array"),
             ("quick", false, "fewer repeats and smaller matmuls"),
@@ -291,6 +294,11 @@ fn run() -> Result<()> {
                 "only",
                 true,
                 "run only these workloads (comma-separated names)",
+            ),
+            (
+                "repeats",
+                true,
+                "timed repeats per workload (default 7 on the GPU, 3 on the CPU and with --quick)",
             ),
         ],
     );
@@ -310,6 +318,10 @@ fn run() -> Result<()> {
             .values_get("only")
             .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
             .unwrap_or_default(),
+        repeats: match args.get("repeats", 0usize) {
+            0 => None,
+            n => Some(n),
+        },
         records: vec![],
     };
     if let Some(g) = &b.gpu {

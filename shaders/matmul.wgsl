@@ -23,10 +23,11 @@ struct MatmulParams {
     // takes any combination; the vec4 ones below say which they serve.
     ta: u32,
     tb: u32,
-    // `_ua` kernels: rows a_row0 .. a_row0 + a_rows of A sit in the uniform window `ua`.
+    // `_ua` kernels: rows a_row0 .. a_row0 + a_rows of A sit in the uniform windows
+    // ua0, ua1, …, window_rows rows in each (generated; see crates/device/src/shaders.rs).
     a_row0: u32,
     a_rows: u32,
-    _pad: u32,
+    window_rows: u32,
 }
 
 @group(0) @binding(0) var<storage, read> p: MatmulParams;
@@ -40,16 +41,9 @@ fn matmul(@builtin(global_invocation_id) g: vec3<u32>) {
     let row = g.y * 4u;
     if (row >= p.m || col >= p.n) { return; }
 
-    var r = g.z;
-    var a0 = 0u;
-    var b0 = 0u;
-    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
-        let n = p.batch[d];
-        let i = r % n;
-        r = r / n;
-        a0 += i * p.sa[d];
-        b0 += i * p.sb[d];
-    }
+    let o = batch_offsets(g.z);
+    let a0 = o.x;
+    let b0 = o.y;
 
     let k = p.k;
     // Element (i, t) of op(a) at i·a_row + t·a_col, (t, j) of op(b) at t·b_row + j·b_col.
@@ -144,16 +138,9 @@ fn mm_vec4_block(g: vec3<u32>) -> Block {
     let c4 = g.x;
     let row = g.y * 4u;
 
-    var r = g.z;
-    var a0 = 0u;
-    var b0 = 0u;
-    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
-        let n = p.batch[d];
-        let i = r % n;
-        r = r / n;
-        a0 += i * p.sa[d];
-        b0 += i * p.sb[d];
-    }
+    let o = batch_offsets(g.z);
+    let a0 = o.x;
+    let b0 = o.y;
     // Offsets in vec4 units; k and n are multiples of 4, so every matrix starts aligned.
     let ra0 = (a0 + min(row, p.m - 1u) * p.k) / 4u;
     let ra1 = (a0 + min(row + 1u, p.m - 1u) * p.k) / 4u;
@@ -386,85 +373,4 @@ fn matmul_nt_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
     if (row + 1u < p.m) { out4[base + n4] = acc1; }
     if (row + 2u < p.m) { out4[base + 2u * n4] = acc2; }
     if (row + 3u < p.m) { out4[base + 3u * n4] = acc3; }
-}
-
-// Variants for CPU-type adapters that read A through a uniform buffer: a window of up to
-// 64 KiB of A's rows copied to a scratch buffer, one dispatch per window. Every invocation of a
-// workgroup reads the same A values, and a CPU adapter loads a uniform-buffer value whose
-// address is the same across the workgroup once, where a storage-buffer load costs one access
-// per invocation (docs/performance.md). A is shared by every batch matrix.
-@group(0) @binding(2) var<uniform> ua: array<vec4<f32>, 4096>;
-
-fn mm_ua_block(g: vec3<u32>) -> Block {
-    let n4 = mm_n4();
-    let k4 = p.k / 4u;
-    let c4 = g.x;
-    let row = g.y * 4u;
-    var r = g.z;
-    var b0 = 0u;
-    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
-        let n = p.batch[d];
-        let i = r % n;
-        r = r / n;
-        b0 += i * p.sb[d];
-    }
-    // Rows relative to the window; rows past its end are clamped, never stored.
-    let last = p.a_rows - 1u;
-    let ra0 = min(row, last) * k4;
-    let ra1 = min(row + 1u, last) * k4;
-    let ra2 = min(row + 2u, last) * k4;
-    let ra3 = min(row + 3u, last) * k4;
-    var rb = b0 / 4u + c4;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var t = 0u; t < k4; t++) {
-        let b_0 = b4[rb];
-        let b_1 = b4[rb + n4];
-        let b_2 = b4[rb + 2u * n4];
-        let b_3 = b4[rb + 3u * n4];
-        rb += 4u * n4;
-        let x0 = ua[ra0 + t];
-        acc0 += x0.x * b_0 + x0.y * b_1 + x0.z * b_2 + x0.w * b_3;
-        let x1 = ua[ra1 + t];
-        acc1 += x1.x * b_0 + x1.y * b_1 + x1.z * b_2 + x1.w * b_3;
-        let x2 = ua[ra2 + t];
-        acc2 += x2.x * b_0 + x2.y * b_1 + x2.z * b_2 + x2.w * b_3;
-        let x3 = ua[ra3 + t];
-        acc3 += x3.x * b_0 + x3.y * b_1 + x3.z * b_2 + x3.w * b_3;
-    }
-    return Block(acc0, acc1, acc2, acc3);
-}
-
-fn mm_n4() -> u32 {
-    return p.n / 4u;
-}
-
-@compute @workgroup_size(64, 1, 1)
-fn matmul_vec4_ua(@builtin(global_invocation_id) g: vec3<u32>) {
-    let n4 = mm_n4();
-    let row = p.a_row0 + g.y * 4u;
-    if (g.y * 4u >= p.a_rows || g.x >= n4) { return; }
-    let r = mm_ua_block(g);
-    let base = g.z * p.m * n4 + row * n4 + g.x;
-    let end = p.a_row0 + p.a_rows;
-    out4[base] = r.acc0;
-    if (row + 1u < end) { out4[base + n4] = r.acc1; }
-    if (row + 2u < end) { out4[base + 2u * n4] = r.acc2; }
-    if (row + 3u < end) { out4[base + 3u * n4] = r.acc3; }
-}
-
-@compute @workgroup_size(64, 1, 1)
-fn matmul_vec4_out_ua(@builtin(global_invocation_id) g: vec3<u32>) {
-    let col = g.x * 4u;
-    let row = p.a_row0 + g.y * 4u;
-    if (g.y * 4u >= p.a_rows || col >= p.out_n) { return; }
-    let r = mm_ua_block(g);
-    let base = p.out_offset + g.z * p.m * p.out_n;
-    let end = p.a_row0 + p.a_rows;
-    store_out(base, row, col, r.acc0);
-    if (row + 1u < end) { store_out(base, row + 1u, col, r.acc1); }
-    if (row + 2u < end) { store_out(base, row + 2u, col, r.acc2); }
-    if (row + 3u < end) { store_out(base, row + 3u, col, r.acc3); }
 }

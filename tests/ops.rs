@@ -122,8 +122,14 @@ fn matmul_shapes() {
         (70, 36, 132),
         (5, 20, 8),
         (8, 1024, 1028),
-        // A read through three 64 KiB uniform windows of 16 rows on CPU-type adapters.
+        // On CPU-type adapters A is read through 64 KiB uniform windows, up to 8 per
+        // dispatch: three windows of 16 rows; windows of 16, 16 and 13 rows (a partial 8-row
+        // block); 24-row windows (16384 / 580 values rounded down to whole blocks) with a
+        // 2-row last one; two dispatches of 8-row windows, the second with one window.
         (40, 1024, 8),
+        (45, 1024, 12),
+        (50, 580, 8),
+        (72, 2048, 8),
     ] {
         check(
             &format!("matmul_{m}x{k}x{n}"),

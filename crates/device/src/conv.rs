@@ -112,14 +112,27 @@ impl GpuBackend {
         }
     }
 
-    /// The stride-1 input gradient by channel lanes (a convolution of g with the taps
-    /// mirrored), else by unfolding; false when neither applies. Channel lanes come first:
-    /// unfolding g costs o·kh·kw values per input pixel, more than the product saves
+    /// The stride-1 input gradient: a convolution of g with the taps mirrored, by unfolding
+    /// g and a matrix product or by channel lanes; false when neither applies. CPU-type
+    /// adapters unfold first, since their uniform-window product outruns channel lanes even
+    /// counting the unfolding; GPUs take channel lanes first, which read g without scratch
     /// (docs/performance.md).
     fn grad_input_stride1(&self, params: &ConvParams, x: &[Arg<'_>], out: &Arg<'_>) -> bool {
         let geo = ConvLanesParams::grad_input(params);
         let (og, cg) = (params.og as usize, params.cg as usize);
         let k = (params.kh * params.kw) as usize;
+        let gemm = || {
+            // Weights [o, c, kh, kw] as [c, o·kh·kw].
+            let weights = Weights::Relayout {
+                buffer: x[1].buffer,
+                view: &[cg, og, k],
+                strides: &[k, cg * k, 1],
+            };
+            self.gemm_fits(&geo) && self.conv_gemm(&geo, x[0].buffer, weights, out.buffer)
+        };
+        if !self.ctx.gpu_kernels && gemm() {
+            return true;
+        }
         if params.cg.is_multiple_of(4) {
             // Weights [o, c/g, kh, kw] as [group, o/g·kh·kw, c/g].
             let weights = Weights::Relayout {
@@ -131,13 +144,7 @@ impl GpuBackend {
                 return true;
             }
         }
-        // Weights [o, c, kh, kw] as [c, o·kh·kw].
-        let weights = Weights::Relayout {
-            buffer: x[1].buffer,
-            view: &[cg, og, k],
-            strides: &[k, cg * k, 1],
-        };
-        self.gemm_fits(&geo) && self.conv_gemm(&geo, x[0].buffer, weights, out.buffer)
+        self.ctx.gpu_kernels && gemm()
     }
 
     /// The general implicit-GEMM kernel `entry`: blocks of 4 of the `pixels` written (x) ×
@@ -349,7 +356,7 @@ impl GpuBackend {
             tb: 0,
             a_row0: 0,
             a_rows: 0,
-            pad: 0,
+            window_rows: 0,
         };
         if self.matmul_ua(&params, a, b, out, true) {
             return;

@@ -10,6 +10,7 @@ use crate::backend::{Command, GpuBackend};
 use crate::params::{
     dims, CopyParams, EwParams, MatmulParams, PoolParams, RandParams, ShapeParams,
 };
+use crate::shaders::UA_WINDOWS;
 
 const WORKGROUP: u32 = 64;
 
@@ -111,12 +112,12 @@ impl GpuBackend {
         self.push_linear(Family::Layout, "copy", &params, vec![dst, src], n);
     }
 
-    /// Records the product `params` describes with A read through uniform windows of up to
-    /// 64 KiB, one copy and one dispatch per window (CPU-type adapters; see matmul.wgsl).
-    /// `out_variant` selects the kernel that stores through an offset and row length. False
-    /// (nothing recorded) where it does not apply: kernels for GPUs chosen, transposed or
-    /// per-batch A, k or n not multiples of 4, rows longer than a quarter window, B too large
-    /// to stay in cache.
+    /// Records the product `params` describes with A read through uniform windows of 64 KiB
+    /// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch copies up to
+    /// [`UA_WINDOWS`] windows of A's rows and multiplies them with all of B. `out_variant`
+    /// selects the kernel that stores through an offset and row length. False (nothing
+    /// recorded) where it does not apply: kernels for GPUs chosen, transposed or per-batch A,
+    /// k or n not multiples of 4, rows longer than 2048 values (a window holds 8 rows at least).
     pub(crate) fn matmul_ua(
         &self,
         params: &MatmulParams,
@@ -130,50 +131,69 @@ impl GpuBackend {
         let (m, n, k) = (params.m, params.n, params.k);
         let rank = params.batch_rank as usize;
         let shared_a = params.sa[..rank].iter().all(|&s| s == 0);
-        let rows = ((WINDOW / 4) as u32 / k.max(1)) / 4 * 4;
+        // Whole 8-row blocks per window.
+        let window_rows = ((WINDOW / 4) as u32 / k.max(1)) / 8 * 8;
         let fits = !self.ctx.gpu_kernels
             && self.ctx.limits.max_uniform_buffer_binding_size >= WINDOW
+            && self.ctx.limits.max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32
             && params.ta == 0
             && params.tb == 0
             && shared_a
             && k % 4 == 0
             && n % 4 == 0
             && k > 0
-            && rows >= 4
-            && m > 0
-            // The window kernels have the wide workgroup shape, which re-reads B for every
-            // 4 rows: only while B stays in cache (as for matmul_vec4_wide).
-            && (k as u64) * (n as u64) <= 1 << 20;
+            && window_rows >= 8
+            && m > 0;
         if !fits {
             return false;
         }
-        let Ok(window) = self.alloc(WINDOW as usize) else {
-            return false;
-        };
+        let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
+        let mut windows = Vec::with_capacity(used);
+        for _ in 0..used {
+            match self.alloc(WINDOW as usize) {
+                Ok(w) => windows.push(w),
+                Err(_) => {
+                    windows.into_iter().for_each(|w| self.free(w));
+                    return false;
+                }
+            }
+        }
         let batch: u32 = params.batch[..rank].iter().product();
         let entry = if out_variant {
             "matmul_vec4_out_ua"
         } else {
             "matmul_vec4_ua"
         };
-        for row0 in (0..m).step_by(rows as usize) {
-            let count = rows.min(m - row0);
-            self.commands.borrow_mut().push(Command::Copy {
-                src: a,
-                src_offset: row0 as u64 * k as u64 * 4,
-                dst: window,
-                bytes: count as u64 * k as u64 * 4,
-            });
+        let per_dispatch = window_rows * used as u32;
+        for row0 in (0..m).step_by(per_dispatch as usize) {
+            let count = per_dispatch.min(m - row0);
+            for (w, &window) in windows.iter().enumerate() {
+                let first = row0 + w as u32 * window_rows;
+                if first >= row0 + count {
+                    break;
+                }
+                let rows = window_rows.min(row0 + count - first);
+                self.commands.borrow_mut().push(Command::Copy {
+                    src: a,
+                    src_offset: first as u64 * k as u64 * 4,
+                    dst: window,
+                    bytes: rows as u64 * k as u64 * 4,
+                });
+            }
             let p = MatmulParams {
                 a_row0: row0,
                 a_rows: count,
+                window_rows,
                 ..*params
             };
-            let groups = [(n / 4).div_ceil(64), count.div_ceil(4), batch];
-            self.push(Family::Matmul, entry, &p, vec![out, window, b], groups);
+            // Bindings: out, window 0, B, windows 1..; unused ones repeat window 0.
+            let mut buffers = vec![out, windows[0], b];
+            buffers.extend((1..UA_WINDOWS).map(|w| *windows.get(w).unwrap_or(&windows[0])));
+            let groups = [count.div_ceil(8), (n / 4).div_ceil(64), batch];
+            self.push(Family::Matmul, entry, &p, buffers, groups);
         }
-        // Work recorded later runs after these dispatches, so the window can be reused.
-        self.free(window);
+        // Work recorded later runs after these dispatches, so the windows can be reused.
+        windows.into_iter().for_each(|w| self.free(w));
         true
     }
 
@@ -322,7 +342,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 tb: *tb as u32,
                 a_row0: 0,
                 a_rows: 0,
-                pad: 0,
+                window_rows: 0,
             };
             if n > 0 {
                 let entry = |name: &str| {

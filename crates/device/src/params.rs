@@ -101,12 +101,12 @@ pub struct MatmulParams {
     pub ta: u32,
     /// Nonzero when `b` is stored `[n, k]` and read transposed.
     pub tb: u32,
-    /// `_ua` kernels: the first row of A held by the uniform window.
+    /// `_ua` kernels: the first row of A held by the dispatch's uniform windows.
     pub a_row0: u32,
-    /// `_ua` kernels: the rows of A the window holds.
+    /// `_ua` kernels: the rows of A the dispatch's windows hold together.
     pub a_rows: u32,
-    /// Unused; matches the WGSL struct's `_pad`.
-    pub pad: u32,
+    /// `_ua` kernels: the rows each window holds (a multiple of 8; the last may hold fewer).
+    pub window_rows: u32,
 }
 
 /// `shaders/random.wgsl`'s `RandParams`.
