@@ -167,6 +167,16 @@ fn matmul_shapes() {
             );
         }
     }
+    // On CPU-type adapters, A stored transposed is transposed by the uniform windows' copies:
+    // three windows of 16 rows (the last partial), and a batched B.
+    for (name, a, b) in [
+        ("ua_t10", [1024, 40], vec![1024, 12]),
+        ("ua_t10_batched", [512, 20], vec![2, 512, 8]),
+    ] {
+        check(&format!("matmul_{name}"), a[0], &[f(&a), f(&b)], move |x| {
+            x[0].matmul_t(&x[1], true, false)
+        });
+    }
     check(
         "matmul_shared_a_batched",
         12,

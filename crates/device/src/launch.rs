@@ -113,11 +113,12 @@ impl GpuBackend {
     }
 
     /// Records the product `params` describes with A read through uniform windows of 64 KiB
-    /// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch copies up to
-    /// [`UA_WINDOWS`] windows of A's rows and multiplies them with all of B. `out_variant`
-    /// selects the kernel that stores through an offset and row length. False (nothing
-    /// recorded) where it does not apply: kernels for GPUs chosen, transposed or per-batch A,
-    /// k or n not multiples of 4, rows longer than 2048 values (a window holds 8 rows at least).
+    /// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch fills up to
+    /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
+    /// transposed is transposed by the window copies. `out_variant` selects the kernel that
+    /// stores through an offset and row length. False (nothing recorded) where it does not
+    /// apply: kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4,
+    /// k above 2048 (a window holds 8 rows at least).
     pub(crate) fn matmul_ua(
         &self,
         params: &MatmulParams,
@@ -136,7 +137,6 @@ impl GpuBackend {
         let fits = !self.ctx.gpu_kernels
             && self.ctx.limits.max_uniform_buffer_binding_size >= WINDOW
             && self.ctx.limits.max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32
-            && params.ta == 0
             && params.tb == 0
             && shared_a
             && k % 4 == 0
@@ -173,12 +173,19 @@ impl GpuBackend {
                     break;
                 }
                 let rows = window_rows.min(row0 + count - first);
-                self.commands.borrow_mut().push(Command::Copy {
-                    src: a,
-                    src_offset: first as u64 * k as u64 * 4,
-                    dst: window,
-                    bytes: rows as u64 * k as u64 * 4,
-                });
+                if params.ta != 0 {
+                    // A stored [k, m]: row r, column t at t·m + first + r.
+                    let (m, k) = (m as usize, k as usize);
+                    let view = [rows as usize, k];
+                    self.copy_strided(a, window, &view, (first as usize, &[1, m]), (0, &[k, 1]));
+                } else {
+                    self.commands.borrow_mut().push(Command::Copy {
+                        src: a,
+                        src_offset: first as u64 * k as u64 * 4,
+                        dst: window,
+                        bytes: rows as u64 * k as u64 * 4,
+                    });
+                }
             }
             let p = MatmulParams {
                 a_row0: row0,
