@@ -150,6 +150,14 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dSpec)> {
             [4, 64, 3, 3],
             spec([1, 1], [1, 1], [1, 1], 1),
         ),
+        // Images of fewer than 256 output pixels unfold side by side into one product per
+        // chunk: here 58 images of 8×8 in two chunks (1152 taps).
+        (
+            "gemm_wide_chunks",
+            [58, 128, 8, 8],
+            [4, 128, 3, 3],
+            spec([1, 1], [1, 1], [1, 1], 1),
+        ),
         (
             "lanes_groups_dilated",
             [2, 8, 7, 6],

@@ -2,10 +2,12 @@
 //! applies; every plan is tested against the CPU backend (`tests/conv.rs`):
 //!
 //! - **forward**: unfold and multiply (one group, taps per output channel a multiple of 4:
-//!   `im2col` a chunk of images at a time, then the vec4 matrix product), else channel lanes
-//!   (output channels per group a multiple of 4), else the general implicit-GEMM kernel;
-//! - **input gradient**: at stride 1, channel lanes over g with the taps mirrored, else unfold
-//!   and multiply; otherwise the general kernel;
+//!   `im2col` a chunk of images at a time, then the vec4 matrix product; images of fewer than
+//!   256 pixels side by side in one product), else channel lanes (output channels per group a
+//!   multiple of 4), else the general implicit-GEMM kernel;
+//! - **input gradient**: at stride 1, a convolution of g with the taps mirrored: unfold and
+//!   multiply first on CPU-type adapters, channel lanes first on GPUs; otherwise the general
+//!   kernel;
 //! - **weight gradient**: unfold and multiply (one group, any tap count), else the general
 //!   kernel.
 //!
@@ -22,6 +24,11 @@ use crate::params::{ConvLanesParams, ConvParams, Im2colParams, MatmulParams};
 /// Values per unfolded chunk: the batch is unfolded this many values at a time (at least
 /// one image), which bounds the scratch memory and keeps a chunk's matrix near the caches.
 const CHUNK_VALUES: usize = 1 << 22;
+
+/// Output images of fewer pixels than this are unfolded side by side into one product
+/// ([`GpuBackend::conv_gemm_wide`]): 256 columns fill one 64-invocation row of the matrix
+/// kernels' vec4 lanes.
+const WIDE_BELOW: u32 = 256;
 
 /// Sizes of an unfolded convolution: rows (taps), output pixels, pixels rounded up to 4, and
 /// images per chunk.
@@ -264,7 +271,7 @@ impl GpuBackend {
         geo: &ConvLanesParams,
         input: BufferId,
         cols: BufferId,
-        (image0, images): (u32, u32),
+        (image0, images, pixels): (u32, u32, u32),
         strides: [u32; 3],
     ) {
         let np = geo.oh * geo.ow;
@@ -275,7 +282,7 @@ impl GpuBackend {
             image0,
             ow: geo.ow,
             np,
-            pixels: np.next_multiple_of(4),
+            pixels,
             taps: geo.ci * geo.kh * geo.kw,
             kh: geo.kh,
             kw: geo.kw,
@@ -418,6 +425,9 @@ impl GpuBackend {
             }
             return true;
         }
+        if np < WIDE_BELOW && geo.n > 1 {
+            return self.conv_gemm_wide(geo, input, weights, out);
+        }
         let Ok(cols) = self.alloc(chunk as usize * (taps * pixels) as usize * 4) else {
             return false;
         };
@@ -428,7 +438,7 @@ impl GpuBackend {
         for image0 in (0..geo.n).step_by(chunk as usize) {
             let images = chunk.min(geo.n - image0);
             let layout = [taps * pixels, pixels, 1];
-            self.im2col(geo, input, cols, (image0, images), layout);
+            self.im2col(geo, input, cols, (image0, images, pixels), layout);
             self.matmul_out(
                 [geo.co, pixels, taps],
                 (images, taps * pixels),
@@ -439,6 +449,59 @@ impl GpuBackend {
             );
         }
         self.free(cols);
+        if scratch {
+            self.free(w);
+        }
+        true
+    }
+
+    /// [`GpuBackend::conv_gemm`] for images of few pixels: a chunk's images unfold side by
+    /// side, `cols` as `[taps, images·np]`, so that one product `W · cols` has enough
+    /// columns to fill the kernel's lanes (one product per image would leave most of them
+    /// idle); its `[co, images·np]` result is then copied into the output's
+    /// `[image, co, np]` order.
+    fn conv_gemm_wide(
+        &self,
+        geo: &ConvLanesParams,
+        input: BufferId,
+        weights: Weights,
+        out: BufferId,
+    ) -> bool {
+        // The product's output is scratch too.
+        let Unfold {
+            taps, np, chunk, ..
+        } = Unfold::of(geo, geo.co);
+        let width = (chunk * np).next_multiple_of(4) as usize;
+        let Ok(cols) = self.alloc(taps as usize * width * 4) else {
+            return false;
+        };
+        let Ok(product) = self.alloc(geo.co as usize * width * 4) else {
+            self.free(cols);
+            return false;
+        };
+        let Some((w, scratch)) = self.weights(&weights) else {
+            self.free(cols);
+            self.free(product);
+            return false;
+        };
+        let (co, npu) = (geo.co as usize, np as usize);
+        for image0 in (0..geo.n).step_by(chunk as usize) {
+            let images = chunk.min(geo.n - image0);
+            // Columns past images·np are never written; they only reach product columns
+            // that are not copied out.
+            let n = (images * np).next_multiple_of(4);
+            self.im2col(geo, input, cols, (image0, images, np), [np, n, 1]);
+            self.matmul_out([geo.co, n, taps], (1, 0), w, cols, product, (0, n, false));
+            self.copy_strided(
+                product,
+                out,
+                &[images as usize, co, npu],
+                (0, &[npu, n as usize, 1]),
+                (image0 as usize * co * npu, &[co * npu, npu, 1]),
+            );
+        }
+        self.free(cols);
+        self.free(product);
         if scratch {
             self.free(w);
         }
@@ -488,7 +551,8 @@ impl GpuBackend {
                 (image0 as usize * co * npu, &[co * npu, npu, 1]),
                 (0, &[pix, k as usize, 1]),
             );
-            self.im2col(geo, input, cols, (image0, images), [pixels * row, 1, row]);
+            let slots = (image0, images, pixels);
+            self.im2col(geo, input, cols, slots, [pixels * row, 1, row]);
             self.matmul_out(
                 [geo.co, row, k],
                 (1, 0),
