@@ -26,8 +26,8 @@ use crate::params::{ConvLanesParams, ConvParams, Im2colParams, MatmulParams};
 const CHUNK_VALUES: usize = 1 << 22;
 
 /// Output images of fewer pixels than this are unfolded side by side into one product
-/// ([`GpuBackend::conv_gemm_wide`]): 256 columns fill one 64-invocation row of the matrix
-/// kernels' vec4 lanes.
+/// ([`GpuBackend::conv_gemm_wide`]), so that the product has columns enough for the matrix
+/// kernels' lanes (256 measured faster than 64 or never; docs/performance.md).
 const WIDE_BELOW: u32 = 256;
 
 /// Sizes of an unfolded convolution: rows (taps), output pixels, pixels rounded up to 4, and

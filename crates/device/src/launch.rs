@@ -10,7 +10,7 @@ use crate::backend::{Command, GpuBackend};
 use crate::params::{
     dims, CopyParams, EwParams, MatmulParams, PoolParams, RandParams, ShapeParams,
 };
-use crate::shaders::UA_WINDOWS;
+use crate::shaders::{UA_LANES, UA_WINDOWS};
 
 const WORKGROUP: u32 = 64;
 
@@ -196,7 +196,7 @@ impl GpuBackend {
             // Bindings: out, window 0, B, windows 1..; unused ones repeat window 0.
             let mut buffers = vec![out, windows[0], b];
             buffers.extend((1..UA_WINDOWS).map(|w| *windows.get(w).unwrap_or(&windows[0])));
-            let groups = [count.div_ceil(8), (n / 4).div_ceil(64), batch];
+            let groups = [count.div_ceil(8), (n / 4).div_ceil(UA_LANES), batch];
             self.push(Family::Matmul, entry, &p, buffers, groups);
         }
         // Work recorded later runs after these dispatches, so the windows can be reused.

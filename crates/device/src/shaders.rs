@@ -36,6 +36,10 @@ pub fn source(family: Family) -> &'static str {
 /// Uniform windows a `_ua` matmul dispatch binds (`ua0`..`ua7`).
 pub const UA_WINDOWS: usize = 8;
 
+/// Invocations per workgroup of the `_ua` matmul kernels, each 4 columns wide: a workgroup
+/// covers a panel of 128 columns (docs/performance.md has the measurements).
+pub const UA_LANES: u32 = 32;
+
 /// The matmul variants for CPU-type adapters that read A through uniform buffers, appended to
 /// `matmul.wgsl`. A dispatch binds up to [`UA_WINDOWS`] windows of 64 KiB, each holding
 /// `window_rows` consecutive rows of A, so that one dispatch covers enough rows for B to be
@@ -62,7 +66,7 @@ fn uniform_window_kernels() -> String {
     for w in 0..UA_WINDOWS {
         s += &UA_LOOP.replace("{w}", &w.to_string());
     }
-    s += UA_TAIL;
+    s += &UA_TAIL.replace("{lanes}", &UA_LANES.to_string());
     s
 }
 
@@ -139,21 +143,21 @@ const UA_LOOP: &str = "        case {w}u: {
         }
 ";
 
-/// After the loops: the entry points. Workgroups go down the row blocks of one 256-column
-/// panel before the next panel (`workgroup_id.x` is the row block), so that panel of B stays
-/// in cache while the dispatch's rows use it.
+/// After the loops: the entry points, `{lanes}` invocations wide. Workgroups go down the row
+/// blocks of one panel of columns before the next panel (`workgroup_id.x` is the row block),
+/// so that panel of B stays in cache while the dispatch's rows use it.
 const UA_TAIL: &str = "        default: {}
     }
     return Block8(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size({lanes}, 1, 1)
 fn matmul_vec4_ua(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) l: vec3<u32>,
 ) {
     let n4 = p.n / 4u;
-    let c4 = wg.y * 64u + l.x;
+    let c4 = wg.y * {lanes}u + l.x;
     let row = wg.x * 8u;
     if (row >= p.a_rows || c4 >= n4) { return; }
     let r = mm_ua_block(c4, row, wg.z);
@@ -173,12 +177,12 @@ fn ua_store4(at: u32, row: u32, v: vec4<f32>) {
     if (row < p.a_rows) { out4[at] = v; }
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size({lanes}, 1, 1)
 fn matmul_vec4_out_ua(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) l: vec3<u32>,
 ) {
-    let c4 = wg.y * 64u + l.x;
+    let c4 = wg.y * {lanes}u + l.x;
     let row = wg.x * 8u;
     if (row >= p.a_rows || c4 * 4u >= p.out_n) { return; }
     let r = mm_ua_block(c4, row, wg.z);
