@@ -115,7 +115,7 @@ impl GpuBackend {
     /// Records the product `params` describes with A read through uniform windows of 64 KiB
     /// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch fills up to
     /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
-    /// transposed is transposed by the window copies. `out_variant` selects the kernel that
+    /// transposed is first transposed into scratch. `out_variant` selects the kernel that
     /// stores through an offset and row length. False (nothing recorded) where it does not
     /// apply: kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4,
     /// k above 2048 (a window holds 8 rows at least).
@@ -147,13 +147,28 @@ impl GpuBackend {
         if !fits {
             return false;
         }
+        // A stored [k, m] is transposed once into scratch, whose rows the windows copy.
+        let transposed = if params.ta != 0 {
+            let Ok(t) = self.alloc(m as usize * k as usize * 4) else {
+                return false;
+            };
+            let (m, k) = (m as usize, k as usize);
+            self.copy_strided(a, t, &[m, k], (0, &[1, m]), (0, &[k, 1]));
+            Some(t)
+        } else {
+            None
+        };
+        let a_rows = transposed.unwrap_or(a);
         let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
         let mut windows = Vec::with_capacity(used);
         for _ in 0..used {
             match self.alloc(WINDOW as usize) {
                 Ok(w) => windows.push(w),
                 Err(_) => {
-                    windows.into_iter().for_each(|w| self.free(w));
+                    windows
+                        .into_iter()
+                        .chain(transposed)
+                        .for_each(|w| self.free(w));
                     return false;
                 }
             }
@@ -173,19 +188,12 @@ impl GpuBackend {
                     break;
                 }
                 let rows = window_rows.min(row0 + count - first);
-                if params.ta != 0 {
-                    // A stored [k, m]: row r, column t at t·m + first + r.
-                    let (m, k) = (m as usize, k as usize);
-                    let view = [rows as usize, k];
-                    self.copy_strided(a, window, &view, (first as usize, &[1, m]), (0, &[k, 1]));
-                } else {
-                    self.commands.borrow_mut().push(Command::Copy {
-                        src: a,
-                        src_offset: first as u64 * k as u64 * 4,
-                        dst: window,
-                        bytes: rows as u64 * k as u64 * 4,
-                    });
-                }
+                self.commands.borrow_mut().push(Command::Copy {
+                    src: a_rows,
+                    src_offset: first as u64 * k as u64 * 4,
+                    dst: window,
+                    bytes: rows as u64 * k as u64 * 4,
+                });
             }
             let p = MatmulParams {
                 a_row0: row0,
@@ -199,8 +207,11 @@ impl GpuBackend {
             let groups = [count.div_ceil(8), (n / 4).div_ceil(UA_LANES), batch];
             self.push(Family::Matmul, entry, &p, buffers, groups);
         }
-        // Work recorded later runs after these dispatches, so the windows can be reused.
-        windows.into_iter().for_each(|w| self.free(w));
+        // Work recorded later runs after these dispatches, so the scratch can be reused.
+        windows
+            .into_iter()
+            .chain(transposed)
+            .for_each(|w| self.free(w));
         true
     }
 
