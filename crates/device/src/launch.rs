@@ -152,13 +152,10 @@ impl GpuBackend {
             let Ok(t) = self.alloc(m as usize * k as usize * 4) else {
                 return false;
             };
-            let (m, k) = (m as usize, k as usize);
-            self.copy_strided(a, t, &[m, k], (0, &[1, m]), (0, &[k, 1]));
             Some(t)
         } else {
             None
         };
-        let a_rows = transposed.unwrap_or(a);
         let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
         let mut windows = Vec::with_capacity(used);
         for _ in 0..used {
@@ -173,6 +170,12 @@ impl GpuBackend {
                 }
             }
         }
+        // Recorded only once all scratch is in hand, so a refusal records nothing.
+        if let Some(t) = transposed {
+            let (m, k) = (m as usize, k as usize);
+            self.copy_strided(a, t, &[m, k], (0, &[1, m]), (0, &[k, 1]));
+        }
+        let a_rows = transposed.unwrap_or(a);
         let batch: u32 = params.batch[..rank].iter().product();
         let entry = if out_variant {
             "matmul_vec4_out_ua"
