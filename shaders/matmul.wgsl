@@ -30,6 +30,11 @@ struct MatmulParams {
     window_rows: u32,
 }
 
+// Kernels store the product through `put` (element i of the output) and `put4` (vec4 i4),
+// defined after this file: plain stores, or a generated epilogue that applies a fused group
+// of elementwise ops first (crates/device/src/shaders.rs). The `_out` kernels, which store
+// at an offset, store directly.
+
 @group(0) @binding(0) var<storage, read> p: MatmulParams;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
@@ -85,10 +90,10 @@ fn matmul(@builtin(global_invocation_id) g: vec3<u32>) {
 fn store_row(base: u32, row: u32, col: u32, v: vec4<f32>) {
     if (row >= p.m) { return; }
     let o = base + row * p.n + col;
-    out[o] = v.x;
-    if (col + 1u < p.n) { out[o + 1u] = v.y; }
-    if (col + 2u < p.n) { out[o + 2u] = v.z; }
-    if (col + 3u < p.n) { out[o + 3u] = v.w; }
+    put(o, v.x);
+    if (col + 1u < p.n) { put(o + 1u, v.y); }
+    if (col + 2u < p.n) { put(o + 2u, v.z); }
+    if (col + 3u < p.n) { put(o + 3u, v.w); }
 }
 
 // Variant for k and n multiples of 4: A and B are read as vec4 rows (a4: 4 consecutive k of
@@ -126,10 +131,10 @@ fn mm_vec4(g: vec3<u32>) {
     if (row >= p.m || c4 >= n4) { return; }
     let r = mm_vec4_block(g);
     let base = g.z * p.m * n4 + row * n4 + c4;
-    out4[base] = r.acc0;
-    if (row + 1u < p.m) { out4[base + n4] = r.acc1; }
-    if (row + 2u < p.m) { out4[base + 2u * n4] = r.acc2; }
-    if (row + 3u < p.m) { out4[base + 3u * n4] = r.acc3; }
+    put4(base, r.acc0);
+    if (row + 1u < p.m) { put4(base + n4, r.acc1); }
+    if (row + 2u < p.m) { put4(base + 2u * n4, r.acc2); }
+    if (row + 3u < p.m) { put4(base + 3u * n4, r.acc3); }
 }
 
 fn mm_vec4_block(g: vec3<u32>) -> Block {
@@ -280,10 +285,10 @@ fn matmul_tiled(
     let row = row0 + lid.y * 4u;
     if (c4 >= n4) { return; }
     let base = wg.z * p.m * n4 + row * n4 + c4;
-    if (row < p.m) { out4[base] = acc0; }
-    if (row + 1u < p.m) { out4[base + n4] = acc1; }
-    if (row + 2u < p.m) { out4[base + 2u * n4] = acc2; }
-    if (row + 3u < p.m) { out4[base + 3u * n4] = acc3; }
+    if (row < p.m) { put4(base, acc0); }
+    if (row + 1u < p.m) { put4(base + n4, acc1); }
+    if (row + 2u < p.m) { put4(base + 2u * n4, acc2); }
+    if (row + 3u < p.m) { put4(base + 3u * n4, acc3); }
 }
 
 // Batch offsets (in elements) of a and b for output matrix z.
@@ -326,10 +331,10 @@ fn matmul_tn_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
         acc3 += x.w * y;
     }
     let base = g.z * p.m * n4 + r4 * 4u * n4 + c4;
-    out4[base] = acc0;
-    out4[base + n4] = acc1;
-    out4[base + 2u * n4] = acc2;
-    out4[base + 3u * n4] = acc3;
+    put4(base, acc0);
+    put4(base + n4, acc1);
+    put4(base + 2u * n4, acc2);
+    put4(base + 3u * n4, acc3);
 }
 
 // C = A·Bᵀ with B stored [n, k] (k and n multiples of 4): rows of both are read as vec4
@@ -369,8 +374,8 @@ fn matmul_nt_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
         acc3 += vec4<f32>(dot(x3, b_0), dot(x3, b_1), dot(x3, b_2), dot(x3, b_3));
     }
     let base = g.z * p.m * n4 + row * n4 + c4;
-    out4[base] = acc0;
-    if (row + 1u < p.m) { out4[base + n4] = acc1; }
-    if (row + 2u < p.m) { out4[base + 2u * n4] = acc2; }
-    if (row + 3u < p.m) { out4[base + 3u * n4] = acc3; }
+    put4(base, acc0);
+    if (row + 1u < p.m) { put4(base + n4, acc1); }
+    if (row + 2u < p.m) { put4(base + 2u * n4, acc2); }
+    if (row + 3u < p.m) { put4(base + 3u * n4, acc3); }
 }

@@ -197,6 +197,74 @@ fn matmul_shapes() {
     });
 }
 
+/// On the GPU a product followed by elementwise ops of its shape runs them in the matmul's
+/// kernel, before its stores: every matmul kernel variant takes such an epilogue.
+#[test]
+fn matmul_epilogues() {
+    // Uniform windows (k, n multiples of 4) on CPU-type adapters, tiled on GPUs; the scalar
+    // kernel (n = 10); the vec4 kernel past the windows' k; a wide vec4 shape.
+    for (m, k, n) in [(45, 1024, 12), (33, 65, 10), (8, 2052, 8), (70, 36, 132)] {
+        check(
+            &format!("matmul_bias_relu_{m}x{k}x{n}"),
+            k,
+            &[f(&[m, k]), f(&[k, n]), f(&[n])],
+            |x| (x[0].matmul(&x[1]) + &x[2]).relu(),
+        );
+    }
+    // Transposed operands (A transposed, B transposed), a batched product scaled per row,
+    // constants and a slope compiled into the kernel.
+    check(
+        "matmul_t10_bias_tanh",
+        12,
+        &[f(&[12, 20]), f(&[12, 8]), f(&[8])],
+        |x| (x[0].matmul_t(&x[1], true, false) + &x[2]).tanh(),
+    );
+    check(
+        "matmul_t01_bias_sigmoid",
+        12,
+        &[f(&[20, 12]), f(&[8, 12]), f(&[8])],
+        |x| (x[0].matmul_t(&x[1], false, true) + &x[2]).sigmoid(),
+    );
+    check(
+        "matmul_batched_epilogue",
+        8,
+        &[f(&[2, 3, 5, 8]), f(&[8, 12]), f(&[5, 1])],
+        |x| {
+            (x[0].matmul(&x[1]) * &x[2])
+                .mul_scalar(0.5)
+                .add_scalar(0.25)
+                .leaky_relu(0.1)
+        },
+    );
+}
+
+/// An epilogue that also stores a value the caller holds: the pre-activation `z` and the
+/// activation `y` come out of one matmul kernel, both equal to the CPU's.
+#[test]
+fn matmul_epilogue_storing_two_values() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = wgrad::nn::Rng::new(5);
+    let mut data = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.range(-1.0, 1.0)).collect() };
+    let (x, w, b, s) = (data(9 * 16), data(16 * 8), data(8), data(8));
+    let run = |dev: &wgrad::Device| -> (Vec<f32>, Vec<f32>) {
+        let x = Tensor::from_slice(dev, &x, &[9, 16]).unwrap();
+        let w = Tensor::from_slice(dev, &w, &[16, 8]).unwrap();
+        let b = Tensor::from_slice(dev, &b, &[8]).unwrap();
+        let s = Tensor::from_slice(dev, &s, &[8]).unwrap();
+        let z = x.matmul(&w) + &b;
+        let y = (&z * &s).sigmoid();
+        wgrad::realize_all(&[&y, &z]).unwrap();
+        (z.to_vec().unwrap(), y.to_vec().unwrap())
+    };
+    let (gz, gy) = run(&gpu);
+    let (cz, cy) = run(&wgrad::cpu());
+    for (what, g, c) in [("z", gz, cz), ("y", gy, cy)] {
+        for (i, (g, c)) in g.iter().zip(&c).enumerate() {
+            assert!((g - c).abs() <= 1e-5, "{what}[{i}]: gpu {g} vs cpu {c}");
+        }
+    }
+}
+
 #[test]
 fn layout() {
     check("reshape", 1, &[f(&[2, 3, 4])], |x| {

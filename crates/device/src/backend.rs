@@ -250,7 +250,43 @@ impl Backend for GpuBackend {
                 fused.constants.len()
             )));
         }
+        if fused.values.contains(&wgrad_graph::FusedValue::Product) {
+            return Err(Error::Device(
+                "a fused kernel reads a product only as a matmul's epilogue".into(),
+            ));
+        }
         self.record_fused(fused, inputs, outs);
+        Ok(())
+    }
+
+    fn epilogue_buffers(&self) -> usize {
+        // The storage kernels bind the parameters, the output and both operands.
+        let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
+        if self.fusion {
+            bindings.saturating_sub(3).min(6)
+        } else {
+            0
+        }
+    }
+
+    fn exec_matmul_fused(
+        &self,
+        op: &Op,
+        operands: &[Arg<'_>],
+        fused: &Fused,
+        inputs: &[Arg<'_>],
+        outs: &[Arg<'_>],
+    ) -> Result<()> {
+        if !matches!(op, Op::MatMul { .. }) || outs.is_empty() {
+            return Err(Error::Device(format!(
+                "an epilogue follows a matmul and stores 1 or more outputs, got {} and {}",
+                op.name(),
+                outs.len()
+            )));
+        }
+        let extra: Vec<BufferId> = outs[1..].iter().chain(inputs).map(|a| a.buffer).collect();
+        let store = crate::launch::Store::Epilogue(fused, &extra);
+        crate::launch::record_matmul(self, op, operands, &outs[0], &store);
         Ok(())
     }
 

@@ -219,27 +219,38 @@ impl Context {
 
     /// The pipeline of a generated kernel (entry point `main`), compiled once per source.
     pub fn generated_pipeline(&self, source: &str) -> Arc<wgpu::ComputePipeline> {
+        self.generated_with(source, "main", || source.to_string())
+    }
+
+    /// The pipeline of entry point `entry` of a generated module, compiled on the first call
+    /// with `key` (which must name the module and entry together) from `source()`.
+    pub(crate) fn generated_with(
+        &self,
+        key: &str,
+        entry: &str,
+        source: impl FnOnce() -> String,
+    ) -> Arc<wgpu::ComputePipeline> {
         let mut cache = self.generated.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = cache.get(source) {
+        if let Some(p) = cache.get(key) {
             return p.clone();
         }
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("wgrad fused kernel"),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                label: Some("wgrad generated kernel"),
+                source: wgpu::ShaderSource::Wgsl(source().into()),
             });
         let pipeline = Arc::new(self.device.create_compute_pipeline(
             &wgpu::ComputePipelineDescriptor {
-                label: Some("wgrad fused kernel"),
+                label: Some(entry),
                 layout: None,
                 module: &module,
-                entry_point: Some("main"),
+                entry_point: Some(entry),
                 compilation_options: Default::default(),
                 cache: None,
             },
         ));
-        cache.insert(source.to_string(), pipeline.clone());
+        cache.insert(key.to_string(), pipeline.clone());
         pipeline
     }
 

@@ -19,6 +19,7 @@ use wgrad_graph::shape::{contiguous_strides, numel};
 use wgrad_graph::{Arg, Backend, BufferId};
 
 use crate::backend::{Command, GpuBackend};
+use crate::launch::Store;
 use crate::params::{ConvLanesParams, ConvParams, Im2colParams, MatmulParams};
 
 /// Values per unfolded chunk: the batch is unfolded this many values at a time (at least
@@ -365,7 +366,7 @@ impl GpuBackend {
             a_rows: 0,
             window_rows: 0,
         };
-        if self.matmul_ua(&params, a, b, out, true) {
+        if self.matmul_ua(&params, a, b, out, &Store::Strided) {
             return;
         }
         // The same choice of workgroup shape as a plain matmul (docs/performance.md).

@@ -112,20 +112,40 @@ impl GpuBackend {
         self.push_linear(Family::Layout, "copy", &params, vec![dst, src], n);
     }
 
+    /// Records one dispatch of the matmul kernel `entry`, storing as `store` says: a
+    /// generated epilogue binds its buffers after the kernel's own `buffers`.
+    pub(crate) fn push_matmul(
+        &self,
+        entry: &str,
+        store: &Store<'_>,
+        params: &MatmulParams,
+        mut buffers: Vec<BufferId>,
+        groups: [u32; 3],
+    ) {
+        let pipeline = match store {
+            Store::Epilogue(fused, extra) => {
+                let pipeline = self.epilogue_pipeline(entry, fused, buffers.len() as u32 + 1);
+                buffers.extend_from_slice(extra);
+                pipeline
+            }
+            _ => self.ctx.pipeline(Family::Matmul, entry),
+        };
+        self.push_pipeline(pipeline, entry, params, buffers, groups);
+    }
+
     /// Records the product `params` describes with A read through uniform windows of 64 KiB
     /// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch fills up to
     /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
-    /// transposed is first transposed into scratch. `out_variant` selects the kernel that
-    /// stores through an offset and row length. False (nothing recorded) where it does not
-    /// apply: kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4,
-    /// k above 2048 (a window holds 8 rows at least).
+    /// transposed is first transposed into scratch. False (nothing recorded) where it does
+    /// not apply: kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of
+    /// 4, k above 2048 (a window holds 8 rows at least).
     pub(crate) fn matmul_ua(
         &self,
         params: &MatmulParams,
         a: BufferId,
         b: BufferId,
         out: BufferId,
-        out_variant: bool,
+        store: &Store<'_>,
     ) -> bool {
         use wgrad_graph::Backend;
         const WINDOW: u64 = 65536;
@@ -177,10 +197,9 @@ impl GpuBackend {
         }
         let a_rows = transposed.unwrap_or(a);
         let batch: u32 = params.batch[..rank].iter().product();
-        let entry = if out_variant {
-            "matmul_vec4_out_ua"
-        } else {
-            "matmul_vec4_ua"
+        let entry = match store {
+            Store::Strided => "matmul_vec4_out_ua",
+            _ => "matmul_vec4_ua",
         };
         let per_dispatch = window_rows * used as u32;
         for row0 in (0..m).step_by(per_dispatch as usize) {
@@ -208,7 +227,7 @@ impl GpuBackend {
             let mut buffers = vec![out, windows[0], b];
             buffers.extend((1..UA_WINDOWS).map(|w| *windows.get(w).unwrap_or(&windows[0])));
             let groups = [count.div_ceil(8), (n / 4).div_ceil(UA_LANES), batch];
-            self.push(Family::Matmul, entry, &p, buffers, groups);
+            self.push_matmul(entry, store, &p, buffers, groups);
         }
         // Work recorded later runs after these dispatches, so the scratch can be reused.
         windows
@@ -334,71 +353,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             params.extra[0] = contiguous_strides(s)[*axis] as u32;
             be.push_linear(family, entry, &params, ids(x), n);
         }
-        Op::MatMul { ta, tb } => {
-            let (a, b) = (x[0].shape, x[1].shape);
-            let r = out.shape.len();
-            let k = if *ta { a[a.len() - 2] } else { a[a.len() - 1] };
-            let (m, nn) = (out.shape[r - 2], out.shape[r - 1]);
-            let batch = &out.shape[..r - 2];
-            let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch)
-                .iter()
-                .map(|s| s * m * k)
-                .collect();
-            let sb: Vec<usize> = broadcast_strides(&b[..b.len() - 2], batch)
-                .iter()
-                .map(|s| s * k * nn)
-                .collect();
-            let params = MatmulParams {
-                m: m as u32,
-                n: nn as u32,
-                k: k as u32,
-                batch_rank: batch.len() as u32,
-                batch: dims(batch),
-                sa: dims(&sa),
-                sb: dims(&sb),
-                out_offset: 0,
-                out_n: nn as u32,
-                accumulate: 0,
-                ta: *ta as u32,
-                tb: *tb as u32,
-                a_row0: 0,
-                a_rows: 0,
-                window_rows: 0,
-            };
-            if n > 0 {
-                let entry = |name: &str| {
-                    entries
-                        .iter()
-                        .find(|e| e.as_str() == name)
-                        .expect("matmul entry listed in Op::kernels")
-                        .as_str()
-                };
-                let four = |v: usize| v.is_multiple_of(4) && v > 0;
-                // The vec4 variants read rows as vec4: the dimensions they read along must
-                // be multiples of 4. Wide workgroups win while B (k·n values) stays in cache.
-                if be.matmul_ua(&params, x[0].buffer, x[1].buffer, out.buffer, false) {
-                    return;
-                }
-                let (name, tile) = match (*ta, *tb) {
-                    (false, false) if four(k) && four(nn) => {
-                        match (be.ctx.gpu_kernels, k * nn <= 1 << 20) {
-                            (true, _) => ("matmul_tiled", [64, 64]),
-                            (false, true) => ("matmul_vec4_wide", [256, 4]),
-                            (false, false) => ("matmul_vec4", [32, 32]),
-                        }
-                    }
-                    (true, false) if four(m) && four(nn) => ("matmul_tn_vec4", [32, 32]),
-                    (false, true) if four(k) && four(nn) => ("matmul_nt_vec4", [32, 32]),
-                    _ => ("matmul", [32, 32]),
-                };
-                let groups = [
-                    (nn as u32).div_ceil(tile[0]),
-                    (m as u32).div_ceil(tile[1]),
-                    numel(batch) as u32,
-                ];
-                be.push(family, entry(name), &params, ids(x), groups);
-            }
-        }
+        Op::MatMul { .. } => record_matmul(be, op, x, out, &Store::Dense),
         Op::Reshape { .. } => {
             if n > 0 {
                 be.commands.borrow_mut().push(Command::Copy {
@@ -520,6 +475,88 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             be.push_linear(family, entry, &params, ids(x), n);
         }
     }
+}
+
+/// How a matmul kernel stores its product.
+pub(crate) enum Store<'a> {
+    /// Into a dense output of the product's shape.
+    Dense,
+    /// Through `MatmulParams::out_offset`, `out_n` and `accumulate` (the `_out` kernels).
+    Strided,
+    /// Into a dense output after a fused group of elementwise ops (see
+    /// `Backend::exec_matmul_fused`), whose other outputs and inputs are bound after the
+    /// kernel's own buffers.
+    Epilogue(&'a wgrad_graph::Fused, &'a [BufferId]),
+}
+
+/// Records the dispatches of an [`Op::MatMul`] storing as `store` says (not `Strided`).
+pub(crate) fn record_matmul(
+    be: &GpuBackend,
+    op: &Op,
+    x: &[Arg<'_>],
+    out: &Arg<'_>,
+    store: &Store<'_>,
+) {
+    let Op::MatMul { ta, tb } = *op else {
+        unreachable!("record_matmul takes a matmul")
+    };
+    let (a, b) = (x[0].shape, x[1].shape);
+    let r = out.shape.len();
+    let k = if ta { a[a.len() - 2] } else { a[a.len() - 1] };
+    let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
+    let batch = &out.shape[..r - 2];
+    if m * n * numel(batch) == 0 {
+        return;
+    }
+    let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch)
+        .iter()
+        .map(|s| s * m * k)
+        .collect();
+    let sb: Vec<usize> = broadcast_strides(&b[..b.len() - 2], batch)
+        .iter()
+        .map(|s| s * k * n)
+        .collect();
+    let params = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch_rank: batch.len() as u32,
+        batch: dims(batch),
+        sa: dims(&sa),
+        sb: dims(&sb),
+        out_offset: 0,
+        out_n: n as u32,
+        accumulate: 0,
+        ta: ta as u32,
+        tb: tb as u32,
+        a_row0: 0,
+        a_rows: 0,
+        window_rows: 0,
+    };
+    if be.matmul_ua(&params, x[0].buffer, x[1].buffer, out.buffer, store) {
+        return;
+    }
+    // The vec4 variants read rows as vec4: the dimensions they read along must be multiples
+    // of 4. Wide workgroups win while B (k·n values) stays in cache.
+    let four = |v: usize| v.is_multiple_of(4) && v > 0;
+    let (name, tile) = match (ta, tb) {
+        (false, false) if four(k) && four(n) => match (be.ctx.gpu_kernels, k * n <= 1 << 20) {
+            (true, _) => ("matmul_tiled", [64, 64]),
+            (false, true) => ("matmul_vec4_wide", [256, 4]),
+            (false, false) => ("matmul_vec4", [32, 32]),
+        },
+        (true, false) if four(m) && four(n) => ("matmul_tn_vec4", [32, 32]),
+        (false, true) if four(k) && four(n) => ("matmul_nt_vec4", [32, 32]),
+        _ => ("matmul", [32, 32]),
+    };
+    debug_assert!(op.kernels().1.iter().any(|e| e == name));
+    let groups = [
+        (n as u32).div_ceil(tile[0]),
+        (m as u32).div_ceil(tile[1]),
+        numel(batch) as u32,
+    ];
+    let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
+    be.push_matmul(name, store, &params, buffers, groups);
 }
 
 /// Whether pooling `x` into `y` has 2×2 windows at stride 2 inside an input of even width,

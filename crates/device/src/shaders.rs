@@ -23,7 +23,7 @@ pub fn source(family: Family) -> &'static str {
         Family::Reduce => family!("reduce.wgsl"),
         Family::Matmul => {
             static MATMUL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-            MATMUL.get_or_init(|| format!("{}{}", family!("matmul.wgsl"), uniform_window_kernels()))
+            MATMUL.get_or_init(|| matmul_source(PLAIN_STORES, true))
         }
         Family::Layout => family!("layout.wgsl"),
         Family::Index => family!("index.wgsl"),
@@ -32,6 +32,24 @@ pub fn source(family: Family) -> &'static str {
         Family::Pool => family!("pool.wgsl"),
     }
 }
+
+/// The matmul family with `stores` defining `put` and `put4`, through which its kernels store
+/// the product: [`PLAIN_STORES`], or a generated epilogue (see `generated.rs`). With
+/// `windows`, the uniform-window kernels too (their windows take bindings 4 to 10, which the
+/// other kernels' epilogues bind after their operands).
+pub fn matmul_source(stores: &str, windows: bool) -> String {
+    let mut source = format!("{}{stores}", family!("matmul.wgsl"));
+    if windows {
+        source += &uniform_window_kernels();
+    }
+    source
+}
+
+/// The product stored as it is: element `i`, or vec4 `i4`, of the output.
+const PLAIN_STORES: &str = "
+fn put(i: u32, v: f32) { out[i] = v; }
+fn put4(i4: u32, v: vec4<f32>) { out4[i4] = v; }
+";
 
 /// Uniform windows a `_ua` matmul dispatch binds (`ua0`..`ua7`).
 pub const UA_WINDOWS: usize = 8;
@@ -162,7 +180,7 @@ fn matmul_vec4_ua(
     if (row >= p.a_rows || c4 >= n4) { return; }
     let r = mm_ua_block(c4, row, wg.z);
     let base = (wg.z * p.m + p.a_row0 + row) * n4 + c4;
-    out4[base] = r.acc0;
+    put4(base, r.acc0);
     ua_store4(base + n4, row + 1u, r.acc1);
     ua_store4(base + 2u * n4, row + 2u, r.acc2);
     ua_store4(base + 3u * n4, row + 3u, r.acc3);
@@ -174,7 +192,7 @@ fn matmul_vec4_ua(
 
 // Stores one row of a block unless it is past the dispatch's rows.
 fn ua_store4(at: u32, row: u32, v: vec4<f32>) {
-    if (row < p.a_rows) { out4[at] = v; }
+    if (row < p.a_rows) { put4(at, v); }
 }
 
 @compute @workgroup_size({lanes}, 1, 1)

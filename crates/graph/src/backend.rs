@@ -59,6 +59,32 @@ pub trait Backend {
             "this backend does not fuse ops".into(),
         ))
     }
+
+    /// How many buffers, inputs and outputs together, the elementwise group after a matmul
+    /// may use in [`Backend::exec_matmul_fused`]; 0 when the backend does not fuse products
+    /// with what follows them.
+    fn epilogue_buffers(&self) -> usize {
+        0
+    }
+
+    /// Runs the product `op` (an [`Op::MatMul`]) of `operands` with a fused group as its
+    /// epilogue: each product element is read by `fused` as [`FusedValue::Product`], never
+    /// stored on its own, and the values `fused.outputs` names are written to `outs`, all of
+    /// the product's shape. A bias and an activation after a dense layer's product cost no
+    /// pass over memory of their own.
+    fn exec_matmul_fused(
+        &self,
+        op: &Op,
+        operands: &[Arg<'_>],
+        fused: &Fused,
+        inputs: &[Arg<'_>],
+        outs: &[Arg<'_>],
+    ) -> Result<()> {
+        let _ = (op, operands, fused, inputs, outs);
+        Err(crate::Error::Device(
+            "this backend does not fuse products".into(),
+        ))
+    }
 }
 
 /// Most scalar constants one fused kernel reads from its parameters.
@@ -93,6 +119,9 @@ pub enum FusedValue {
         /// Position in [`Fused::constants`].
         slot: usize,
     },
+    /// The element of the matmul product a [`Backend::exec_matmul_fused`] kernel has just
+    /// computed (in no other kind of kernel).
+    Product,
     /// An elementwise op (`Unary`, `Binary` or `Where`) applied to earlier values.
     Op {
         /// The op.

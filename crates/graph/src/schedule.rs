@@ -56,14 +56,21 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
     let backend = device.backend();
     let groups = match backend.fusion_inputs() {
         0 => vec![None; order.len()],
-        // The inputs of a one-output kernel, or inputs and outputs together.
-        max_inputs => plan_fusion(&order, &index, &uses, &keep, max_inputs + 1),
+        max_inputs => {
+            // The inputs of a one-output kernel, or inputs and outputs together.
+            let mut groups = plan_fusion(&order, &index, &uses, &keep, max_inputs + 1);
+            match backend.epilogue_buffers() {
+                0 => {}
+                max => plan_epilogues(&order, &index, &uses, &keep, &mut groups, max),
+            }
+            groups
+        }
     };
     // Nodes computed inside another node's kernel.
     let inlined: Vec<bool> = {
         let mut v = vec![false; order.len()];
         for group in groups.iter().flatten() {
-            for &m in &group.members[..group.members.len() - 1] {
+            for &m in group.inner() {
                 v[m] = true;
             }
         }
@@ -92,7 +99,10 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
         // The nodes whose inputs this launch consumes and those whose values it stores: the
         // group, or the node alone.
         let (members, outputs) = match &groups[i] {
-            Some(g) => (g.members.clone(), g.outputs.clone()),
+            Some(g) => (
+                g.members.iter().chain(&g.product).copied().collect(),
+                g.outputs.clone(),
+            ),
             None => (vec![i], vec![i]),
         };
         let outs: Vec<Rc<Buffer>> = outputs
@@ -120,7 +130,25 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
                     dtype: x.dtype(),
                 })
                 .collect();
-            backend.exec_fused(&fused, &args, &out_args)?;
+            match group.product {
+                Some(p) => {
+                    let product = &order[p];
+                    let op = product.op().expect("pending nodes have an op");
+                    let operands = product.0.inputs.borrow();
+                    let operand_bufs: Vec<Rc<Buffer>> = operands.iter().map(buffer_of).collect();
+                    let operand_args: Vec<Arg> = operands
+                        .iter()
+                        .zip(&operand_bufs)
+                        .map(|(x, b)| Arg {
+                            buffer: b.id,
+                            shape: x.shape(),
+                            dtype: x.dtype(),
+                        })
+                        .collect();
+                    backend.exec_matmul_fused(op, &operand_args, &fused, &args, &out_args)?;
+                }
+                None => backend.exec_fused(&fused, &args, &out_args)?,
+            }
         } else {
             let op = t.0.op.as_ref().expect("pending nodes have an op");
             let inputs = t.0.inputs.borrow();
@@ -183,9 +211,14 @@ fn is_constant(t: &Tensor) -> bool {
     t.0.constant.get().is_some() && t.is_realized()
 }
 
-/// The buffers a group reads (ids, in first-use order) and the constants it reads.
-fn leaves_of(order: &[Tensor], members: &[usize]) -> (Vec<u64>, Vec<u64>) {
-    let ids: Vec<u64> = members.iter().map(|&m| order[m].id()).collect();
+/// The buffers a group reads (ids, in first-use order) and the constants it reads; the
+/// matmul `product` it takes as its input is computed in the kernel, not read.
+fn leaves_of(order: &[Tensor], members: &[usize], product: Option<usize>) -> (Vec<u64>, Vec<u64>) {
+    let ids: Vec<u64> = members
+        .iter()
+        .chain(&product)
+        .map(|&m| order[m].id())
+        .collect();
     let (mut buffers, mut constants) = (Vec::new(), Vec::new());
     for &m in members {
         for x in order[m].0.inputs.borrow().iter() {
@@ -202,20 +235,47 @@ fn leaves_of(order: &[Tensor], members: &[usize]) -> (Vec<u64>, Vec<u64>) {
     (buffers, constants)
 }
 
-/// Whether a group with these members and `outputs` stored values fits one kernel.
-fn fits(order: &[Tensor], members: &[usize], outputs: usize, max_buffers: usize) -> bool {
-    let (buffers, constants) = leaves_of(order, members);
+/// Whether a group with these members (after `product`, if any) and `outputs` stored values
+/// fits one kernel.
+fn fits(
+    order: &[Tensor],
+    members: &[usize],
+    product: Option<usize>,
+    outputs: usize,
+    max_buffers: usize,
+) -> bool {
+    let (buffers, constants) = leaves_of(order, members, product);
     members.len() <= MAX_FUSED_OPS
         && buffers.len() + outputs <= max_buffers
         && constants.len() <= MAX_FUSED_CONSTANTS
 }
 
 /// A fused kernel: its members in topological order (the root last), and the members whose
-/// values it stores (the root last).
+/// values it stores (the root last). With a `product`, the kernel is that matmul's, and the
+/// members are its epilogue.
 #[derive(Clone, Default)]
 struct Group {
     members: Vec<usize>,
     outputs: Vec<usize>,
+    product: Option<usize>,
+}
+
+impl Group {
+    /// A group of one node, storing it.
+    fn single(node: usize) -> Group {
+        Group {
+            members: vec![node],
+            outputs: vec![node],
+            product: None,
+        }
+    }
+
+    /// The nodes computed inside the root's kernel, the root aside.
+    fn inner(&self) -> impl Iterator<Item = &usize> {
+        self.members[..self.members.len() - 1]
+            .iter()
+            .chain(&self.product)
+    }
 }
 
 /// For each node that roots a fused group, the group; `None` for nodes that run alone or
@@ -251,7 +311,7 @@ fn plan_fusion(
                     continue;
                 }
                 members.push(j);
-                if !fits(order, &members, 1, max_buffers) {
+                if !fits(order, &members, None, 1, max_buffers) {
                     members.pop();
                     continue;
                 }
@@ -274,6 +334,7 @@ fn plan_fusion(
             groups[r] = Some(Group {
                 members,
                 outputs: vec![r],
+                product: None,
             });
         }
     }
@@ -304,10 +365,7 @@ fn plan_fusion(
                 })
             });
             let Some(j) = candidate else { break };
-            let absorbed = groups[j].clone().unwrap_or_else(|| Group {
-                members: vec![j],
-                outputs: vec![j],
-            });
+            let absorbed = groups[j].clone().unwrap_or_else(|| Group::single(j));
             let mut members = group.members.clone();
             members.extend(&absorbed.members);
             members.sort_unstable();
@@ -318,7 +376,7 @@ fn plan_fusion(
                 .filter(|&o| keep[o])
                 .collect();
             outputs.extend(&group.outputs);
-            if !fits(order, &members, outputs.len(), max_buffers) {
+            if !fits(order, &members, None, outputs.len(), max_buffers) {
                 tried.push(j);
                 continue;
             }
@@ -326,11 +384,72 @@ fn plan_fusion(
             for &m in &absorbed.members {
                 taken[m] = true;
             }
-            group = Group { members, outputs };
+            group = Group {
+                members,
+                outputs,
+                product: None,
+            };
         }
         groups[b] = Some(group);
     }
     groups
+}
+
+/// Hands each matmul whose one use is an elementwise node of its shape (a group's member, or
+/// a node alone) that group as its epilogue: the product is then never stored, and a dense
+/// layer's bias and activation run in the product's kernel. A group takes one product.
+fn plan_epilogues(
+    order: &[Tensor],
+    index: &HashMap<u64, usize>,
+    uses: &[usize],
+    keep: &[bool],
+    groups: &mut [Option<Group>],
+    max_buffers: usize,
+) {
+    let none = usize::MAX;
+    // The consumer of each node (the last one, which is the only one for nodes used once),
+    // and the root of the group each node belongs to.
+    let mut user = vec![none; order.len()];
+    for (c, t) in order.iter().enumerate() {
+        for x in t.0.inputs.borrow().iter() {
+            if let Some(&j) = index.get(&x.id()) {
+                user[j] = c;
+            }
+        }
+    }
+    let mut root = vec![none; order.len()];
+    for (r, group) in groups.iter().enumerate() {
+        for &m in group.iter().flat_map(|g| &g.members) {
+            root[m] = r;
+        }
+    }
+    for (i, t) in order.iter().enumerate() {
+        let product = matches!(t.op(), Some(Op::MatMul { .. })) && t.dtype() == DType::F32;
+        if !product || uses[i] != 1 || keep[i] {
+            continue;
+        }
+        let c = user[i];
+        if !fusable(&order[c]) || order[c].shape() != t.shape() {
+            continue;
+        }
+        let r = if root[c] == none { c } else { root[c] };
+        let group = groups[r].clone().unwrap_or_else(|| Group::single(c));
+        if group.product.is_none()
+            && fits(
+                order,
+                &group.members,
+                Some(i),
+                group.outputs.len(),
+                max_buffers,
+            )
+        {
+            root[c] = r;
+            groups[r] = Some(Group {
+                product: Some(i),
+                ..group
+            });
+        }
+    }
 }
 
 /// The fused expression of a group and the tensors it reads, in input order.
@@ -339,6 +458,10 @@ fn build_fused(order: &[Tensor], group: &Group) -> (Fused, Vec<Tensor>) {
     let mut constants = Vec::new();
     let mut leaves: Vec<Tensor> = Vec::new();
     let mut value_of: HashMap<u64, usize> = HashMap::new();
+    if let Some(p) = group.product {
+        values.push(FusedValue::Product);
+        value_of.insert(order[p].id(), 0);
+    }
     for &m in &group.members {
         let node = &order[m];
         let mut args = Vec::new();
@@ -410,4 +533,151 @@ fn topo_pending(roots: &[&Tensor]) -> Vec<Tensor> {
         }
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::backend::{Backend, BufferId, Device};
+
+    /// A backend that computes nothing and logs each launch: which kernels the scheduler asks
+    /// for. Values are checked against the CPU backend in the GPU tests.
+    struct Recorder {
+        log: Rc<RefCell<Vec<String>>>,
+        next: Cell<BufferId>,
+        epilogues: usize,
+    }
+
+    impl Backend for Recorder {
+        fn name(&self) -> String {
+            "recorder".into()
+        }
+        fn is_gpu(&self) -> bool {
+            false
+        }
+        fn alloc(&self, _bytes: usize) -> Result<BufferId> {
+            self.next.set(self.next.get() + 1);
+            Ok(self.next.get())
+        }
+        fn free(&self, _id: BufferId) {}
+        fn write(&self, _id: BufferId, _data: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn read(&self, _id: BufferId, bytes: usize) -> Result<Vec<u8>> {
+            Ok(vec![0; bytes])
+        }
+        fn exec(&self, op: &Op, _inputs: &[Arg<'_>], _out: &Arg<'_>) -> Result<()> {
+            self.log.borrow_mut().push(op.name().to_string());
+            Ok(())
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+        fn fusion_inputs(&self) -> usize {
+            6
+        }
+        fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) -> Result<()> {
+            let log = format!(
+                "fused ({} ops, {} inputs, {} outputs)",
+                ops(fused),
+                inputs.len(),
+                outs.len()
+            );
+            self.log.borrow_mut().push(log);
+            Ok(())
+        }
+        fn epilogue_buffers(&self) -> usize {
+            self.epilogues
+        }
+        fn exec_matmul_fused(
+            &self,
+            op: &Op,
+            operands: &[Arg<'_>],
+            fused: &Fused,
+            inputs: &[Arg<'_>],
+            outs: &[Arg<'_>],
+        ) -> Result<()> {
+            assert_eq!(fused.values[0], FusedValue::Product);
+            assert_eq!(operands.len(), 2);
+            let log = format!(
+                "{} + epilogue ({} ops, {} inputs, {} outputs)",
+                op.name(),
+                ops(fused),
+                inputs.len(),
+                outs.len()
+            );
+            self.log.borrow_mut().push(log);
+            Ok(())
+        }
+    }
+
+    fn ops(fused: &Fused) -> usize {
+        let is_op = |v: &&FusedValue| matches!(v, FusedValue::Op { .. });
+        fused.values.iter().filter(is_op).count()
+    }
+
+    /// A recording device and inputs x [4, 8], w [8, 6], b [6], s [6].
+    fn setup(epilogues: usize) -> (Rc<RefCell<Vec<String>>>, [Tensor; 4]) {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let dev = Device::new(Recorder {
+            log: log.clone(),
+            next: Cell::new(0),
+            epilogues,
+        });
+        let t = |shape: &[usize]| {
+            Tensor::from_slice(&dev, &vec![0.5; shape.iter().product()], shape).unwrap()
+        };
+        (log, [t(&[4, 8]), t(&[8, 6]), t(&[6]), t(&[6])])
+    }
+
+    fn launches(log: &Rc<RefCell<Vec<String>>>, roots: &[&Tensor]) -> Vec<String> {
+        log.borrow_mut().clear();
+        realize(roots).unwrap();
+        log.borrow().clone()
+    }
+
+    #[test]
+    fn bias_and_activation_run_in_the_products_kernel() {
+        let (log, [x, w, b, _]) = setup(5);
+        let y = (x.matmul(&w) + &b).relu();
+        assert_eq!(
+            launches(&log, &[&y]),
+            ["matmul + epilogue (2 ops, 1 inputs, 1 outputs)"]
+        );
+    }
+
+    #[test]
+    fn an_epilogue_stores_a_value_the_caller_holds() {
+        let (log, [x, w, b, s]) = setup(5);
+        let z = x.matmul(&w) + &b;
+        let y = (&z * &s).sigmoid();
+        assert_eq!(
+            launches(&log, &[&y, &z]),
+            ["matmul + epilogue (3 ops, 2 inputs, 2 outputs)"]
+        );
+    }
+
+    #[test]
+    fn a_product_used_twice_or_with_no_room_is_stored() {
+        // Two uses: the product is stored, then read by one fused kernel.
+        let (log, [x, w, b, _]) = setup(5);
+        let p = x.matmul(&w);
+        let y = &p.relu() + &(&p + &b);
+        assert_eq!(
+            launches(&log, &[&y]),
+            ["matmul", "fused (3 ops, 2 inputs, 1 outputs)"]
+        );
+        // A backend without epilogues, and one whose epilogue has room for the output only.
+        for room in [0, 1] {
+            let (log, [x, w, b, _]) = setup(room);
+            let y = (x.matmul(&w) + &b).relu();
+            assert_eq!(
+                launches(&log, &[&y]),
+                ["matmul", "fused (2 ops, 2 inputs, 1 outputs)"]
+            );
+        }
+    }
 }
