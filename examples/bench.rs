@@ -3,6 +3,10 @@
 //! memory. Every workload's result is checked against the CPU backend before it is timed.
 //!
 //! `cargo run --release --example bench [-- --json FILE] [--quick] [--skip-cpu]`
+//!
+//! Training steps also report `NAME_host` on the GPU: the host's share of a step (graph,
+//! backward pass, scheduling, recording, submitting), the device's work waited for outside
+//! the clock.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -242,6 +246,24 @@ impl Bench {
             r.min_ms = Some(min);
             r.steps_per_s = Some(1e3 / median);
             self.push(r);
+            if dev.is_gpu() {
+                // The host's share of a step: building the graph and its backward pass,
+                // scheduling, recording and submitting. The device's work is waited for
+                // outside the clock.
+                let mut ms: Vec<f64> = Vec::new();
+                for _ in 0..reps * 2 {
+                    let start = Instant::now();
+                    let loss = wgrad::cross_entropy(&model.forward(&x), &y);
+                    opt.step_with(&loss.backward(), &[&loss])?;
+                    ms.push(start.elapsed().as_secs_f64() * 1e3);
+                    loss.item()?;
+                }
+                ms.sort_by(|a, b| a.total_cmp(b));
+                let mut r = Record::new(&format!("{name}_host"), &dev);
+                r.median_ms = Some(ms[ms.len() / 2]);
+                r.min_ms = Some(ms[0]);
+                self.push(r);
+            }
         }
         Ok(())
     }
