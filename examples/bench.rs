@@ -483,5 +483,6 @@ fn run() -> Result<()> {
 }
 
 fn main() {
+    wgrad::init_logging();
     common::exit_on_error(run());
 }

@@ -3,7 +3,7 @@
 //! encoder and one queue submission, with every dispatch's parameters in one buffer.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use wgrad_graph::{Arg, Backend, BufferId, Device, Error, Fused, Op, Result};
@@ -41,10 +41,17 @@ pub(crate) enum Command {
 pub struct GpuBackend {
     pub(crate) ctx: Arc<Context>,
     slots: RefCell<Vec<Slot>>,
-    pool: RefCell<HashMap<u64, Vec<BufferId>>>,
+    /// Free buffers by size class. `alloc` hands out the lowest free id of a class, so that
+    /// which buffer a step gets depends on which are free, not on the order they were freed
+    /// in: a repeated step then settles into reusing the same buffers (and bind groups).
+    pool: RefCell<HashMap<u64, BTreeSet<BufferId>>>,
     pub(crate) commands: RefCell<Vec<Command>>,
     pub(crate) params: RefCell<Vec<u8>>,
     params_buffer: RefCell<Option<wgpu::Buffer>>,
+    /// Bind groups by what they bind, kept across submissions: a repeated step records the
+    /// same dispatches on the same pooled buffers and parameter offsets, so from its second
+    /// run on it creates none (cleared when the parameter buffer is replaced, and when full).
+    bind_groups: RefCell<HashMap<BindKey, (Arc<wgpu::ComputePipeline>, wgpu::BindGroup)>>,
     /// Bytes written from the host since the last submission (for the debug log).
     uploaded: Cell<u64>,
     /// Whether chains of elementwise ops run as generated kernels (`WGRAD_FUSION=0` turns it off).
@@ -59,6 +66,21 @@ pub struct GpuBackend {
     /// time per kernel is printed when the backend is dropped.
     pub(crate) profile: Option<RefCell<HashMap<String, (u32, f64)>>>,
 }
+
+/// What a dispatch's bind group binds: the pipeline (by address; the cache holds the pipeline
+/// beside the bind group, so no other pipeline can take that address), the parameters' offset
+/// and size in the parameter buffer, and the buffers from binding 1 on.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: usize,
+    params_at: u64,
+    params_len: u64,
+    buffers: Vec<BufferId>,
+}
+
+/// Most bind groups kept; past it the cache starts again (a workload that keeps changing
+/// shapes would otherwise grow it without end).
+const MAX_BIND_GROUPS: usize = 4096;
 
 /// Buffers are pooled by size class: sizes round up to 1/8 of their power of two.
 fn size_class(bytes: u64) -> u64 {
@@ -78,6 +100,7 @@ impl GpuBackend {
             commands: RefCell::new(Vec::new()),
             params: RefCell::new(Vec::new()),
             params_buffer: RefCell::new(None),
+            bind_groups: RefCell::new(HashMap::new()),
             uploaded: Cell::new(0),
             fusion,
             specialize: fusion,
@@ -125,7 +148,12 @@ impl GpuBackend {
             return Err(Error::BufferTooLarge { bytes, limit });
         }
         let class = size_class(bytes).min(limit.max(bytes));
-        if let Some(id) = self.pool.borrow_mut().get_mut(&class).and_then(|v| v.pop()) {
+        if let Some(id) = self
+            .pool
+            .borrow_mut()
+            .get_mut(&class)
+            .and_then(|free| free.pop_first())
+        {
             return Ok(id);
         }
         let scope = self
@@ -177,7 +205,7 @@ impl Backend for GpuBackend {
 
     fn free(&self, id: BufferId) {
         let class = self.slots.borrow()[id].class;
-        self.pool.borrow_mut().entry(class).or_default().push(id);
+        self.pool.borrow_mut().entry(class).or_default().insert(id);
     }
 
     fn write(&self, id: BufferId, data: &[u8]) -> Result<()> {
@@ -301,6 +329,11 @@ impl Backend for GpuBackend {
         let too_small = params_buffer
             .as_ref()
             .is_none_or(|b| b.size() < params.len() as u64);
+        let mut bind_groups = self.bind_groups.borrow_mut();
+        if too_small || bind_groups.len() > MAX_BIND_GROUPS {
+            // Cached bind groups point into the old buffer.
+            bind_groups.clear();
+        }
         if too_small {
             *params_buffer = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgrad params"),
@@ -315,7 +348,7 @@ impl Backend for GpuBackend {
         }
         let slots = self.slots.borrow();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        let mut dispatches = 0;
+        let (mut dispatches, mut new_bind_groups) = (0, 0);
         let mut i = 0;
         while i < commands.len() {
             match &commands[i] {
@@ -352,27 +385,38 @@ impl Backend for GpuBackend {
                 label,
             }) = commands.get(i)
             {
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: params_buffer,
-                        offset: *params_at,
-                        size: std::num::NonZeroU64::new(*params_len),
-                    }),
-                }];
-                for (k, &id) in buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: k as u32 + 1,
-                        resource: slots[id].buffer.as_entire_binding(),
+                let key = BindKey {
+                    pipeline: Arc::as_ptr(pipeline) as usize,
+                    params_at: *params_at,
+                    params_len: *params_len,
+                    buffers: buffers.clone(),
+                };
+                let (_, bind_group) = bind_groups.entry(key).or_insert_with(|| {
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: params_buffer,
+                            offset: *params_at,
+                            size: std::num::NonZeroU64::new(*params_len),
+                        }),
+                    }];
+                    for (k, &id) in buffers.iter().enumerate() {
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: k as u32 + 1,
+                            resource: slots[id].buffer.as_entire_binding(),
+                        });
+                    }
+                    new_bind_groups += 1;
+                    let layout = pipeline.get_bind_group_layout(0);
+                    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &layout,
+                        entries: &entries,
                     });
-                }
-                let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &pipeline.get_bind_group_layout(0),
-                    entries: &entries,
+                    (pipeline.clone(), bind_group)
                 });
                 pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
+                pass.set_bind_group(0, &*bind_group, &[]);
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                 dispatches += 1;
                 i += 1;
@@ -398,7 +442,7 @@ impl Backend for GpuBackend {
         let _ = ctx.device.poll(wgpu::PollType::Poll);
         log::debug!(
             target: "wgrad::device",
-            "submit: {dispatches} dispatches, {} copies or clears, {} bytes uploaded, {} bytes of kernel parameters",
+            "submit: {dispatches} dispatches ({new_bind_groups} new bind groups), {} copies or clears, {} bytes uploaded, {} bytes of kernel parameters",
             commands.len() - dispatches,
             self.uploaded.replace(0),
             params.len()

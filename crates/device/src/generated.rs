@@ -19,7 +19,10 @@ impl GpuBackend {
         if n == 0 {
             return;
         }
-        let pipeline = self.ctx.generated_pipeline(&fused_source(fused));
+        let key = format!("fused {}", fused_key(fused));
+        let pipeline = self
+            .ctx
+            .generated_with(&key, "main", || fused_source(fused));
         let mut params = FusedParams {
             n: n as u32,
             pad: [0; 3],
@@ -39,9 +42,9 @@ impl GpuBackend {
         fused: &Fused,
         first_binding: u32,
     ) -> std::sync::Arc<wgpu::ComputePipeline> {
-        let stores = epilogue_stores(fused, first_binding);
-        let key = format!("matmul epilogue {entry}\n{stores}");
+        let key = format!("{entry} from {first_binding}, {}", fused_key(fused));
         self.ctx.generated_with(&key, entry, || {
+            let stores = epilogue_stores(fused, first_binding);
             crate::shaders::matmul_source(&stores, entry.ends_with("_ua"))
         })
     }
@@ -56,9 +59,9 @@ impl GpuBackend {
         to: (usize, &[usize]),
     ) {
         let n = numel(view);
-        let pipeline = self
-            .ctx
-            .generated_pipeline(&copy_source(view, from.1, to.1));
+        let dims = collapse(view, from.1, to.1);
+        let key = format!("copy {dims:?}");
+        let pipeline = self.ctx.generated_with(&key, "main", || copy_source(&dims));
         let params = GenCopyParams {
             n: n as u32,
             src_offset: from.0 as u32,
@@ -94,9 +97,9 @@ fn collapse(view: &[usize], src: &[usize], dst: &[usize]) -> Vec<(usize, usize, 
     dims
 }
 
-/// WGSL for a strided copy of `view`, the innermost dimension first in the index arithmetic.
-fn copy_source(view: &[usize], src: &[usize], dst: &[usize]) -> String {
-    let dims = collapse(view, src, dst);
+/// WGSL for a strided copy over `dims` (from [`collapse`]), the innermost dimension first in
+/// the index arithmetic.
+fn copy_source(dims: &[(usize, usize, usize)]) -> String {
     let mut body = String::new();
     for (k, &(size, s, t)) in dims.iter().enumerate().rev() {
         if k == 0 {
@@ -209,6 +212,34 @@ fn epilogue_stores(fused: &Fused, first_binding: u32) -> String {
          }\n",
     );
     src
+}
+
+/// A short text naming everything of `fused` its generated source depends on (not the
+/// constants, which travel as parameters): the pipeline cache's key, built without generating
+/// the source, so that a repeated step finds its kernels cheaply.
+fn fused_key(fused: &Fused) -> String {
+    let mut key = String::with_capacity(16 * fused.values.len());
+    for value in &fused.values {
+        let _ = match value {
+            FusedValue::Input { index, read } => match read {
+                FusedRead::Same => write!(key, "in{index}"),
+                FusedRead::Scalar => write!(key, "in{index}[0]"),
+                FusedRead::Axis { inner, len } => write!(key, "in{index}[/{inner}%{len}]"),
+            },
+            FusedValue::Const { slot } => write!(key, "c{slot}"),
+            FusedValue::Product => write!(key, "x"),
+            FusedValue::Op { op, args } => {
+                key += op.name();
+                if let Op::Unary(UnaryOp::LeakyRelu(slope)) = op {
+                    let _ = write!(key, "{:#x}", slope.to_bits());
+                }
+                write!(key, "{args:?}")
+            }
+        };
+        key.push(' ');
+    }
+    let _ = write!(key, "-> {:?}", fused.outputs);
+    key
 }
 
 /// How many inputs a fused group reads.
