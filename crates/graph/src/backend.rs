@@ -181,6 +181,8 @@ pub struct Device {
     pub(crate) backend: Rc<dyn Backend>,
     /// Tensors to compute with the next batch on this device (e.g. running statistics).
     deferred: Rc<RefCell<Vec<Tensor>>>,
+    /// Fusion plans of recent batches, by their structure (see `schedule::Plans`).
+    pub(crate) plans: Rc<RefCell<crate::schedule::Plans>>,
 }
 
 impl Device {
@@ -189,6 +191,7 @@ impl Device {
         Device {
             backend: Rc::new(backend),
             deferred: Rc::default(),
+            plans: Rc::default(),
         }
     }
 

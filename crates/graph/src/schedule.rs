@@ -55,15 +55,21 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
 
     let backend = device.backend();
     let groups = match backend.fusion_inputs() {
-        0 => vec![None; order.len()],
+        0 => Rc::new(vec![None; order.len()]),
         max_inputs => {
-            // The inputs of a one-output kernel, or inputs and outputs together.
-            let mut groups = plan_fusion(&order, &index, &uses, &keep, max_inputs + 1);
-            match backend.epilogue_buffers() {
-                0 => {}
-                max => plan_epilogues(&order, &index, &uses, &keep, &mut groups, max),
-            }
-            groups
+            let structure = structure(&order, &index, &keep);
+            let cached = device.plans.borrow().find(&structure);
+            cached.unwrap_or_else(|| {
+                // The inputs of a one-output kernel, or inputs and outputs together.
+                let mut groups = plan_fusion(&order, &index, &uses, &keep, max_inputs + 1);
+                match backend.epilogue_buffers() {
+                    0 => {}
+                    max => plan_epilogues(&order, &index, &uses, &keep, &mut groups, max),
+                }
+                let groups = Rc::new(groups);
+                device.plans.borrow_mut().insert(structure, groups.clone());
+                groups
+            })
         }
     };
     // Nodes computed inside another node's kernel.
@@ -190,6 +196,71 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// For each node of a batch, the group it roots (see [`plan_fusion`]).
+type Plan = Rc<Vec<Option<Group>>>;
+
+/// The fusion plans of recent batches, each under the structure it was made for: a training
+/// loop realises the same graph every step, and finds its plan here instead of planning again.
+#[derive(Default)]
+pub(crate) struct Plans {
+    /// (structure, groups), the most recently made last.
+    recent: Vec<(Vec<u64>, Plan)>,
+}
+
+/// Plans kept: a training step, an evaluation batch, a last partial batch of each, and more.
+const MAX_PLANS: usize = 8;
+
+impl Plans {
+    fn find(&self, structure: &[u64]) -> Option<Plan> {
+        self.recent
+            .iter()
+            .find(|(s, _)| s == structure)
+            .map(|(_, groups)| groups.clone())
+    }
+
+    fn insert(&mut self, structure: Vec<u64>, groups: Plan) {
+        if self.recent.len() == MAX_PLANS {
+            self.recent.remove(0);
+        }
+        self.recent.push((structure, groups));
+    }
+}
+
+/// Everything of a batch that its fusion plan depends on, as numbers: per node (in order) the
+/// kind of op (elementwise, matmul, other), its dtype and shape, whether it outlives the
+/// batch, and its inputs: nodes of the batch by position, other tensors by the order they are
+/// first read in (a tensor read twice is one kernel input), with their shapes and whether
+/// they are constants. Two batches of equal structure get the same plan, so it is made once.
+fn structure(order: &[Tensor], index: &HashMap<u64, usize>, keep: &[bool]) -> Vec<u64> {
+    let mut s = Vec::with_capacity(order.len() * 8);
+    let mut outside: HashMap<u64, u64> = HashMap::new();
+    for (i, t) in order.iter().enumerate() {
+        let kind = match t.op() {
+            Some(Op::Unary(_) | Op::Binary(_) | Op::Where) => 1,
+            Some(Op::MatMul { .. }) => 2,
+            _ => 3,
+        };
+        let inputs = t.0.inputs.borrow();
+        let dtype = (t.dtype() == DType::F32) as u64;
+        s.push(kind | dtype << 2 | (keep[i] as u64) << 3 | (inputs.len() as u64) << 4);
+        s.push(t.shape().len() as u64);
+        s.extend(t.shape().iter().map(|&d| d as u64));
+        for x in inputs.iter() {
+            match index.get(&x.id()) {
+                Some(&j) => s.push(j as u64),
+                None => {
+                    let next = outside.len() as u64;
+                    let first = *outside.entry(x.id()).or_insert(next);
+                    s.push(1 << 63 | first << 1 | is_constant(x) as u64);
+                    s.push(x.shape().len() as u64);
+                    s.extend(x.shape().iter().map(|&d| d as u64));
+                }
+            }
+        }
+    }
+    s
 }
 
 /// Most ops fused into one kernel.
@@ -658,6 +729,28 @@ mod tests {
             launches(&log, &[&y, &z]),
             ["matmul + epilogue (3 ops, 2 inputs, 2 outputs)"]
         );
+    }
+
+    #[test]
+    fn a_repeated_batch_is_planned_once() {
+        let (log, [x, w, b, s]) = setup(5);
+        let step = |x: &Tensor| ((x.matmul(&w) + &b) * &s).relu();
+        let first = launches(&log, &[&step(&x)]);
+        // A new graph of the same structure on other inputs: the plan is found, not made.
+        let x2 = &x * &x;
+        x2.realize().unwrap();
+        let plans = || x.device().plans.borrow().recent.len();
+        let before = plans();
+        assert_eq!(launches(&log, &[&step(&x2)]), first);
+        assert_eq!(plans(), before);
+        // The same ops with the product held by the caller: another structure, another plan.
+        let p = x.matmul(&w);
+        let y = ((&p + &b) * &s).relu();
+        assert_eq!(
+            launches(&log, &[&y, &p]),
+            ["matmul", "fused (3 ops, 3 inputs, 1 outputs)"]
+        );
+        assert_eq!(plans(), before + 1);
     }
 
     #[test]
