@@ -48,6 +48,21 @@ fn binary_with_broadcasting() {
         |x| ((&x[0] * &x[1] + &x[2]).relu() - &x[3]).tanh(),
     );
     check("empty", 1, &[f(&[0, 3]), f(&[3])], |x| &x[0] + &x[1]);
+    // Generated kernels over a multiple of 4 elements take 4 per invocation: a scalar, a
+    // constant, a vec4 of the innermost axis ([8]), one value per 4 elements ([3, 1] and
+    // [2, 1, 1] after 8 and 24 elements), and 4 values apart ([6], and [3, 1] after 2).
+    check(
+        "lanes_of_four",
+        1,
+        &[f(&[]), f(&[2, 3, 8]), f(&[8]), f(&[3, 1]), f(&[2, 1, 1])],
+        |x| (((&x[1] * &x[0] + &x[2]) * &x[3]).mul_scalar(0.5).sigmoid() + &x[4]).relu(),
+    );
+    check("lanes_of_four_gather", 1, &[f(&[4, 6]), f(&[6])], |x| {
+        (&x[0] - &x[1]).tanh()
+    });
+    check("lanes_of_four_axis", 1, &[f(&[2, 3, 2]), f(&[3, 1])], |x| {
+        (&x[0] * &x[1]).exp()
+    });
 }
 
 #[test]

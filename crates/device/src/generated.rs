@@ -1,7 +1,8 @@
 //! Kernels generated per graph: fused chains of elementwise ops, and strided copies with
 //! their shapes and strides written into the source as constants (divisions by constants
 //! compile to multiplications; the generic kernels divide by values read from memory).
-//! Pipelines are cached by source, so each distinct kernel compiles once.
+//! Pipelines are cached by a short key naming what the source depends on, so each distinct
+//! kernel compiles once and a repeated step generates no source.
 
 use std::fmt::Write;
 
@@ -19,18 +20,20 @@ impl GpuBackend {
         if n == 0 {
             return;
         }
-        let key = format!("fused {}", fused_key(fused));
+        let lanes = fused_lanes(n);
+        let key = format!("fused {lanes} {}", fused_key(fused));
         let pipeline = self
             .ctx
-            .generated_with(&key, "main", || fused_source(fused));
+            .generated_with(&key, "main", || fused_source(fused, lanes));
         let mut params = FusedParams {
-            n: n as u32,
+            n: (n / lanes) as u32,
             pad: [0; 3],
             constants: [0.0; MAX_FUSED_CONSTANTS],
         };
         params.constants[..fused.constants.len()].copy_from_slice(&fused.constants);
         let buffers = outs.iter().chain(inputs).map(|a| a.buffer).collect();
-        self.push_pipeline(pipeline, "fused", &params, buffers, self.linear_groups(n));
+        let groups = self.linear_groups(n / lanes);
+        self.push_pipeline(pipeline, "fused", &params, buffers, groups);
     }
 
     /// The pipeline of matmul kernel `entry` storing through the epilogue `fused` (see
@@ -130,9 +133,31 @@ fn copy_source(dims: &[(usize, usize, usize)]) -> String {
     )
 }
 
+/// Elements per invocation of a fused kernel over `n` elements: 4 (vec4 loads and stores of
+/// the outputs and of same-shape inputs) when `n` is a multiple of 4, else 1.
+fn fused_lanes(n: usize) -> usize {
+    if n.is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
+}
+
+/// Whether input `read` is bound as an array of vec4 in a kernel of 4 lanes: same-shape
+/// inputs, and an innermost axis of a multiple of 4 (4 consecutive elements read one vec4).
+fn reads_vec4(read: &FusedRead) -> bool {
+    match read {
+        FusedRead::Same => true,
+        FusedRead::Axis { inner, len } => *inner == 1 && len.is_multiple_of(4),
+        FusedRead::Scalar => false,
+    }
+}
+
 /// WGSL for a fused chain: the shared helpers of `common.wgsl`, one binding per input, and one
-/// `let` per value, calling the same `f_*` functions as the single-op kernels.
-fn fused_source(fused: &Fused) -> String {
+/// `let` per value, calling the same `f_*` functions as the single-op kernels, `lanes` (1 or
+/// 4, see [`fused_lanes`]) elements per invocation.
+fn fused_source(fused: &Fused, lanes: usize) -> String {
+    let (vec4, scalar) = ("array<vec4<f32>>", "array<f32>");
     let mut src = String::from(crate::shaders::COMMON);
     src.push_str(
         "\n// Rust twin: FusedParams in crates/device/src/params.rs\n\
@@ -142,15 +167,25 @@ fn fused_source(fused: &Fused) -> String {
     for k in 0..fused.outputs.len() {
         let _ = writeln!(
             src,
-            "@group(0) @binding({}) var<storage, read_write> out{k}: array<f32>;",
-            k + 1
+            "@group(0) @binding({}) var<storage, read_write> out{k}: {};",
+            k + 1,
+            if lanes == 4 { vec4 } else { scalar }
         );
     }
-    for k in 0..input_count(fused) {
+    let reads = fused.values.iter().filter_map(|v| match v {
+        FusedValue::Input { read, .. } => Some(read),
+        _ => None,
+    });
+    for (k, read) in reads.enumerate() {
         let _ = writeln!(
             src,
-            "@group(0) @binding({}) var<storage, read> in{k}: array<f32>;",
-            k + 1 + fused.outputs.len()
+            "@group(0) @binding({}) var<storage, read> in{k}: {};",
+            k + 1 + fused.outputs.len(),
+            if lanes == 4 && reads_vec4(read) {
+                vec4
+            } else {
+                scalar
+            }
         );
     }
     src.push_str(
@@ -159,7 +194,7 @@ fn fused_source(fused: &Fused) -> String {
          \x20   let i = g.x + g.y * w.x * 64u;\n\
          \x20   if (i >= p.n) { return; }\n",
     );
-    src += &value_lets(fused, "in", &|slot| format!("p.c[{slot}]"));
+    src += &value_lets(fused, "in", &|slot| format!("p.c[{slot}]"), lanes);
     for (k, v) in fused.outputs.iter().enumerate() {
         let _ = writeln!(src, "    out{k}[i] = v{v};");
     }
@@ -190,9 +225,8 @@ fn epilogue_stores(fused: &Fused, first_binding: u32) -> String {
         binding += 1;
     }
     src.push_str("fn put(i: u32, x: f32) {\n");
-    src += &value_lets(fused, "ep_in", &|slot| {
-        format!("bitcast<f32>({}u)", fused.constants[slot].to_bits())
-    });
+    let constant = |slot: usize| format!("bitcast<f32>({}u)", fused.constants[slot].to_bits());
+    src += &value_lets(fused, "ep_in", &constant, 1);
     for (k, v) in fused.outputs.iter().enumerate() {
         let name = if k == 0 {
             "out".to_string()
@@ -251,31 +285,73 @@ fn input_count(fused: &Fused) -> usize {
         .count()
 }
 
-/// One `let vN = …;` per value of `fused` at element `i`: input `k` is the array
-/// `{inputs}k`, constant `slot` the expression `constant(slot)`, the product `x`.
-fn value_lets(fused: &Fused, inputs: &str, constant: &dyn Fn(usize) -> String) -> String {
+/// One `let vN = …;` per value of `fused` at invocation `i` of a kernel of `lanes` (1 or 4)
+/// elements per invocation: input `k` is the array `{inputs}k`, constant `slot` the
+/// expression `constant(slot)`, the product `x`. With 4 lanes every value is a vec4 and each
+/// op applies per component.
+fn value_lets(
+    fused: &Fused,
+    inputs: &str,
+    constant: &dyn Fn(usize) -> String,
+    lanes: usize,
+) -> String {
+    let splat = |e: String| {
+        if lanes == 4 {
+            format!("vec4<f32>({e})")
+        } else {
+            e
+        }
+    };
     let mut src = String::new();
     for (v, value) in fused.values.iter().enumerate() {
         let expr = match value {
-            FusedValue::Input { index, read } => match read {
-                FusedRead::Same => format!("{inputs}{index}[i]"),
-                FusedRead::Scalar => format!("{inputs}{index}[0u]"),
-                // Constant divisors compile to multiplications.
-                FusedRead::Axis { inner, len } => {
-                    format!("{inputs}{index}[(i / {inner}u) % {len}u]")
+            FusedValue::Input { index, read } => {
+                let load = |at: String| format!("{inputs}{index}[{at}]");
+                match (read, lanes) {
+                    (FusedRead::Same, _) => load("i".into()),
+                    (FusedRead::Scalar, _) => splat(load("0u".into())),
+                    // Constant divisors compile to multiplications.
+                    (FusedRead::Axis { inner, len }, 1) => load(format!("(i / {inner}u) % {len}u")),
+                    // 4 consecutive elements: one vec4 of the innermost axis, one value
+                    // (4 divides what follows the axis), or 4 values.
+                    _ if reads_vec4(read) => {
+                        let FusedRead::Axis { len, .. } = read else {
+                            unreachable!()
+                        };
+                        load(format!("i % {}u", len / 4))
+                    }
+                    (FusedRead::Axis { inner, len }, _) if inner % 4 == 0 => {
+                        splat(load(format!("(i / {}u) % {len}u", inner / 4)))
+                    }
+                    (FusedRead::Axis { inner, len }, _) => {
+                        let parts: Vec<String> = (0..4)
+                            .map(|c| load(format!("((i * 4u + {c}u) / {inner}u) % {len}u")))
+                            .collect();
+                        format!("vec4<f32>({})", parts.join(", "))
+                    }
                 }
-            },
-            FusedValue::Const { slot } => constant(*slot),
+            }
+            FusedValue::Const { slot } => splat(constant(*slot)),
             FusedValue::Product => "x".to_string(),
             FusedValue::Op { op, args } => {
-                let a: Vec<String> = args.iter().map(|x| format!("v{x}")).collect();
-                match op {
-                    Op::Unary(UnaryOp::LeakyRelu(slope)) => {
-                        format!("f_leaky_relu({}, bitcast<f32>({}u))", a[0], slope.to_bits())
+                let call = |c: &str| {
+                    let a: Vec<String> = args.iter().map(|x| format!("v{x}{c}")).collect();
+                    match op {
+                        Op::Unary(UnaryOp::LeakyRelu(slope)) => {
+                            format!("f_leaky_relu({}, bitcast<f32>({}u))", a[0], slope.to_bits())
+                        }
+                        Op::Unary(_) | Op::Binary(_) => {
+                            format!("f_{}({})", op.name(), a.join(", "))
+                        }
+                        Op::Where => format!("f_where({})", a.join(", ")),
+                        other => unreachable!("{} is not elementwise", other.name()),
                     }
-                    Op::Unary(_) | Op::Binary(_) => format!("f_{}({})", op.name(), a.join(", ")),
-                    Op::Where => format!("f_where({})", a.join(", ")),
-                    other => unreachable!("{} is not elementwise", other.name()),
+                };
+                if lanes == 4 {
+                    let parts: Vec<String> = [".x", ".y", ".z", ".w"].map(call).to_vec();
+                    format!("vec4<f32>({})", parts.join(", "))
+                } else {
+                    call("")
                 }
             }
         };
