@@ -170,6 +170,22 @@ fn the_same_seed_gives_bit_identical_losses_over_50_steps() {
 }
 
 #[test]
+fn evaluating_leaves_the_model_in_the_mode_it_was_in() {
+    let dev = wgrad::cpu();
+    let m = model(&dev);
+    let mut opt = Adam::new(m.parameters(), 1e-2);
+    let data = dataset(20, 4);
+    for training in [false, true] {
+        m.set_training(training);
+        let trainer = Trainer::new(&m, &mut opt, &dev).with_options(options(1, None, false));
+        let first = trainer.evaluate(&data).unwrap().loss;
+        assert_eq!(m.is_training(), training);
+        // Evaluation itself runs without dropout or batch statistics: the same loss twice.
+        assert_eq!(trainer.evaluate(&data).unwrap().loss, first);
+    }
+}
+
+#[test]
 fn data_that_does_not_fit_the_model_is_an_error_naming_the_layer_and_shapes() {
     let dev = wgrad::cpu();
     let m = model(&dev);

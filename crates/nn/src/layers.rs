@@ -208,6 +208,10 @@ impl Module for Dropout {
         self.training.set(training);
     }
 
+    fn is_training(&self) -> bool {
+        self.training.get()
+    }
+
     fn named_counters(&self) -> Vec<(String, u64)> {
         vec![("calls".to_string(), self.calls.get())]
     }

@@ -43,6 +43,12 @@ pub trait Module {
     /// Switches between training (dropout active) and evaluation behaviour.
     fn set_training(&self, _training: bool) {}
 
+    /// Whether the module behaves as in training (for modules whose behaviour differs:
+    /// dropout, batch norm, and containers holding one); false for the others.
+    fn is_training(&self) -> bool {
+        false
+    }
+
     /// A short description, e.g. `Dense(784 -> 128)`.
     fn describe(&self) -> String;
 
@@ -186,6 +192,10 @@ impl Module for Sequential {
         for l in &self.layers {
             l.set_training(training);
         }
+    }
+
+    fn is_training(&self) -> bool {
+        self.layers.iter().any(|l| l.is_training())
     }
 
     fn describe(&self) -> String {

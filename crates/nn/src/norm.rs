@@ -198,6 +198,10 @@ impl Module for BatchNorm {
         self.training.set(training);
     }
 
+    fn is_training(&self) -> bool {
+        self.training.get()
+    }
+
     fn describe(&self) -> String {
         let kind = if self.ranks == [4] {
             "BatchNorm2d"

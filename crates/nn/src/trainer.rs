@@ -130,9 +130,11 @@ impl<'a> Trainer<'a> {
         check_input(self.model, &shape).map(|_| ())
     }
 
-    /// Loss and confusion matrix over `data`, in evaluation mode.
+    /// Loss and confusion matrix over `data`, in evaluation mode; the model is left in the
+    /// mode it was in.
     pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation> {
         self.sample_shape(data)?;
+        let was_training = self.model.is_training();
         self.model.set_training(false);
         let result = no_grad(|| -> Result<Evaluation> {
             let mut loss_sum = Tensor::scalar(&self.device, 0.0);
@@ -149,7 +151,7 @@ impl<'a> Trainer<'a> {
                 confusion: ConfusionMatrix::from_tensor(&confusion)?,
             })
         });
-        self.model.set_training(true);
+        self.model.set_training(was_training);
         result
     }
 
