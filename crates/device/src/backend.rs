@@ -9,6 +9,7 @@ use std::sync::Arc;
 use wgrad_graph::{Arg, Backend, BufferId, Device, Error, Fused, Op, Result};
 
 use crate::context::Context;
+use crate::profile::{KernelTime, Profile, ProfileClock};
 
 struct Slot {
     buffer: wgpu::Buffer,
@@ -62,9 +63,9 @@ pub struct GpuBackend {
     /// `WGRAD_POISON=1`: every buffer handed out is first filled with NaN, so that a kernel
     /// reading memory it did not write shows up in results (tests run with it in CI).
     poison: bool,
-    /// `WGRAD_PROFILE=1`: every dispatch is submitted and waited for on its own, and the
-    /// time per kernel is printed when the backend is dropped.
-    pub(crate) profile: Option<RefCell<HashMap<String, (u32, f64)>>>,
+    /// `WGRAD_PROFILE=1` or `gpu`: the time per kernel, printed when the backend is dropped
+    /// (see `profile.rs`).
+    pub(crate) profile: Option<Profile>,
 }
 
 /// What a dispatch's bind group binds: the pipeline (by address; the cache holds the pipeline
@@ -94,7 +95,6 @@ impl GpuBackend {
     pub fn new(ctx: Arc<Context>) -> Self {
         let fusion = std::env::var("WGRAD_FUSION").map_or(true, |v| v != "0");
         GpuBackend {
-            ctx,
             slots: RefCell::new(Vec::new()),
             pool: RefCell::new(HashMap::new()),
             commands: RefCell::new(Vec::new()),
@@ -105,9 +105,25 @@ impl GpuBackend {
             fusion,
             specialize: fusion,
             poison: std::env::var("WGRAD_POISON").is_ok_and(|v| v == "1"),
-            profile: std::env::var("WGRAD_PROFILE")
-                .is_ok_and(|v| v == "1")
-                .then(Default::default),
+            profile: Profile::from_env(&ctx),
+            ctx,
+        }
+    }
+
+    /// A backend that times every kernel with `clock` (as `WGRAD_PROFILE` does); the times
+    /// so far are in [`GpuBackend::kernel_times`].
+    pub fn profiled(ctx: Arc<Context>, clock: ProfileClock) -> Self {
+        let mut backend = GpuBackend::new(ctx);
+        backend.profile = Some(Profile::new(&backend.ctx, clock));
+        backend
+    }
+
+    /// The time of each kernel run so far, the most total time first, and the clock that
+    /// measured them; empty without profiling.
+    pub fn kernel_times(&self) -> (Vec<KernelTime>, Option<ProfileClock>) {
+        match &self.profile {
+            Some(p) => (p.times(), Some(p.clock())),
+            None => (Vec::new(), None),
         }
     }
 
@@ -232,26 +248,10 @@ impl Backend for GpuBackend {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.buffer(id), 0, &staging, 0, size);
         self.ctx.queue.submit([encoder.finish()]);
-        let slice = staging.slice(..);
-        let (tx, rx) = futures::channel::oneshot::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device(format!("waiting for the device failed: {e}")))?;
+        let data = map_read(&self.ctx, &staging, bytes);
         self.check_error()?;
-        futures::executor::block_on(rx)
-            .map_err(|_| Error::Map("the map request was dropped".into()))?
-            .map_err(|e| Error::Map(e.to_string()))?;
-        let data = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Map(e.to_string()))?[..bytes]
-            .to_vec();
-        staging.unmap();
         log::debug!(target: "wgrad::device", "read back {bytes} bytes");
-        Ok(data)
+        data
     }
 
     fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
@@ -375,7 +375,10 @@ impl Backend for GpuBackend {
                 }
                 Command::Dispatch { .. } => {}
             }
-            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: self.profile.as_ref().and_then(|p| p.pass_writes()),
+            });
             while let Some(Command::Dispatch {
                 pipeline,
                 params_at,
@@ -421,21 +424,15 @@ impl Backend for GpuBackend {
                 dispatches += 1;
                 i += 1;
                 if let Some(profile) = &self.profile {
+                    // Each dispatch in a pass of its own.
                     drop(pass);
-                    let start = std::time::Instant::now();
-                    ctx.queue.submit([std::mem::replace(
-                        &mut encoder,
-                        ctx.device.create_command_encoder(&Default::default()),
-                    )
-                    .finish()]);
-                    let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
-                    let mut table = profile.borrow_mut();
-                    let entry = table.entry(format!("{label} {groups:?}")).or_default();
-                    entry.0 += 1;
-                    entry.1 += start.elapsed().as_secs_f64();
+                    profile.dispatched(ctx, &mut encoder, format!("{label} {groups:?}"))?;
                     break;
                 }
             }
+        }
+        if let Some(profile) = &self.profile {
+            profile.read_stamps(ctx, &mut encoder)?;
         }
         ctx.queue.submit([encoder.finish()]);
         // Reclaim finished submissions without waiting, so resources do not pile up.
@@ -453,21 +450,30 @@ impl Backend for GpuBackend {
 
 impl Drop for GpuBackend {
     fn drop(&mut self) {
-        let Some(profile) = &self.profile else { return };
-        let mut rows: Vec<_> = profile.borrow().clone().into_iter().collect();
-        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-        let total: f64 = rows.iter().map(|r| r.1 .1).sum();
-        eprintln!(
-            "kernel time (WGRAD_PROFILE=1), total {:.1} ms:",
-            total * 1e3
-        );
-        for (name, (count, secs)) in rows.iter().take(40) {
-            eprintln!(
-                "{:>10.2} ms {:>6} calls {:>9.3} ms/call  {name}",
-                secs * 1e3,
-                count,
-                secs * 1e3 / *count as f64
-            );
+        if let Some(profile) = &self.profile {
+            profile.print();
         }
     }
+}
+
+/// Maps `staging` (after the work that fills it was submitted), waits, and copies out its
+/// first `bytes` bytes.
+pub(crate) fn map_read(ctx: &Context, staging: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>> {
+    let slice = staging.slice(..);
+    let (tx, rx) = futures::channel::oneshot::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Device(format!("waiting for the device failed: {e}")))?;
+    futures::executor::block_on(rx)
+        .map_err(|_| Error::Map("the map request was dropped".into()))?
+        .map_err(|e| Error::Map(e.to_string()))?;
+    let data = slice
+        .get_mapped_range()
+        .map_err(|e| Error::Map(e.to_string()))?[..bytes]
+        .to_vec();
+    staging.unmap();
+    Ok(data)
 }

@@ -41,7 +41,7 @@ pub struct Context {
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Family, String), Arc<wgpu::ComputePipeline>>>,
-    /// Pipelines of generated kernels, keyed by their source.
+    /// Pipelines of generated kernels, keyed by a text naming what their source depends on.
     generated: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     /// First error reported by wgpu since it was last taken (validation, out of memory, lost).
     errors: Arc<Mutex<Option<String>>>,
@@ -138,6 +138,8 @@ impl Context {
             pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgrad"),
                 required_limits: limits,
+                // For timing kernels on the device clock (`WGRAD_PROFILE=gpu`).
+                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
                 ..Default::default()
             }))
         };

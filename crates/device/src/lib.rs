@@ -10,8 +10,10 @@ mod conv;
 mod generated;
 pub mod launch;
 pub mod params;
+mod profile;
 pub mod shaders;
 
 pub use backend::GpuBackend;
 pub use context::{AdapterOptions, Context};
+pub use profile::{KernelTime, ProfileClock};
 pub use wgpu;
