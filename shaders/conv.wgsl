@@ -35,11 +35,14 @@ fn load4(idx: vec4<u32>, valid: vec4<bool>) -> vec4<f32> {
     return select(vec4<f32>(0.0), vec4<f32>(a[idx.x], a[idx.y], a[idx.z], a[idx.w]), valid);
 }
 
+// Results are stored through `put` (element i of the output), defined after this file: a
+// plain store, or a generated epilogue that applies a fused group of elementwise ops first
+// (crates/device/src/shaders.rs). `im2col` writes its scratch directly.
 fn store4(base: u32, count: u32, v: vec4<f32>) {
-    out[base] = v.x;
-    if (count > 1u) { out[base + 1u] = v.y; }
-    if (count > 2u) { out[base + 2u] = v.z; }
-    if (count > 3u) { out[base + 3u] = v.w; }
+    put(base, v.x);
+    if (count > 1u) { put(base + 1u, v.y); }
+    if (count > 2u) { put(base + 2u, v.z); }
+    if (count > 3u) { put(base + 3u, v.w); }
 }
 
 // Forward: a = x [n, c, h, w], b = weight. Invocation: 4 output pixels (x) × 4 output channels
@@ -272,10 +275,10 @@ struct ConvLanesParams {
 @group(0) @binding(3) var<storage, read> w4: array<vec4<f32>>;
 
 fn store_channels(at: u32, np: u32, v: vec4<f32>) {
-    out[at] = v.x;
-    out[at + np] = v.y;
-    out[at + 2u * np] = v.z;
-    out[at + 3u * np] = v.w;
+    put(at, v.x);
+    put(at + np, v.y);
+    put(at + 2u * np, v.z);
+    put(at + 3u * np, v.w);
 }
 
 @compute @workgroup_size(8, 1, 1)

@@ -32,8 +32,8 @@ struct MatmulParams {
 
 // Kernels store the product through `put` (element i of the output) and `put4` (vec4 i4),
 // defined after this file: plain stores, or a generated epilogue that applies a fused group
-// of elementwise ops first (crates/device/src/shaders.rs). The `_out` kernels, which store
-// at an offset, store directly.
+// of elementwise ops first (crates/device/src/shaders.rs). The `_out` kernels take an
+// epilogue only when they do not accumulate.
 
 @group(0) @binding(0) var<storage, read> p: MatmulParams;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -207,10 +207,10 @@ fn store_out(base: u32, row: u32, col: u32, v: vec4<f32>) {
         let last = min(col + 3u, p.out_n - 1u) - col;
         w += vec4<f32>(out[o], out[o + min(1u, last)], out[o + min(2u, last)], out[o + last]);
     }
-    out[o] = w.x;
-    if (col + 1u < p.out_n) { out[o + 1u] = w.y; }
-    if (col + 2u < p.out_n) { out[o + 2u] = w.z; }
-    if (col + 3u < p.out_n) { out[o + 3u] = w.w; }
+    put(o, w.x);
+    if (col + 1u < p.out_n) { put(o + 1u, w.y); }
+    if (col + 2u < p.out_n) { put(o + 2u, w.z); }
+    if (col + 3u < p.out_n) { put(o + 3u, w.w); }
 }
 
 // Variant for GPUs (k and n multiples of 4): a workgroup of 16×16 invocations computes a

@@ -177,6 +177,41 @@ fn conv2d_matches_cpu_with_every_gradient() {
     }
 }
 
+/// On the GPU a convolution followed by elementwise ops of its shape (a bias and an
+/// activation) runs them as it stores: every forward plan takes such an epilogue.
+#[test]
+fn conv2d_epilogues() {
+    let plain = spec([1, 1], [0, 0], [1, 1], 1);
+    let padded = spec([1, 1], [1, 1], [1, 1], 1);
+    for (name, x, w, s) in [
+        // Unfold and multiply, one image per product (16×16 output pixels).
+        ("gemm", [2, 4, 18, 18], [8, 4, 3, 3], plain),
+        // A 1×1 window: one product over the batch.
+        ("pointwise", [2, 8, 16, 16], [4, 8, 1, 1], plain),
+        // Images of 36 pixels side by side, the epilogue in the copy out.
+        ("wide", [3, 4, 8, 8], [8, 4, 3, 3], padded),
+        // 9 taps: channel lanes (through uniform windows on CPU-type adapters).
+        ("lanes", [2, 1, 10, 10], [8, 1, 3, 3], plain),
+        // 9 taps and 3 output channels: the general kernel; and two groups.
+        ("generic", [2, 1, 9, 7], [3, 1, 3, 3], padded),
+        (
+            "groups",
+            [2, 4, 7, 7],
+            [8, 2, 3, 3],
+            spec([2, 1], [1, 0], [1, 1], 2),
+        ),
+    ] {
+        let k = (w[1] * w[2] * w[3]).max(x[0] * x[2] * x[3]);
+        let bias = [w[0], 1, 1];
+        check(
+            &format!("conv2d_bias_relu_{name}"),
+            k,
+            &[f(&x), f(&w), f(&bias)],
+            move |t| (t[0].conv2d(&t[1], s) + &t[2]).relu(),
+        );
+    }
+}
+
 #[test]
 fn conv_transpose2d_matches_cpu_with_every_gradient() {
     // (name, input [n, c_in, h, w], weight [c_in, c_out/g, kh, kw], geometry, output_padding)

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use wgrad_graph::shape::numel;
 use wgrad_graph::{Arg, Backend, BufferId, Device, Error, Fused, Op, Result};
 
 use crate::context::Context;
@@ -288,7 +289,8 @@ impl Backend for GpuBackend {
     }
 
     fn epilogue_buffers(&self) -> usize {
-        // The storage kernels bind the parameters, the output and both operands.
+        // The storage kernels bind the parameters, the output and both operands (so do the
+        // convolution kernels; a generated copy, two).
         let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
         if self.fusion {
             bindings.saturating_sub(3).min(6)
@@ -297,7 +299,7 @@ impl Backend for GpuBackend {
         }
     }
 
-    fn exec_matmul_fused(
+    fn exec_with_epilogue(
         &self,
         op: &Op,
         operands: &[Arg<'_>],
@@ -305,16 +307,25 @@ impl Backend for GpuBackend {
         inputs: &[Arg<'_>],
         outs: &[Arg<'_>],
     ) -> Result<()> {
-        if !matches!(op, Op::MatMul { .. }) || outs.is_empty() {
+        if !matches!(op, Op::MatMul { .. } | Op::Conv2d(_)) || outs.is_empty() {
             return Err(Error::Device(format!(
-                "an epilogue follows a matmul and stores 1 or more outputs, got {} and {}",
+                "an epilogue follows a matmul or a convolution and stores 1 or more outputs, got {} and {}",
                 op.name(),
                 outs.len()
             )));
         }
         let extra: Vec<BufferId> = outs[1..].iter().chain(inputs).map(|a| a.buffer).collect();
-        let store = crate::launch::Store::Epilogue(fused, &extra);
-        crate::launch::record_matmul(self, op, operands, &outs[0], &store);
+        let epilogue = Some(crate::launch::Epilogue {
+            fused,
+            buffers: &extra,
+        });
+        match op {
+            Op::MatMul { .. } => {
+                crate::launch::record_matmul(self, op, operands, &outs[0], epilogue)
+            }
+            _ if numel(outs[0].shape) == 0 => {}
+            _ => self.record_conv(op, operands, &outs[0], epilogue),
+        }
         Ok(())
     }
 

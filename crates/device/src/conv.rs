@@ -19,7 +19,7 @@ use wgrad_graph::shape::{contiguous_strides, numel};
 use wgrad_graph::{Arg, Backend, BufferId};
 
 use crate::backend::{Command, GpuBackend};
-use crate::launch::Store;
+use crate::launch::Epilogue;
 use crate::params::{ConvLanesParams, ConvParams, Im2colParams, MatmulParams};
 
 /// Values per unfolded chunk: the batch is unfolded this many values at a time (at least
@@ -69,14 +69,23 @@ pub(crate) enum Weights<'a> {
 }
 
 impl GpuBackend {
-    /// Records a convolution op (`x`: its operands) with the fastest plan that applies.
-    pub(crate) fn record_conv(&self, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
+    /// Records a convolution op (`x`: its operands) with the fastest plan that applies; a
+    /// forward convolution may take an `epilogue` (every plan applies it as it stores).
+    pub(crate) fn record_conv(
+        &self,
+        op: &Op,
+        x: &[Arg<'_>],
+        out: &Arg<'_>,
+        epilogue: Option<Epilogue<'_>>,
+    ) {
+        debug_assert!(epilogue.is_none() || matches!(op, Op::Conv2d(_)));
         match op {
             Op::Conv2d(spec) => {
                 let params = ConvParams::new(spec, x[0].shape, out.shape, x[1].shape);
                 let geo = ConvLanesParams::forward(&params);
                 let weights = Weights::AsIs(x[1].buffer);
-                if self.gemm_fits(&geo) && self.conv_gemm(&geo, x[0].buffer, weights, out.buffer) {
+                let operands = (x[0].buffer, out.buffer);
+                if self.gemm_fits(&geo) && self.conv_gemm(&geo, operands, weights, epilogue) {
                     return;
                 }
                 if params.og.is_multiple_of(4) {
@@ -87,11 +96,12 @@ impl GpuBackend {
                         view: &[params.groups as usize, taps, og],
                         strides: &[og * taps, 1, taps],
                     };
-                    if self.conv_lanes(&geo, x[0].buffer, weights, out.buffer) {
+                    if self.conv_lanes(&geo, operands, weights, epilogue) {
                         return;
                     }
                 }
-                self.conv_generic("conv2d", &params, x, out, params.oh * params.ow, params.og);
+                let blocks = (params.oh * params.ow, params.og);
+                self.conv_generic("conv2d", &params, x, out, blocks, epilogue);
             }
             Op::Conv2dGradInput { spec, .. } => {
                 let params = ConvParams::new(spec, out.shape, x[0].shape, x[1].shape);
@@ -99,7 +109,8 @@ impl GpuBackend {
                     return;
                 }
                 let entry = "conv2d_grad_input";
-                self.conv_generic(entry, &params, x, out, params.h * params.w, params.cg);
+                let blocks = (params.h * params.w, params.cg);
+                self.conv_generic(entry, &params, x, out, blocks, None);
             }
             Op::Conv2dGradWeight { spec, .. } => {
                 let params = ConvParams::new(spec, x[0].shape, x[1].shape, out.shape);
@@ -136,7 +147,8 @@ impl GpuBackend {
                 view: &[cg, og, k],
                 strides: &[k, cg * k, 1],
             };
-            self.gemm_fits(&geo) && self.conv_gemm(&geo, x[0].buffer, weights, out.buffer)
+            let operands = (x[0].buffer, out.buffer);
+            self.gemm_fits(&geo) && self.conv_gemm(&geo, operands, weights, None)
         };
         if !self.ctx.gpu_kernels && gemm() {
             return true;
@@ -148,7 +160,7 @@ impl GpuBackend {
                 view: &[params.groups as usize, og, k, cg],
                 strides: &[og * cg * k, cg * k, 1, k],
             };
-            if self.conv_lanes(&geo, x[0].buffer, weights, out.buffer) {
+            if self.conv_lanes(&geo, (x[0].buffer, out.buffer), weights, None) {
                 return true;
             }
         }
@@ -163,8 +175,8 @@ impl GpuBackend {
         params: &ConvParams,
         x: &[Arg<'_>],
         out: &Arg<'_>,
-        pixels: u32,
-        channels: u32,
+        (pixels, channels): (u32, u32),
+        epilogue: Option<Epilogue<'_>>,
     ) {
         let groups = [
             pixels.div_ceil(4).div_ceil(16),
@@ -172,7 +184,7 @@ impl GpuBackend {
             params.n,
         ];
         let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
-        self.push(Family::Conv, entry, params, buffers, groups);
+        self.push_stored(Family::Conv, entry, epilogue, params, buffers, groups);
     }
 
     /// A scratch buffer with `w` in the order it asks for. The caller frees it after
@@ -198,9 +210,9 @@ impl GpuBackend {
     pub(crate) fn conv_lanes(
         &self,
         geo: &ConvLanesParams,
-        input: BufferId,
+        (input, out): (BufferId, BufferId),
         weights: Weights,
-        out: BufferId,
+        epilogue: Option<Epilogue<'_>>,
     ) -> bool {
         let Some((w, scratch)) = self.weights(&weights) else {
             return false;
@@ -211,9 +223,9 @@ impl GpuBackend {
             geo.groups * quads.div_ceil(8),
             geo.n,
         ];
-        if !self.conv_lanes_ua(geo, input, w, out, groups) {
+        if !self.conv_lanes_ua(geo, (input, w, out), groups, epilogue) {
             let buffers = vec![out, input, w];
-            self.push(Family::Conv, "conv2d_lanes", geo, buffers, groups);
+            self.push_stored(Family::Conv, "conv2d_lanes", epilogue, geo, buffers, groups);
         }
         if scratch {
             self.free(w);
@@ -227,10 +239,9 @@ impl GpuBackend {
     fn conv_lanes_ua(
         &self,
         geo: &ConvLanesParams,
-        input: BufferId,
-        weights: BufferId,
-        out: BufferId,
+        (input, weights, out): (BufferId, BufferId, BufferId),
         groups: [u32; 3],
+        epilogue: Option<Epilogue<'_>>,
     ) -> bool {
         const WINDOW: u64 = 65536;
         let image = (geo.ci * geo.h * geo.w) as u64 * 4;
@@ -253,9 +264,10 @@ impl GpuBackend {
                 bytes: images as u64 * image,
             });
             let params = ConvLanesParams { image0, ..*geo };
-            self.push(
+            self.push_stored(
                 Family::Conv,
                 "conv2d_lanes_ua",
+                epilogue,
                 &params,
                 vec![out, window, weights],
                 [groups[0], groups[1], images],
@@ -338,17 +350,17 @@ impl GpuBackend {
     }
 
     /// Records `out = a · b` (batched over `batch` matrices of `b` at stride `sb`, `a`
-    /// shared) with the vec4 kernel that stores through an offset and row length.
-    #[allow(clippy::too_many_arguments)]
+    /// shared) with the vec4 kernel that stores through an offset and row length, applying
+    /// `epilogue` (never with `accumulate`) to what it stores.
     fn matmul_out(
         &self,
         [m, n, k]: [u32; 3],
         (batch, sb): (u32, u32),
-        a: BufferId,
-        b: BufferId,
-        out: BufferId,
+        (a, b, out): (BufferId, BufferId, BufferId),
         (out_offset, out_n, accumulate): (u32, u32, bool),
+        epilogue: Option<Epilogue<'_>>,
     ) {
+        debug_assert!(!(accumulate && epilogue.is_some()));
         let params = MatmulParams {
             m,
             n,
@@ -366,7 +378,7 @@ impl GpuBackend {
             a_rows: 0,
             window_rows: 0,
         };
-        if self.matmul_ua(&params, a, b, out, &Store::Strided) {
+        if self.matmul_ua(&params, (a, b, out), true, epilogue) {
             return;
         }
         // The same choice of workgroup shape as a plain matmul (docs/performance.md).
@@ -376,7 +388,8 @@ impl GpuBackend {
             ("matmul_vec4_out", [32, 32])
         };
         let groups = [n.div_ceil(tile[0]), m.div_ceil(tile[1]), batch];
-        self.push(Family::Matmul, entry, &params, vec![out, a, b], groups);
+        let buffers = vec![out, a, b];
+        self.push_stored(Family::Matmul, entry, epilogue, &params, buffers, groups);
     }
 
     /// Whether [`GpuBackend::conv_gemm`] takes `geo`: one group, and the product's inner
@@ -396,13 +409,14 @@ impl GpuBackend {
 
     /// The convolution `geo` (forward, or a stride-1 input gradient) as matrix products:
     /// per chunk of images, unfold the input, then `out[n] = W · cols[n]` with W as
-    /// `[co, ci·kh·kw]`. False (nothing recorded) when scratch memory is short.
+    /// `[co, ci·kh·kw]`, with `epilogue` applied as the products store. False (nothing
+    /// recorded) when scratch memory is short.
     pub(crate) fn conv_gemm(
         &self,
         geo: &ConvLanesParams,
-        input: BufferId,
+        (input, out): (BufferId, BufferId),
         weights: Weights,
-        out: BufferId,
+        epilogue: Option<Epilogue<'_>>,
     ) -> bool {
         let Unfold {
             taps,
@@ -420,14 +434,21 @@ impl GpuBackend {
                 return false;
             };
             let batch = (geo.n, taps * pixels);
-            self.matmul_out([geo.co, pixels, taps], batch, w, input, out, (0, np, false));
+            let buffers = (w, input, out);
+            self.matmul_out(
+                [geo.co, pixels, taps],
+                batch,
+                buffers,
+                (0, np, false),
+                epilogue,
+            );
             if scratch {
                 self.free(w);
             }
             return true;
         }
         if np < WIDE_BELOW && geo.n > 1 {
-            return self.conv_gemm_wide(geo, input, weights, out);
+            return self.conv_gemm_wide(geo, (input, out), weights, epilogue);
         }
         let Ok(cols) = self.alloc(chunk as usize * (taps * pixels) as usize * 4) else {
             return false;
@@ -443,10 +464,9 @@ impl GpuBackend {
             self.matmul_out(
                 [geo.co, pixels, taps],
                 (images, taps * pixels),
-                w,
-                cols,
-                out,
+                (w, cols, out),
                 (image0 * geo.co * np, np, false),
+                epilogue,
             );
         }
         self.free(cols);
@@ -460,13 +480,13 @@ impl GpuBackend {
     /// side, `cols` as `[taps, images·np]`, so that one product `W · cols` has enough
     /// columns to fill the kernel's lanes (one product per image would leave most of them
     /// idle); its `[co, images·np]` result is then copied into the output's
-    /// `[image, co, np]` order.
+    /// `[image, co, np]` order, with `epilogue` applied by the copy.
     fn conv_gemm_wide(
         &self,
         geo: &ConvLanesParams,
-        input: BufferId,
+        (input, out): (BufferId, BufferId),
         weights: Weights,
-        out: BufferId,
+        epilogue: Option<Epilogue<'_>>,
     ) -> bool {
         // The product's output is scratch too.
         let Unfold {
@@ -492,14 +512,15 @@ impl GpuBackend {
             // that are not copied out.
             let n = (images * np).next_multiple_of(4);
             self.im2col(geo, input, cols, (image0, images, np), [np, n, 1]);
-            self.matmul_out([geo.co, n, taps], (1, 0), w, cols, product, (0, n, false));
-            self.copy_strided(
-                product,
-                out,
-                &[images as usize, co, npu],
-                (0, &[npu, n as usize, 1]),
-                (image0 as usize * co * npu, &[co * npu, npu, 1]),
-            );
+            let buffers = (w, cols, product);
+            self.matmul_out([geo.co, n, taps], (1, 0), buffers, (0, n, false), None);
+            let view = [images as usize, co, npu];
+            let from = (0, &[npu, n as usize, 1][..]);
+            let to = (image0 as usize * co * npu, &[co * npu, npu, 1][..]);
+            match epilogue {
+                Some(e) => self.record_copy_epilogue(product, out, &view, from, to, e),
+                None => self.copy_strided(product, out, &view, from, to),
+            }
         }
         self.free(cols);
         self.free(product);
@@ -557,10 +578,9 @@ impl GpuBackend {
             self.matmul_out(
                 [geo.co, row, k],
                 (1, 0),
-                gt,
-                cols,
-                out,
+                (gt, cols, out),
                 (0, taps, image0 > 0),
+                None,
             );
         }
         self.free(cols);

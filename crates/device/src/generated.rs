@@ -6,11 +6,12 @@
 
 use std::fmt::Write;
 
-use wgrad_graph::op::Op;
+use wgrad_graph::op::{Family, Op};
 use wgrad_graph::shape::numel;
 use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp, MAX_FUSED_CONSTANTS};
 
 use crate::backend::GpuBackend;
+use crate::launch::Epilogue;
 use crate::params::{FusedParams, GenCopyParams};
 
 impl GpuBackend {
@@ -36,11 +37,13 @@ impl GpuBackend {
         self.push_pipeline(pipeline, "fused", &params, buffers, groups);
     }
 
-    /// The pipeline of matmul kernel `entry` storing through the epilogue `fused` (see
-    /// `Backend::exec_matmul_fused`), with its extra buffers bound from `first_binding` on:
-    /// the outputs after the first, then the inputs. Compiled once per entry and epilogue.
+    /// The pipeline of kernel `entry` of `family` (matmul or convolution) storing through
+    /// the epilogue `fused` (see `Backend::exec_with_epilogue`), with its extra buffers bound
+    /// from `first_binding` on: the outputs after the first, then the inputs. Compiled once
+    /// per entry and epilogue.
     pub(crate) fn epilogue_pipeline(
         &self,
+        family: Family,
         entry: &str,
         fused: &Fused,
         first_binding: u32,
@@ -48,8 +51,51 @@ impl GpuBackend {
         let key = format!("{entry} from {first_binding}, {}", fused_key(fused));
         self.ctx.generated_with(&key, entry, || {
             let stores = epilogue_stores(fused, first_binding);
-            crate::shaders::matmul_source(&stores, entry.ends_with("_ua"))
+            match family {
+                Family::Matmul => crate::shaders::matmul_source(&stores, entry.ends_with("_ua")),
+                Family::Conv => crate::shaders::conv_source(&stores),
+                other => unreachable!("{other:?} kernels take no epilogue"),
+            }
         })
+    }
+
+    /// Records a generated strided copy (see [`GpuBackend::copy_strided`]) of f32 values
+    /// that applies `epilogue` to each value it stores.
+    pub(crate) fn record_copy_epilogue(
+        &self,
+        src: BufferId,
+        dst: BufferId,
+        view: &[usize],
+        from: (usize, &[usize]),
+        to: (usize, &[usize]),
+        epilogue: Epilogue<'_>,
+    ) {
+        let n = numel(view);
+        if n == 0 {
+            return;
+        }
+        let dims = collapse(view, from.1, to.1);
+        // The copy binds its parameters, the output and the source.
+        let first = 3;
+        let key = format!("copy {dims:?} from {first}, {}", fused_key(epilogue.fused));
+        let pipeline = self.ctx.generated_with(&key, "main", || {
+            let stores = epilogue_stores(epilogue.fused, first);
+            format!(
+                "{}{}",
+                crate::shaders::COMMON,
+                copy_source(&dims, Some(&stores))
+            )
+        });
+        let params = GenCopyParams {
+            n: n as u32,
+            src_offset: from.0 as u32,
+            dst_offset: to.0 as u32,
+            pad: 0,
+        };
+        let mut buffers = vec![dst, src];
+        buffers.extend_from_slice(epilogue.buffers);
+        let label = "copy (generated, epilogue)";
+        self.push_pipeline(pipeline, label, &params, buffers, self.linear_groups(n));
     }
 
     /// Records a generated strided copy (see [`GpuBackend::copy_strided`]).
@@ -64,7 +110,9 @@ impl GpuBackend {
         let n = numel(view);
         let dims = collapse(view, from.1, to.1);
         let key = format!("copy {dims:?}");
-        let pipeline = self.ctx.generated_with(&key, "main", || copy_source(&dims));
+        let pipeline = self
+            .ctx
+            .generated_with(&key, "main", || copy_source(&dims, None));
         let params = GenCopyParams {
             n: n as u32,
             src_offset: from.0 as u32,
@@ -101,8 +149,9 @@ fn collapse(view: &[usize], src: &[usize], dst: &[usize]) -> Vec<(usize, usize, 
 }
 
 /// WGSL for a strided copy over `dims` (from [`collapse`]), the innermost dimension first in
-/// the index arithmetic.
-fn copy_source(dims: &[(usize, usize, usize)]) -> String {
+/// the index arithmetic: of 32-bit words, or with `stores` (an epilogue's `put`) of f32
+/// values stored through `put`.
+fn copy_source(dims: &[(usize, usize, usize)], stores: Option<&str>) -> String {
     let mut body = String::new();
     for (k, &(size, s, t)) in dims.iter().enumerate().rev() {
         if k == 0 {
@@ -114,12 +163,17 @@ fn copy_source(dims: &[(usize, usize, usize)]) -> String {
             );
         }
     }
+    let (word, store) = match stores {
+        Some(_) => ("f32", "put(t, src[s]);"),
+        None => ("u32", "out[t] = src[s];"),
+    };
     format!(
         "// Rust twin: GenCopyParams in crates/device/src/params.rs\n\
          struct GenCopyParams {{ n: u32, src_offset: u32, dst_offset: u32, _pad: u32 }}\n\
          @group(0) @binding(0) var<storage, read> p: GenCopyParams;\n\
-         @group(0) @binding(1) var<storage, read_write> out: array<u32>;\n\
-         @group(0) @binding(2) var<storage, read> src: array<u32>;\n\
+         @group(0) @binding(1) var<storage, read_write> out: array<{word}>;\n\
+         @group(0) @binding(2) var<storage, read> src: array<{word}>;\n\
+         {}\n\
          @compute @workgroup_size(64)\n\
          fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {{\n\
          \x20   let i = g.x + g.y * w.x * 64u;\n\
@@ -128,8 +182,9 @@ fn copy_source(dims: &[(usize, usize, usize)]) -> String {
          \x20   var s = p.src_offset;\n\
          \x20   var t = p.dst_offset;\n\
          {body}\
-         \x20   out[t] = src[s];\n\
-         }}\n"
+         \x20   {store}\n\
+         }}\n",
+        stores.unwrap_or("")
     )
 }
 

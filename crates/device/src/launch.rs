@@ -112,23 +112,25 @@ impl GpuBackend {
         self.push_linear(Family::Layout, "copy", &params, vec![dst, src], n);
     }
 
-    /// Records one dispatch of the matmul kernel `entry`, storing as `store` says: a
-    /// generated epilogue binds its buffers after the kernel's own `buffers`.
-    pub(crate) fn push_matmul(
+    /// Records one dispatch of kernel `entry` of `family` (matmul or convolution), with
+    /// `epilogue` applied to what it stores: then its pipeline is generated, and the
+    /// epilogue's buffers are bound after the kernel's own `buffers`.
+    pub(crate) fn push_stored<P: Pod>(
         &self,
+        family: Family,
         entry: &str,
-        store: &Store<'_>,
-        params: &MatmulParams,
+        epilogue: Option<Epilogue<'_>>,
+        params: &P,
         mut buffers: Vec<BufferId>,
         groups: [u32; 3],
     ) {
-        let pipeline = match store {
-            Store::Epilogue(fused, extra) => {
-                let pipeline = self.epilogue_pipeline(entry, fused, buffers.len() as u32 + 1);
-                buffers.extend_from_slice(extra);
-                pipeline
+        let pipeline = match epilogue {
+            Some(e) => {
+                let first = buffers.len() as u32 + 1;
+                buffers.extend_from_slice(e.buffers);
+                self.epilogue_pipeline(family, entry, e.fused, first)
             }
-            _ => self.ctx.pipeline(Family::Matmul, entry),
+            None => self.ctx.pipeline(family, entry),
         };
         self.push_pipeline(pipeline, entry, params, buffers, groups);
     }
@@ -136,16 +138,16 @@ impl GpuBackend {
     /// Records the product `params` describes with A read through uniform windows of 64 KiB
     /// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch fills up to
     /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
-    /// transposed is first transposed into scratch. False (nothing recorded) where it does
-    /// not apply: kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of
-    /// 4, k above 2048 (a window holds 8 rows at least).
+    /// transposed is first transposed into scratch. `strided` takes the kernel that stores
+    /// through an offset and row length. False (nothing recorded) where it does not apply:
+    /// kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4, k above
+    /// 2048 (a window holds 8 rows at least).
     pub(crate) fn matmul_ua(
         &self,
         params: &MatmulParams,
-        a: BufferId,
-        b: BufferId,
-        out: BufferId,
-        store: &Store<'_>,
+        (a, b, out): (BufferId, BufferId, BufferId),
+        strided: bool,
+        epilogue: Option<Epilogue<'_>>,
     ) -> bool {
         use wgrad_graph::Backend;
         const WINDOW: u64 = 65536;
@@ -197,9 +199,10 @@ impl GpuBackend {
         }
         let a_rows = transposed.unwrap_or(a);
         let batch: u32 = params.batch[..rank].iter().product();
-        let entry = match store {
-            Store::Strided => "matmul_vec4_out_ua",
-            _ => "matmul_vec4_ua",
+        let entry = if strided {
+            "matmul_vec4_out_ua"
+        } else {
+            "matmul_vec4_ua"
         };
         let per_dispatch = window_rows * used as u32;
         for row0 in (0..m).step_by(per_dispatch as usize) {
@@ -227,7 +230,7 @@ impl GpuBackend {
             let mut buffers = vec![out, windows[0], b];
             buffers.extend((1..UA_WINDOWS).map(|w| *windows.get(w).unwrap_or(&windows[0])));
             let groups = [count.div_ceil(8), (n / 4).div_ceil(UA_LANES), batch];
-            self.push_matmul(entry, store, &p, buffers, groups);
+            self.push_stored(Family::Matmul, entry, epilogue, &p, buffers, groups);
         }
         // Work recorded later runs after these dispatches, so the scratch can be reused.
         windows
@@ -353,7 +356,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             params.extra[0] = contiguous_strides(s)[*axis] as u32;
             be.push_linear(family, entry, &params, ids(x), n);
         }
-        Op::MatMul { .. } => record_matmul(be, op, x, out, &Store::Dense),
+        Op::MatMul { .. } => record_matmul(be, op, x, out, None),
         Op::Reshape { .. } => {
             if n > 0 {
                 be.commands.borrow_mut().push(Command::Copy {
@@ -438,7 +441,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
         }
         Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {
             if n > 0 {
-                be.record_conv(op, x, out);
+                be.record_conv(op, x, out, None);
             }
         }
         Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
@@ -477,25 +480,22 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
     }
 }
 
-/// How a matmul kernel stores its product.
-pub(crate) enum Store<'a> {
-    /// Into a dense output of the product's shape.
-    Dense,
-    /// Through `MatmulParams::out_offset`, `out_n` and `accumulate` (the `_out` kernels).
-    Strided,
-    /// Into a dense output after a fused group of elementwise ops (see
-    /// `Backend::exec_matmul_fused`), whose other outputs and inputs are bound after the
-    /// kernel's own buffers.
-    Epilogue(&'a wgrad_graph::Fused, &'a [BufferId]),
+/// A fused group of elementwise ops applied to each element a kernel stores (see
+/// `Backend::exec_with_epilogue`): its expression, and the buffers of its other outputs and
+/// of its inputs, bound after the kernel's own.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub fused: &'a wgrad_graph::Fused,
+    pub buffers: &'a [BufferId],
 }
 
-/// Records the dispatches of an [`Op::MatMul`] storing as `store` says (not `Strided`).
+/// Records the dispatches of an [`Op::MatMul`], with `epilogue` applied to its stores.
 pub(crate) fn record_matmul(
     be: &GpuBackend,
     op: &Op,
     x: &[Arg<'_>],
     out: &Arg<'_>,
-    store: &Store<'_>,
+    epilogue: Option<Epilogue<'_>>,
 ) {
     let Op::MatMul { ta, tb } = *op else {
         unreachable!("record_matmul takes a matmul")
@@ -533,7 +533,8 @@ pub(crate) fn record_matmul(
         a_rows: 0,
         window_rows: 0,
     };
-    if be.matmul_ua(&params, x[0].buffer, x[1].buffer, out.buffer, store) {
+    let operands = (x[0].buffer, x[1].buffer, out.buffer);
+    if be.matmul_ua(&params, operands, false, epilogue) {
         return;
     }
     // The vec4 variants read rows as vec4: the dimensions they read along must be multiples
@@ -556,7 +557,7 @@ pub(crate) fn record_matmul(
         numel(batch) as u32,
     ];
     let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
-    be.push_matmul(name, store, &params, buffers, groups);
+    be.push_stored(Family::Matmul, name, epilogue, &params, buffers, groups);
 }
 
 /// Whether pooling `x` into `y` has 2×2 windows at stride 2 inside an input of even width,

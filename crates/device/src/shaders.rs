@@ -28,7 +28,10 @@ pub fn source(family: Family) -> &'static str {
         Family::Layout => family!("layout.wgsl"),
         Family::Index => family!("index.wgsl"),
         Family::Random => family!("random.wgsl"),
-        Family::Conv => family!("conv.wgsl"),
+        Family::Conv => {
+            static CONV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            CONV.get_or_init(|| conv_source(PLAIN_STORE))
+        }
         Family::Pool => family!("pool.wgsl"),
     }
 }
@@ -44,6 +47,17 @@ pub fn matmul_source(stores: &str, windows: bool) -> String {
     }
     source
 }
+
+/// The convolution family with `stores` defining `put`, through which its kernels store:
+/// [`PLAIN_STORE`], or a generated epilogue.
+pub fn conv_source(stores: &str) -> String {
+    format!("{}{stores}", family!("conv.wgsl"))
+}
+
+/// A value stored as it is: element `i` of the output.
+const PLAIN_STORE: &str = "
+fn put(i: u32, v: f32) { out[i] = v; }
+";
 
 /// The product stored as it is: element `i`, or vec4 `i4`, of the output.
 const PLAIN_STORES: &str = "

@@ -60,19 +60,19 @@ pub trait Backend {
         ))
     }
 
-    /// How many buffers, inputs and outputs together, the elementwise group after a matmul
-    /// may use in [`Backend::exec_matmul_fused`]; 0 when the backend does not fuse products
-    /// with what follows them.
+    /// How many buffers, inputs and outputs together, the elementwise group after a matmul or
+    /// a convolution may use in [`Backend::exec_with_epilogue`]; 0 when the backend does not
+    /// fuse products with what follows them.
     fn epilogue_buffers(&self) -> usize {
         0
     }
 
-    /// Runs the product `op` (an [`Op::MatMul`]) of `operands` with a fused group as its
-    /// epilogue: each product element is read by `fused` as [`FusedValue::Product`], never
-    /// stored on its own, and the values `fused.outputs` names are written to `outs`, all of
-    /// the product's shape. A bias and an activation after a dense layer's product cost no
-    /// pass over memory of their own.
-    fn exec_matmul_fused(
+    /// Runs `op` (an [`Op::MatMul`] or an [`Op::Conv2d`], the *product*) on `operands` with a
+    /// fused group as its epilogue: each product element is read by `fused` as
+    /// [`FusedValue::Product`], never stored on its own, and the values `fused.outputs` names
+    /// are written to `outs`, all of the product's shape. A bias and an activation after a
+    /// dense or convolution layer cost no pass over memory of their own.
+    fn exec_with_epilogue(
         &self,
         op: &Op,
         operands: &[Arg<'_>],
@@ -82,7 +82,7 @@ pub trait Backend {
     ) -> Result<()> {
         let _ = (op, operands, fused, inputs, outs);
         Err(crate::Error::Device(
-            "this backend does not fuse products".into(),
+            "this backend does not run epilogues".into(),
         ))
     }
 }
@@ -119,8 +119,8 @@ pub enum FusedValue {
         /// Position in [`Fused::constants`].
         slot: usize,
     },
-    /// The element of the matmul product a [`Backend::exec_matmul_fused`] kernel has just
-    /// computed (in no other kind of kernel).
+    /// The element of the product a [`Backend::exec_with_epilogue`] kernel has just computed
+    /// (in no other kind of kernel).
     Product,
     /// An elementwise op (`Unary`, `Binary` or `Where`) applied to earlier values.
     Op {

@@ -151,7 +151,7 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
                             dtype: x.dtype(),
                         })
                         .collect();
-                    backend.exec_matmul_fused(op, &operand_args, &fused, &args, &out_args)?;
+                    backend.exec_with_epilogue(op, &operand_args, &fused, &args, &out_args)?;
                 }
                 None => backend.exec_fused(&fused, &args, &out_args)?,
             }
@@ -239,7 +239,7 @@ fn structure(order: &[Tensor], index: &HashMap<u64, usize>, keep: &[bool]) -> Ve
     for (i, t) in order.iter().enumerate() {
         let kind = match t.op() {
             Some(Op::Unary(_) | Op::Binary(_) | Op::Where) => 1,
-            Some(Op::MatMul { .. }) => 2,
+            _ if is_product(t) => 2,
             _ => 3,
         };
         let inputs = t.0.inputs.borrow();
@@ -275,6 +275,11 @@ fn fusable(t: &Tensor) -> bool {
             .borrow()
             .iter()
             .all(|x| FusedRead::of(x.shape(), t.shape()).is_some())
+}
+
+/// A node whose kernel can apply an epilogue as it stores: a matmul, a convolution.
+fn is_product(t: &Tensor) -> bool {
+    matches!(t.op(), Some(Op::MatMul { .. } | Op::Conv2d(_)))
 }
 
 /// A one-element constant that fused kernels take from their parameters.
@@ -466,9 +471,10 @@ fn plan_fusion(
     groups
 }
 
-/// Hands each matmul whose one use is an elementwise node of its shape (a group's member, or
-/// a node alone) that group as its epilogue: the product is then never stored, and a dense
-/// layer's bias and activation run in the product's kernel. A group takes one product.
+/// Hands each product (matmul, convolution) whose one use is an elementwise node of its shape
+/// (a group's member, or a node alone) that group as its epilogue: the product is then never
+/// stored, and a layer's bias and activation run in the product's kernel. A group takes one
+/// product.
 fn plan_epilogues(
     order: &[Tensor],
     index: &HashMap<u64, usize>,
@@ -495,7 +501,7 @@ fn plan_epilogues(
         }
     }
     for (i, t) in order.iter().enumerate() {
-        let product = matches!(t.op(), Some(Op::MatMul { .. })) && t.dtype() == DType::F32;
+        let product = is_product(t) && t.dtype() == DType::F32;
         if !product || uses[i] != 1 || keep[i] {
             continue;
         }
@@ -663,7 +669,7 @@ mod tests {
         fn epilogue_buffers(&self) -> usize {
             self.epilogues
         }
-        fn exec_matmul_fused(
+        fn exec_with_epilogue(
             &self,
             op: &Op,
             operands: &[Arg<'_>],
