@@ -299,6 +299,17 @@ fn layout() {
     check("concat_rows", 1, &[f(&[1, 3]), f(&[4, 3])], |x| {
         Tensor::concat(&[&x[0], &x[1]], 0)
     });
+    // Rows of a multiple of 4 at aligned offsets are copied as vec4s; misaligned ones not.
+    check("permute_quads", 1, &[f(&[2, 3, 8])], |x| {
+        x[0].permute(&[1, 0, 2])
+    });
+    check("slice_quads", 1, &[f(&[5, 8])], |x| x[0].narrow(0, 1, 3));
+    check("slice_misaligned", 1, &[f(&[5, 8])], |x| {
+        x[0].narrow(1, 2, 4)
+    });
+    check("concat_quads", 1, &[f(&[2, 4]), f(&[2, 8])], |x| {
+        Tensor::concat(&[&x[0], &x[1]], 1)
+    });
     check("gather", 1, &[f(&[7, 5]), idx(&[3, 4], 7)], |x| {
         x[0].gather(&x[1])
     });

@@ -83,7 +83,7 @@ impl GpuBackend {
             format!(
                 "{}{}",
                 crate::shaders::COMMON,
-                copy_source(&dims, Some(&stores))
+                copy_source(&dims, "f32", Some(&stores))
             )
         });
         let params = GenCopyParams {
@@ -107,24 +107,30 @@ impl GpuBackend {
         from: (usize, &[usize]),
         to: (usize, &[usize]),
     ) {
-        let n = numel(view);
         let dims = collapse(view, from.1, to.1);
-        let key = format!("copy {dims:?}");
+        // Whole aligned vec4s where both sides allow, words otherwise.
+        let (dims, offsets, word, lanes) = match in_quads(&dims, (from.0, to.0)) {
+            Some((quads, offsets)) => (quads, offsets, "vec4<u32>", 4),
+            None => (dims, (from.0, to.0), "u32", 1),
+        };
+        let key = format!("copy {word} {dims:?}");
         let pipeline = self
             .ctx
-            .generated_with(&key, "main", || copy_source(&dims, None));
+            .generated_with(&key, "main", || copy_source(&dims, word, None));
+        let n = numel(view) / lanes;
         let params = GenCopyParams {
             n: n as u32,
-            src_offset: from.0 as u32,
-            dst_offset: to.0 as u32,
+            src_offset: offsets.0 as u32,
+            dst_offset: offsets.1 as u32,
             pad: 0,
         };
+        let groups = self.linear_groups(n);
         self.push_pipeline(
             pipeline,
             "copy (generated)",
             &params,
             vec![dst, src],
-            self.linear_groups(n),
+            groups,
         );
     }
 }
@@ -148,10 +154,31 @@ fn collapse(view: &[usize], src: &[usize], dst: &[usize]) -> Vec<(usize, usize, 
     dims
 }
 
+/// The copy over `dims` with `offsets` (source, destination) in units of 4 words, when it
+/// moves whole aligned vec4s: the innermost dimension contiguous on both sides and a
+/// multiple of 4 long, every other stride and both offsets multiples of 4.
+#[allow(clippy::type_complexity)]
+fn in_quads(
+    dims: &[(usize, usize, usize)],
+    offsets: (usize, usize),
+) -> Option<(Vec<(usize, usize, usize)>, (usize, usize))> {
+    let (&(len, 1, 1), outer) = dims.split_last()? else {
+        return None;
+    };
+    let four = |v: usize| v.is_multiple_of(4);
+    let aligned = outer.iter().all(|&(_, s, t)| four(s) && four(t));
+    if !(four(len) && aligned && four(offsets.0) && four(offsets.1)) {
+        return None;
+    }
+    let mut quads: Vec<_> = outer.iter().map(|&(n, s, t)| (n, s / 4, t / 4)).collect();
+    quads.push((len / 4, 1, 1));
+    Some((quads, (offsets.0 / 4, offsets.1 / 4)))
+}
+
 /// WGSL for a strided copy over `dims` (from [`collapse`]), the innermost dimension first in
-/// the index arithmetic: of 32-bit words, or with `stores` (an epilogue's `put`) of f32
-/// values stored through `put`.
-fn copy_source(dims: &[(usize, usize, usize)], stores: Option<&str>) -> String {
+/// the index arithmetic, of `word` values (`u32`, `vec4<u32>`), or with `stores` (an
+/// epilogue's `put`) of f32 values stored through `put`.
+fn copy_source(dims: &[(usize, usize, usize)], word: &str, stores: Option<&str>) -> String {
     let mut body = String::new();
     for (k, &(size, s, t)) in dims.iter().enumerate().rev() {
         if k == 0 {
@@ -163,9 +190,9 @@ fn copy_source(dims: &[(usize, usize, usize)], stores: Option<&str>) -> String {
             );
         }
     }
-    let (word, store) = match stores {
-        Some(_) => ("f32", "put(t, src[s]);"),
-        None => ("u32", "out[t] = src[s];"),
+    let store = match stores {
+        Some(_) => "put(t, src[s]);",
+        None => "out[t] = src[s];",
     };
     format!(
         "// Rust twin: GenCopyParams in crates/device/src/params.rs\n\
