@@ -281,7 +281,8 @@ impl Backend for GpuBackend {
         }
         if fused.values.contains(&wgrad_graph::FusedValue::Product) {
             return Err(Error::Device(
-                "a fused kernel reads a product only as a matmul's epilogue".into(),
+                "a fused kernel reads a product only as the epilogue of a matmul or a convolution"
+                    .into(),
             ));
         }
         self.record_fused(fused, inputs, outs);

@@ -127,30 +127,14 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
         if let Some(group) = &groups[i] {
             let (fused, leaves) = build_fused(&order, group);
             let in_bufs: Vec<Rc<Buffer>> = leaves.iter().map(buffer_of).collect();
-            let args: Vec<Arg> = leaves
-                .iter()
-                .zip(&in_bufs)
-                .map(|(x, b)| Arg {
-                    buffer: b.id,
-                    shape: x.shape(),
-                    dtype: x.dtype(),
-                })
-                .collect();
+            let args = args_of(&leaves, &in_bufs);
             match group.product {
                 Some(p) => {
                     let product = &order[p];
                     let op = product.op().expect("pending nodes have an op");
                     let operands = product.0.inputs.borrow();
                     let operand_bufs: Vec<Rc<Buffer>> = operands.iter().map(buffer_of).collect();
-                    let operand_args: Vec<Arg> = operands
-                        .iter()
-                        .zip(&operand_bufs)
-                        .map(|(x, b)| Arg {
-                            buffer: b.id,
-                            shape: x.shape(),
-                            dtype: x.dtype(),
-                        })
-                        .collect();
+                    let operand_args = args_of(&operands, &operand_bufs);
                     backend.exec_with_epilogue(op, &operand_args, &fused, &args, &out_args)?;
                 }
                 None => backend.exec_fused(&fused, &args, &out_args)?,
@@ -159,15 +143,7 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
             let op = t.0.op.as_ref().expect("pending nodes have an op");
             let inputs = t.0.inputs.borrow();
             let in_bufs: Vec<Rc<Buffer>> = inputs.iter().map(buffer_of).collect();
-            let args: Vec<Arg> = inputs
-                .iter()
-                .zip(&in_bufs)
-                .map(|(x, b)| Arg {
-                    buffer: b.id,
-                    shape: x.shape(),
-                    dtype: x.dtype(),
-                })
-                .collect();
+            let args = args_of(&inputs, &in_bufs);
             backend.exec(op, &args, &out_args[0])?;
         }
         for (&o, b) in outputs.iter().zip(outs) {
@@ -196,6 +172,19 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The launch operands of `tensors`, whose values are in `buffers`.
+fn args_of<'a>(tensors: &'a [Tensor], buffers: &[Rc<Buffer>]) -> Vec<Arg<'a>> {
+    tensors
+        .iter()
+        .zip(buffers)
+        .map(|(x, b)| Arg {
+            buffer: b.id,
+            shape: x.shape(),
+            dtype: x.dtype(),
+        })
+        .collect()
 }
 
 /// For each node of a batch, the group it roots (see [`plan_fusion`]).
@@ -229,7 +218,7 @@ impl Plans {
 }
 
 /// Everything of a batch that its fusion plan depends on, as numbers: per node (in order) the
-/// kind of op (elementwise, matmul, other), its dtype and shape, whether it outlives the
+/// kind of op (elementwise, a product that takes an epilogue, other), its dtype and shape, whether it outlives the
 /// batch, and its inputs: nodes of the batch by position, other tensors by the order they are
 /// first read in (a tensor read twice is one kernel input), with their shapes and whether
 /// they are constants. Two batches of equal structure get the same plan, so it is made once.
