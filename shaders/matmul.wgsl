@@ -28,6 +28,8 @@ struct MatmulParams {
     a_row0: u32,
     a_rows: u32,
     window_rows: u32,
+    // `_ua` kernels: 0, or B packed as [panel, k, b_panel vec4 columns].
+    b_panel: u32,
 }
 
 // Kernels store the product through `put` (element i of the output) and `put4` (vec4 i4),

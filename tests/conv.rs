@@ -190,6 +190,9 @@ fn conv2d_epilogues() {
         ("pointwise", [2, 8, 16, 16], [4, 8, 1, 1], plain),
         // Images of 36 pixels side by side, the epilogue in the copy out.
         ("wide", [3, 4, 8, 8], [8, 4, 3, 3], padded),
+        // 200 output channels: on CPU-type adapters two dispatches of 192 and 8 rows, with
+        // the unfolded images packed in panels.
+        ("wide_packed", [2, 64, 6, 6], [200, 64, 3, 3], padded),
         // 9 taps: channel lanes (through uniform windows on CPU-type adapters).
         ("lanes", [2, 1, 10, 10], [8, 1, 3, 3], plain),
         // 9 taps and 3 output channels: the general kernel; and two groups.

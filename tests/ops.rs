@@ -145,6 +145,9 @@ fn matmul_shapes() {
         (45, 1024, 12),
         (50, 580, 8),
         (72, 2048, 8),
+        // B read by two dispatches is packed in panels of 128 columns: a whole panel and
+        // 12 columns of a second.
+        (136, 1024, 140),
     ] {
         check(
             &format!("matmul_{m}x{k}x{n}"),

@@ -377,6 +377,7 @@ impl GpuBackend {
             a_row0: 0,
             a_rows: 0,
             window_rows: 0,
+            b_panel: 0,
         };
         if self.matmul_ua(&params, (a, b, out), true, epilogue) {
             return;

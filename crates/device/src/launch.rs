@@ -138,7 +138,8 @@ impl GpuBackend {
     /// Records the product `params` describes with A read through uniform windows of 64 KiB
     /// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch fills up to
     /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
-    /// transposed is first transposed into scratch. `strided` takes the kernel that stores
+    /// transposed is first transposed into scratch, and a B that several dispatches read is
+    /// first packed in panels (`MatmulParams::b_panel`). `strided` takes the kernel that stores
     /// through an offset and row length. False (nothing recorded) where it does not apply:
     /// kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4, k above
     /// 2048 (a window holds 8 rows at least).
@@ -169,42 +170,51 @@ impl GpuBackend {
         if !fits {
             return false;
         }
-        // A stored [k, m] is transposed once into scratch, whose rows the windows copy.
-        let transposed = if params.ta != 0 {
-            let Ok(t) = self.alloc(m as usize * k as usize * 4) else {
-                return false;
-            };
-            Some(t)
-        } else {
-            None
-        };
         let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
-        let mut windows = Vec::with_capacity(used);
-        for _ in 0..used {
-            match self.alloc(WINDOW as usize) {
-                Ok(w) => windows.push(w),
-                Err(_) => {
-                    windows
-                        .into_iter()
-                        .chain(transposed)
-                        .for_each(|w| self.free(w));
-                    return false;
-                }
+        let batch: u32 = params.batch[..rank].iter().product();
+        let per_dispatch = window_rows * used as u32;
+        // B read by more than one dispatch is first packed in panels of one workgroup's
+        // columns, each panel's rows together, so that a workgroup reads its panel as one
+        // contiguous run (docs/performance.md).
+        let width = 4 * UA_LANES;
+        let pack = batch == 1 && m > per_dispatch;
+        // Scratch: the windows; A stored [k, m] transposed once, whose rows the windows copy;
+        // B packed.
+        let (m_, n_, k_) = (m as usize, n as usize, k as usize);
+        let mut sizes = vec![WINDOW as usize; used];
+        if params.ta != 0 {
+            sizes.push(m_ * k_ * 4);
+        }
+        if pack {
+            sizes.push(n.div_ceil(width) as usize * k_ * width as usize * 4);
+        }
+        let Some(mut scratch) = self.alloc_all(&sizes) else {
+            return false;
+        };
+        let packed = pack.then(|| scratch.pop().expect("allocated"));
+        let transposed = (params.ta != 0).then(|| scratch.pop().expect("allocated"));
+        let windows = scratch;
+        // Recorded only once all scratch is in hand, so a refusal records nothing.
+        if let Some(pb) = packed {
+            // Whole panels, then the last one's columns.
+            let (w, full) = (width as usize, n_ / width as usize);
+            let to = (0, &[w, k_ * w, 1][..]);
+            self.copy_strided(b, pb, &[k_, full, w], (0, &[n_, w, 1]), to);
+            if n_ % w != 0 {
+                let to = (full * k_ * w, &[w, 1][..]);
+                self.copy_strided(b, pb, &[k_, n_ % w], (full * w, &[n_, 1]), to);
             }
         }
-        // Recorded only once all scratch is in hand, so a refusal records nothing.
         if let Some(t) = transposed {
-            let (m, k) = (m as usize, k as usize);
-            self.copy_strided(a, t, &[m, k], (0, &[1, m]), (0, &[k, 1]));
+            self.copy_strided(a, t, &[m_, k_], (0, &[1, m_]), (0, &[k_, 1]));
         }
         let a_rows = transposed.unwrap_or(a);
-        let batch: u32 = params.batch[..rank].iter().product();
         let entry = if strided {
             "matmul_vec4_out_ua"
         } else {
             "matmul_vec4_ua"
         };
-        let per_dispatch = window_rows * used as u32;
+        let b = packed.unwrap_or(b);
         for row0 in (0..m).step_by(per_dispatch as usize) {
             let count = per_dispatch.min(m - row0);
             for (w, &window) in windows.iter().enumerate() {
@@ -224,6 +234,7 @@ impl GpuBackend {
                 a_row0: row0,
                 a_rows: count,
                 window_rows,
+                b_panel: if packed.is_some() { UA_LANES } else { 0 },
                 ..*params
             };
             // Bindings: out, window 0, B, windows 1..; unused ones repeat window 0.
@@ -236,8 +247,26 @@ impl GpuBackend {
         windows
             .into_iter()
             .chain(transposed)
+            .chain(packed)
             .for_each(|w| self.free(w));
         true
+    }
+
+    /// Buffers of these sizes, or none (whatever was allocated handed back) when one is
+    /// refused.
+    pub(crate) fn alloc_all(&self, sizes: &[usize]) -> Option<Vec<BufferId>> {
+        use wgrad_graph::Backend;
+        let mut ids = Vec::with_capacity(sizes.len());
+        for &bytes in sizes {
+            match self.alloc(bytes) {
+                Ok(id) => ids.push(id),
+                Err(_) => {
+                    ids.into_iter().for_each(|id| self.free(id));
+                    return None;
+                }
+            }
+        }
+        Some(ids)
     }
 
     /// Records a pooling kernel over `n` invocations, compiled for its geometry when
@@ -532,6 +561,7 @@ pub(crate) fn record_matmul(
         a_row0: 0,
         a_rows: 0,
         window_rows: 0,
+        b_panel: 0,
     };
     let operands = (x[0].buffer, x[1].buffer, out.buffer);
     if be.matmul_ua(&params, operands, false, epilogue) {

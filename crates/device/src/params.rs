@@ -107,6 +107,9 @@ pub struct MatmulParams {
     pub a_rows: u32,
     /// `_ua` kernels: the rows each window holds (a multiple of 8; the last may hold fewer).
     pub window_rows: u32,
+    /// `_ua` kernels: 0 when `b` is row-major; else `b` is packed in panels of this many
+    /// vec4 columns, each panel's `k` rows together (`[panel, k, b_panel]`).
+    pub b_panel: u32,
 }
 
 /// `shaders/random.wgsl`'s `RandParams`.

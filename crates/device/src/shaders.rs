@@ -122,6 +122,10 @@ fn mm_ua_block(c4: u32, row: u32, z: u32) -> Block8 {
     let n4 = p.n / 4u;
     let k4 = p.k / 4u;
     let b0 = batch_offsets(z).y;
+    // B's rows are n4 vec4s apart, or b_panel apart when B is packed in panels.
+    let packed = p.b_panel != 0u;
+    let b_row = select(n4, p.b_panel, packed);
+    let b_col = select(c4, (c4 / max(p.b_panel, 1u)) * p.k * p.b_panel + c4 % max(p.b_panel, 1u), packed);
     // The block's window, and its rows there; rows past the dispatch's end are clamped and
     // never stored.
     let w = row / p.window_rows;
@@ -148,13 +152,13 @@ fn mm_ua_block(c4: u32, row: u32, z: u32) -> Block8 {
 
 /// The inner loop over k, reading A from window `{w}`.
 const UA_LOOP: &str = "        case {w}u: {
-            var rb = b0 / 4u + c4;
+            var rb = b0 / 4u + b_col;
             for (var t = 0u; t < k4; t++) {
                 let b_0 = b4[rb];
-                let b_1 = b4[rb + n4];
-                let b_2 = b4[rb + 2u * n4];
-                let b_3 = b4[rb + 3u * n4];
-                rb += 4u * n4;
+                let b_1 = b4[rb + b_row];
+                let b_2 = b4[rb + 2u * b_row];
+                let b_3 = b4[rb + 3u * b_row];
+                rb += 4u * b_row;
                 let x0 = ua{w}[ra0 + t];
                 acc0 += x0.x * b_0 + x0.y * b_1 + x0.z * b_2 + x0.w * b_3;
                 let x1 = ua{w}[ra1 + t];
