@@ -187,22 +187,34 @@ impl GpuBackend {
         self.push_stored(Family::Conv, entry, epilogue, params, buffers, groups);
     }
 
-    /// A scratch buffer with `w` in the order it asks for. The caller frees it after
-    /// recording its use: work recorded later runs after that use, so reuse is safe.
-    fn weights(&self, w: &Weights) -> Option<(BufferId, bool)> {
-        match *w {
-            Weights::AsIs(id) => Some((id, false)),
+    /// Scratch buffers of `sizes`, and the weights `w` in the order they ask for (copied
+    /// into one more scratch buffer when relaid out): all the scratch, to free after
+    /// recording its use (work recorded later runs after that use, so reuse is safe), and
+    /// the weights' buffer. None, with nothing recorded, when memory is short.
+    fn scratch_and_weights(
+        &self,
+        sizes: &[usize],
+        w: &Weights,
+    ) -> Option<(Vec<BufferId>, BufferId)> {
+        let mut sizes = sizes.to_vec();
+        if let Weights::Relayout { view, .. } = w {
+            sizes.push(numel(view) * 4);
+        }
+        let scratch = self.alloc_all(&sizes)?;
+        let weights = match *w {
+            Weights::AsIs(id) => id,
             Weights::Relayout {
                 buffer,
                 view,
                 strides,
             } => {
-                let scratch = self.alloc(numel(view) * 4).ok()?;
+                let relaid = *scratch.last().expect("allocated");
                 let dense = contiguous_strides(view);
-                self.copy_strided(buffer, scratch, view, (0, strides), (0, &dense));
-                Some((scratch, true))
+                self.copy_strided(buffer, relaid, view, (0, strides), (0, &dense));
+                relaid
             }
-        }
+        };
+        Some((scratch, weights))
     }
 
     /// Records `conv2d_lanes` reading `input`, with the weights laid out
@@ -214,7 +226,7 @@ impl GpuBackend {
         weights: Weights,
         epilogue: Option<Epilogue<'_>>,
     ) -> bool {
-        let Some((w, scratch)) = self.weights(&weights) else {
+        let Some((scratch, w)) = self.scratch_and_weights(&[], &weights) else {
             return false;
         };
         let quads = geo.cgo / 4;
@@ -227,9 +239,7 @@ impl GpuBackend {
             let buffers = vec![out, input, w];
             self.push_stored(Family::Conv, "conv2d_lanes", epilogue, geo, buffers, groups);
         }
-        if scratch {
-            self.free(w);
-        }
+        self.free_all(scratch);
         true
     }
 
@@ -431,7 +441,7 @@ impl GpuBackend {
             && (geo.oh, geo.ow) == (geo.h, geo.w)
             && np == pixels;
         if pointwise {
-            let Some((w, scratch)) = self.weights(&weights) else {
+            let Some((scratch, w)) = self.scratch_and_weights(&[], &weights) else {
                 return false;
             };
             let batch = (geo.n, taps * pixels);
@@ -443,21 +453,17 @@ impl GpuBackend {
                 (0, np, false),
                 epilogue,
             );
-            if scratch {
-                self.free(w);
-            }
+            self.free_all(scratch);
             return true;
         }
         if np < WIDE_BELOW && geo.n > 1 {
             return self.conv_gemm_wide(geo, (input, out), weights, epilogue);
         }
-        let Ok(cols) = self.alloc(chunk as usize * (taps * pixels) as usize * 4) else {
+        let cols_bytes = chunk as usize * (taps * pixels) as usize * 4;
+        let Some((scratch, w)) = self.scratch_and_weights(&[cols_bytes], &weights) else {
             return false;
         };
-        let Some((w, scratch)) = self.weights(&weights) else {
-            self.free(cols);
-            return false;
-        };
+        let cols = scratch[0];
         for image0 in (0..geo.n).step_by(chunk as usize) {
             let images = chunk.min(geo.n - image0);
             let layout = [taps * pixels, pixels, 1];
@@ -470,10 +476,7 @@ impl GpuBackend {
                 epilogue,
             );
         }
-        self.free(cols);
-        if scratch {
-            self.free(w);
-        }
+        self.free_all(scratch);
         true
     }
 
@@ -494,18 +497,11 @@ impl GpuBackend {
             taps, np, chunk, ..
         } = Unfold::of(geo, geo.co);
         let width = (chunk * np).next_multiple_of(4) as usize;
-        let Ok(cols) = self.alloc(taps as usize * width * 4) else {
+        let sizes = [taps as usize * width * 4, geo.co as usize * width * 4];
+        let Some((scratch, w)) = self.scratch_and_weights(&sizes, &weights) else {
             return false;
         };
-        let Ok(product) = self.alloc(geo.co as usize * width * 4) else {
-            self.free(cols);
-            return false;
-        };
-        let Some((w, scratch)) = self.weights(&weights) else {
-            self.free(cols);
-            self.free(product);
-            return false;
-        };
+        let (cols, product) = (scratch[0], scratch[1]);
         let (co, npu) = (geo.co as usize, np as usize);
         for image0 in (0..geo.n).step_by(chunk as usize) {
             let images = chunk.min(geo.n - image0);
@@ -523,11 +519,7 @@ impl GpuBackend {
                 None => self.copy_strided(product, out, &view, from, to),
             }
         }
-        self.free(cols);
-        self.free(product);
-        if scratch {
-            self.free(w);
-        }
+        self.free_all(scratch);
         true
     }
 
@@ -553,13 +545,14 @@ impl GpuBackend {
         // of the unfolding, so the padding columns (never written) only reach output columns
         // that are not stored.
         let row = taps.next_multiple_of(4);
-        let Ok(cols) = self.alloc(chunk as usize * row as usize * pixels as usize * 4) else {
+        let sizes = [
+            chunk as usize * row as usize * pixels as usize * 4,
+            chunk as usize * geo.co as usize * pixels as usize * 4,
+        ];
+        let Some(scratch) = self.alloc_all(&sizes) else {
             return false;
         };
-        let Ok(gt) = self.alloc(chunk as usize * geo.co as usize * pixels as usize * 4) else {
-            self.free(cols);
-            return false;
-        };
+        let (cols, gt) = (scratch[0], scratch[1]);
         let (co, npu, pix) = (geo.co as usize, np as usize, pixels as usize);
         for image0 in (0..geo.n).step_by(chunk as usize) {
             let images = chunk.min(geo.n - image0);
@@ -584,8 +577,7 @@ impl GpuBackend {
                 None,
             );
         }
-        self.free(cols);
-        self.free(gt);
+        self.free_all(scratch);
         true
     }
 }

@@ -150,7 +150,6 @@ impl GpuBackend {
         strided: bool,
         epilogue: Option<Epilogue<'_>>,
     ) -> bool {
-        use wgrad_graph::Backend;
         const WINDOW: u64 = 65536;
         let (m, n, k) = (params.m, params.n, params.k);
         let rank = params.batch_rank as usize;
@@ -244,11 +243,7 @@ impl GpuBackend {
             self.push_stored(Family::Matmul, entry, epilogue, &p, buffers, groups);
         }
         // Work recorded later runs after these dispatches, so the scratch can be reused.
-        windows
-            .into_iter()
-            .chain(transposed)
-            .chain(packed)
-            .for_each(|w| self.free(w));
+        self.free_all(windows.into_iter().chain(transposed).chain(packed));
         true
     }
 
@@ -261,12 +256,18 @@ impl GpuBackend {
             match self.alloc(bytes) {
                 Ok(id) => ids.push(id),
                 Err(_) => {
-                    ids.into_iter().for_each(|id| self.free(id));
+                    self.free_all(ids);
                     return None;
                 }
             }
         }
         Some(ids)
+    }
+
+    /// Hands scratch buffers back to the pool.
+    pub(crate) fn free_all(&self, scratch: impl IntoIterator<Item = BufferId>) {
+        use wgrad_graph::Backend;
+        scratch.into_iter().for_each(|id| self.free(id));
     }
 
     /// Records a pooling kernel over `n` invocations, compiled for its geometry when
