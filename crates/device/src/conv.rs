@@ -515,7 +515,7 @@ impl GpuBackend {
             let from = (0, &[npu, n as usize, 1][..]);
             let to = (image0 as usize * co * npu, &[co * npu, npu, 1][..]);
             match epilogue {
-                Some(e) => self.record_copy_epilogue(product, out, &view, from, to, e),
+                Some(_) => self.record_copy(product, out, &view, from, to, epilogue),
                 None => self.copy_strided(product, out, &view, from, to),
             }
         }

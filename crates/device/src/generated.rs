@@ -59,46 +59,9 @@ impl GpuBackend {
         })
     }
 
-    /// Records a generated strided copy (see [`GpuBackend::copy_strided`]) of f32 values
-    /// that applies `epilogue` to each value it stores.
-    pub(crate) fn record_copy_epilogue(
-        &self,
-        src: BufferId,
-        dst: BufferId,
-        view: &[usize],
-        from: (usize, &[usize]),
-        to: (usize, &[usize]),
-        epilogue: Epilogue<'_>,
-    ) {
-        let n = numel(view);
-        if n == 0 {
-            return;
-        }
-        let dims = collapse(view, from.1, to.1);
-        // The copy binds its parameters, the output and the source.
-        let first = 3;
-        let key = format!("copy {dims:?} from {first}, {}", fused_key(epilogue.fused));
-        let pipeline = self.ctx.generated_with(&key, "main", || {
-            let stores = epilogue_stores(epilogue.fused, first);
-            format!(
-                "{}{}",
-                crate::shaders::COMMON,
-                copy_source(&dims, "f32", Some(&stores))
-            )
-        });
-        let params = GenCopyParams {
-            n: n as u32,
-            src_offset: from.0 as u32,
-            dst_offset: to.0 as u32,
-            pad: 0,
-        };
-        let mut buffers = vec![dst, src];
-        buffers.extend_from_slice(epilogue.buffers);
-        let label = "copy (generated, epilogue)";
-        self.push_pipeline(pipeline, label, &params, buffers, self.linear_groups(n));
-    }
-
-    /// Records a generated strided copy (see [`GpuBackend::copy_strided`]).
+    /// Records a generated strided copy (see [`GpuBackend::copy_strided`]), of whole aligned
+    /// vec4s where both sides allow, of words otherwise; or, with `epilogue`, of f32 values
+    /// with the epilogue applied to each value it stores.
     pub(crate) fn record_copy(
         &self,
         src: BufferId,
@@ -106,17 +69,37 @@ impl GpuBackend {
         view: &[usize],
         from: (usize, &[usize]),
         to: (usize, &[usize]),
+        epilogue: Option<Epilogue<'_>>,
     ) {
+        if numel(view) == 0 {
+            return;
+        }
         let dims = collapse(view, from.1, to.1);
-        // Whole aligned vec4s where both sides allow, words otherwise.
-        let (dims, offsets, word, lanes) = match in_quads(&dims, (from.0, to.0)) {
+        let quads = in_quads(&dims, (from.0, to.0)).filter(|_| epilogue.is_none());
+        let (dims, offsets, word, lanes) = match quads {
             Some((quads, offsets)) => (quads, offsets, "vec4<u32>", 4),
+            None if epilogue.is_some() => (dims, (from.0, to.0), "f32", 1),
             None => (dims, (from.0, to.0), "u32", 1),
         };
-        let key = format!("copy {word} {dims:?}");
-        let pipeline = self
-            .ctx
-            .generated_with(&key, "main", || copy_source(&dims, word, None));
+        let mut buffers = vec![dst, src];
+        let pipeline = match epilogue {
+            None => {
+                let key = format!("copy {word} {dims:?}");
+                self.ctx
+                    .generated_with(&key, "main", || copy_source(&dims, word, None))
+            }
+            Some(e) => {
+                // The copy binds its parameters, the output and the source.
+                let first = 3;
+                buffers.extend_from_slice(e.buffers);
+                let key = format!("copy {dims:?} from {first}, {}", fused_key(e.fused));
+                self.ctx.generated_with(&key, "main", || {
+                    let stores = epilogue_stores(e.fused, first);
+                    let copy = copy_source(&dims, word, Some(&stores));
+                    format!("{}{copy}", crate::shaders::COMMON)
+                })
+            }
+        };
         let n = numel(view) / lanes;
         let params = GenCopyParams {
             n: n as u32,
@@ -125,13 +108,7 @@ impl GpuBackend {
             pad: 0,
         };
         let groups = self.linear_groups(n);
-        self.push_pipeline(
-            pipeline,
-            "copy (generated)",
-            &params,
-            vec![dst, src],
-            groups,
-        );
+        self.push_pipeline(pipeline, "copy (generated)", &params, buffers, groups);
     }
 }
 

@@ -95,7 +95,7 @@ impl GpuBackend {
             return;
         }
         if self.specialize {
-            self.record_copy(src, dst, view, from, to);
+            self.record_copy(src, dst, view, from, to, None);
             return;
         }
         let params = CopyParams {
