@@ -181,8 +181,8 @@ pub struct Device {
     pub(crate) backend: Rc<dyn Backend>,
     /// Tensors to compute with the next batch on this device (e.g. running statistics).
     deferred: Rc<RefCell<Vec<Tensor>>>,
-    /// Fusion plans of recent batches, by their structure (see `schedule::Plans`).
-    pub(crate) plans: Rc<RefCell<crate::schedule::Plans>>,
+    /// Fusion plans of recent batches, by their structure (see `fusion::Plans`).
+    pub(crate) plans: Rc<RefCell<crate::fusion::Plans>>,
 }
 
 impl Device {

@@ -7,6 +7,7 @@ mod autodiff;
 mod backend;
 mod composite;
 mod error;
+mod fusion;
 mod geometry;
 pub mod op;
 mod ops;
