@@ -2,7 +2,7 @@
 // invocation computes a 4×4 block of its output in four named vec4 accumulators. Loads past an
 // edge or in the padding are clamped to a valid address and masked to zero.
 
-// Rust twin: ConvParams in crates/device/src/launch.rs
+// Rust twin: ConvParams in crates/device/src/params.rs
 struct ConvParams {
     n: u32,
     c: u32,

@@ -2,7 +2,7 @@
 // One invocation per output element; inputs are read through per-input strides
 // (0 on broadcast dimensions), or directly when `flat` is set (same shape, contiguous).
 
-// Rust twin: EwParams in crates/device/src/launch.rs
+// Rust twin: EwParams in crates/device/src/params.rs
 struct EwParams {
     n: u32,
     rank: u32,

@@ -1,7 +1,7 @@
 // Kernels that produce or consume u32 indices: argmax, gather (embedding rows), one-hot, casts.
 // Buffers are raw 32-bit words; f32 values are bitcast.
 
-// Rust twin: ShapeParams in crates/device/src/launch.rs (shared with reduce.wgsl)
+// Rust twin: ShapeParams in crates/device/src/params.rs (shared with reduce.wgsl)
 struct ShapeParams {
     n: u32,
     count: u32,

@@ -1,7 +1,7 @@
 // Layout kernels on raw 32-bit words (f32 or u32 alike): a strided copy that implements
 // permute, expand, slice, pad and concat, and a fill.
 
-// Rust twin: CopyParams in crates/device/src/launch.rs
+// Rust twin: CopyParams in crates/device/src/params.rs
 struct CopyParams {
     n: u32,
     rank: u32,

@@ -3,7 +3,7 @@
 // arrays can spill to memory); edge blocks clamp their loads and guard their stores, so the
 // interior needs no separate path.
 
-// Rust twin: MatmulParams in crates/device/src/launch.rs
+// Rust twin: MatmulParams in crates/device/src/params.rs
 struct MatmulParams {
     m: u32,
     n: u32,

@@ -2,7 +2,7 @@
 // invocation per output element; gradients one per input element, visiting every window that
 // covers it, so no atomics are needed.
 
-// Rust twin: PoolParams in crates/device/src/launch.rs
+// Rust twin: PoolParams in crates/device/src/params.rs
 struct PoolParams {
     total: u32,
     h: u32,

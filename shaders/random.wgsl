@@ -1,7 +1,7 @@
 // Counter-based random numbers: every element is a hash of (seed, index), so a seed gives the
 // same bits on every backend and in any dispatch order. Twin of `uniform` in crates/cpu.
 
-// Rust twin: RandParams in crates/device/src/launch.rs
+// Rust twin: RandParams in crates/device/src/params.rs
 struct RandParams {
     n: u32,
     seed_lo: u32,

@@ -5,7 +5,7 @@
 // contiguous runs of extra[1] elements (the trailing reduced axes), so the index arithmetic
 // is paid once per run.
 
-// Rust twin: ShapeParams in crates/device/src/launch.rs
+// Rust twin: ShapeParams in crates/device/src/params.rs
 struct ShapeParams {
     n: u32,
     count: u32,

@@ -181,7 +181,7 @@ impl GpuBackend {
             label: None,
             size: class,
             // Uniform too: windows of matmul operands are read as uniform buffers on CPU-type
-            // adapters (see launch.rs).
+            // adapters (see matmul.rs).
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::UNIFORM
                 | wgpu::BufferUsages::COPY_SRC
@@ -322,7 +322,7 @@ impl Backend for GpuBackend {
         });
         match op {
             Op::MatMul { .. } => {
-                crate::launch::record_matmul(self, op, operands, &outs[0], epilogue)
+                crate::matmul::record_matmul(self, op, operands, &outs[0], epilogue)
             }
             _ if numel(outs[0].shape) == 0 => {}
             _ => self.record_conv(op, operands, &outs[0], epilogue),

@@ -7,10 +7,7 @@ use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK}
 use wgrad_graph::{Arg, BufferId};
 
 use crate::backend::{Command, GpuBackend};
-use crate::params::{
-    dims, CopyParams, EwParams, MatmulParams, PoolParams, RandParams, ShapeParams,
-};
-use crate::shaders::{UA_LANES, UA_WINDOWS};
+use crate::params::{dims, CopyParams, EwParams, PoolParams, RandParams, ShapeParams};
 
 const WORKGROUP: u32 = 64;
 
@@ -133,118 +130,6 @@ impl GpuBackend {
             None => self.ctx.pipeline(family, entry),
         };
         self.push_pipeline(pipeline, entry, params, buffers, groups);
-    }
-
-    /// Records the product `params` describes with A read through uniform windows of 64 KiB
-    /// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch fills up to
-    /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
-    /// transposed is first transposed into scratch, and a B that several dispatches read is
-    /// first packed in panels (`MatmulParams::b_panel`). `strided` takes the kernel that stores
-    /// through an offset and row length. False (nothing recorded) where it does not apply:
-    /// kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4, k above
-    /// 2048 (a window holds 8 rows at least).
-    pub(crate) fn matmul_ua(
-        &self,
-        params: &MatmulParams,
-        (a, b, out): (BufferId, BufferId, BufferId),
-        strided: bool,
-        epilogue: Option<Epilogue<'_>>,
-    ) -> bool {
-        const WINDOW: u64 = 65536;
-        let (m, n, k) = (params.m, params.n, params.k);
-        let rank = params.batch_rank as usize;
-        let shared_a = params.sa[..rank].iter().all(|&s| s == 0);
-        // Whole 8-row blocks per window.
-        let window_rows = ((WINDOW / 4) as u32 / k.max(1)) / 8 * 8;
-        let fits = !self.ctx.gpu_kernels
-            && self.ctx.limits.max_uniform_buffer_binding_size >= WINDOW
-            && self.ctx.limits.max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32
-            && params.tb == 0
-            && shared_a
-            && k % 4 == 0
-            && n % 4 == 0
-            && k > 0
-            && window_rows >= 8
-            && m > 0;
-        if !fits {
-            return false;
-        }
-        let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
-        let batch: u32 = params.batch[..rank].iter().product();
-        let per_dispatch = window_rows * used as u32;
-        // B read by more than one dispatch is first packed in panels of one workgroup's
-        // columns, each panel's rows together, so that a workgroup reads its panel as one
-        // contiguous run (docs/performance.md).
-        let width = 4 * UA_LANES;
-        let pack = batch == 1 && m > per_dispatch;
-        // Scratch: the windows; A stored [k, m] transposed once, whose rows the windows copy;
-        // B packed.
-        let (m_, n_, k_) = (m as usize, n as usize, k as usize);
-        let mut sizes = vec![WINDOW as usize; used];
-        if params.ta != 0 {
-            sizes.push(m_ * k_ * 4);
-        }
-        if pack {
-            sizes.push(n.div_ceil(width) as usize * k_ * width as usize * 4);
-        }
-        let Some(mut scratch) = self.alloc_all(&sizes) else {
-            return false;
-        };
-        let packed = pack.then(|| scratch.pop().expect("allocated"));
-        let transposed = (params.ta != 0).then(|| scratch.pop().expect("allocated"));
-        let windows = scratch;
-        // Recorded only once all scratch is in hand, so a refusal records nothing.
-        if let Some(pb) = packed {
-            // Whole panels, then the last one's columns.
-            let (w, full) = (width as usize, n_ / width as usize);
-            let to = (0, &[w, k_ * w, 1][..]);
-            self.copy_strided(b, pb, &[k_, full, w], (0, &[n_, w, 1]), to);
-            if n_ % w != 0 {
-                let to = (full * k_ * w, &[w, 1][..]);
-                self.copy_strided(b, pb, &[k_, n_ % w], (full * w, &[n_, 1]), to);
-            }
-        }
-        if let Some(t) = transposed {
-            self.copy_strided(a, t, &[m_, k_], (0, &[1, m_]), (0, &[k_, 1]));
-        }
-        let a_rows = transposed.unwrap_or(a);
-        let entry = if strided {
-            "matmul_vec4_out_ua"
-        } else {
-            "matmul_vec4_ua"
-        };
-        let b = packed.unwrap_or(b);
-        for row0 in (0..m).step_by(per_dispatch as usize) {
-            let count = per_dispatch.min(m - row0);
-            for (w, &window) in windows.iter().enumerate() {
-                let first = row0 + w as u32 * window_rows;
-                if first >= row0 + count {
-                    break;
-                }
-                let rows = window_rows.min(row0 + count - first);
-                self.commands.borrow_mut().push(Command::Copy {
-                    src: a_rows,
-                    src_offset: first as u64 * k as u64 * 4,
-                    dst: window,
-                    bytes: rows as u64 * k as u64 * 4,
-                });
-            }
-            let p = MatmulParams {
-                a_row0: row0,
-                a_rows: count,
-                window_rows,
-                b_panel: if packed.is_some() { UA_LANES } else { 0 },
-                ..*params
-            };
-            // Bindings: out, window 0, B, windows 1..; unused ones repeat window 0.
-            let mut buffers = vec![out, windows[0], b];
-            buffers.extend((1..UA_WINDOWS).map(|w| *windows.get(w).unwrap_or(&windows[0])));
-            let groups = [count.div_ceil(8), (n / 4).div_ceil(UA_LANES), batch];
-            self.push_stored(Family::Matmul, entry, epilogue, &p, buffers, groups);
-        }
-        // Work recorded later runs after these dispatches, so the scratch can be reused.
-        self.free_all(windows.into_iter().chain(transposed).chain(packed));
-        true
     }
 
     /// Buffers of these sizes, or none (whatever was allocated handed back) when one is
@@ -386,7 +271,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             params.extra[0] = contiguous_strides(s)[*axis] as u32;
             be.push_linear(family, entry, &params, ids(x), n);
         }
-        Op::MatMul { .. } => record_matmul(be, op, x, out, None),
+        Op::MatMul { .. } => crate::matmul::record_matmul(be, op, x, out, None),
         Op::Reshape { .. } => {
             if n > 0 {
                 be.commands.borrow_mut().push(Command::Copy {
@@ -517,78 +402,6 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
 pub(crate) struct Epilogue<'a> {
     pub fused: &'a wgrad_graph::Fused,
     pub buffers: &'a [BufferId],
-}
-
-/// Records the dispatches of an [`Op::MatMul`], with `epilogue` applied to its stores.
-pub(crate) fn record_matmul(
-    be: &GpuBackend,
-    op: &Op,
-    x: &[Arg<'_>],
-    out: &Arg<'_>,
-    epilogue: Option<Epilogue<'_>>,
-) {
-    let Op::MatMul { ta, tb } = *op else {
-        unreachable!("record_matmul takes a matmul")
-    };
-    let (a, b) = (x[0].shape, x[1].shape);
-    let r = out.shape.len();
-    let k = if ta { a[a.len() - 2] } else { a[a.len() - 1] };
-    let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
-    let batch = &out.shape[..r - 2];
-    if m * n * numel(batch) == 0 {
-        return;
-    }
-    let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch)
-        .iter()
-        .map(|s| s * m * k)
-        .collect();
-    let sb: Vec<usize> = broadcast_strides(&b[..b.len() - 2], batch)
-        .iter()
-        .map(|s| s * k * n)
-        .collect();
-    let params = MatmulParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        batch_rank: batch.len() as u32,
-        batch: dims(batch),
-        sa: dims(&sa),
-        sb: dims(&sb),
-        out_offset: 0,
-        out_n: n as u32,
-        accumulate: 0,
-        ta: ta as u32,
-        tb: tb as u32,
-        a_row0: 0,
-        a_rows: 0,
-        window_rows: 0,
-        b_panel: 0,
-    };
-    let operands = (x[0].buffer, x[1].buffer, out.buffer);
-    if be.matmul_ua(&params, operands, false, epilogue) {
-        return;
-    }
-    // The vec4 variants read rows as vec4: the dimensions they read along must be multiples
-    // of 4. Wide workgroups win while B (k·n values) stays in cache.
-    let four = |v: usize| v.is_multiple_of(4) && v > 0;
-    let (name, tile) = match (ta, tb) {
-        (false, false) if four(k) && four(n) => match (be.ctx.gpu_kernels, k * n <= 1 << 20) {
-            (true, _) => ("matmul_tiled", [64, 64]),
-            (false, true) => ("matmul_vec4_wide", [256, 4]),
-            (false, false) => ("matmul_vec4", [32, 32]),
-        },
-        (true, false) if four(m) && four(n) => ("matmul_tn_vec4", [32, 32]),
-        (false, true) if four(k) && four(n) => ("matmul_nt_vec4", [32, 32]),
-        _ => ("matmul", [32, 32]),
-    };
-    debug_assert!(op.kernels().1.iter().any(|e| e == name));
-    let groups = [
-        (n as u32).div_ceil(tile[0]),
-        (m as u32).div_ceil(tile[1]),
-        numel(batch) as u32,
-    ];
-    let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
-    be.push_stored(Family::Matmul, name, epilogue, &params, buffers, groups);
 }
 
 /// Whether pooling `x` into `y` has 2×2 windows at stride 2 inside an input of even width,

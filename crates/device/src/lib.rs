@@ -9,6 +9,7 @@ mod context;
 mod conv;
 mod generated;
 pub mod launch;
+mod matmul;
 pub mod params;
 mod profile;
 pub mod shaders;
