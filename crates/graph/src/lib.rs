@@ -9,6 +9,7 @@ mod composite;
 mod error;
 mod fusion;
 mod geometry;
+mod infer;
 pub mod op;
 mod ops;
 mod schedule;
