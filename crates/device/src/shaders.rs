@@ -125,7 +125,8 @@ fn mm_ua_block(c4: u32, row: u32, z: u32) -> Block8 {
     // B's rows are n4 vec4s apart, or b_panel apart when B is packed in panels.
     let packed = p.b_panel != 0u;
     let b_row = select(n4, p.b_panel, packed);
-    let b_col = select(c4, (c4 / max(p.b_panel, 1u)) * p.k * p.b_panel + c4 % max(p.b_panel, 1u), packed);
+    let panel = max(p.b_panel, 1u);
+    let b_col = select(c4, (c4 / panel) * p.k * panel + c4 % panel, packed);
     // The block's window, and its rows there; rows past the dispatch's end are clamped and
     // never stored.
     let w = row / p.window_rows;
