@@ -25,6 +25,21 @@ fn nan() -> f32 {
     return bitcast<f32>(0x7fc00000u);
 }
 
+// NaN and infinity by their bits: compilers may assume that no float is NaN, and then fold
+// `x != x` to false (lavapipe does), but not a test of the bits.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn is_inf(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
+}
+
+// 1.0 or 0.0: a comparison's result, false when either operand is NaN (IEEE's rule).
+fn flag(c: bool) -> f32 {
+    return select(0.0, 1.0, c);
+}
+
 // Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7.
 fn erf_f(x: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.3275911 * abs(x));
@@ -59,8 +74,9 @@ fn f_exp(x: f32) -> f32 { return exp(x); }
 fn f_log(x: f32) -> f32 { return select(select(log(x), -inf(), x == 0.0), nan(), x < 0.0); }
 fn f_sqrt(x: f32) -> f32 { return select(sqrt(x), nan(), x < 0.0); }
 fn f_abs(x: f32) -> f32 { return abs(x); }
-fn f_sign(x: f32) -> f32 { return sign(x); }
-fn f_relu(x: f32) -> f32 { return max(x, 0.0); }
+// NaN stays NaN, as in PyTorch (WGSL leaves `sign` and `max` of NaN to the implementation).
+fn f_sign(x: f32) -> f32 { return select(sign(x), x, is_nan(x)); }
+fn f_relu(x: f32) -> f32 { return select(max(x, 0.0), x, is_nan(x)); }
 // Stable for large |x|: only exp of a non-positive number is taken.
 fn f_sigmoid(x: f32) -> f32 {
     let e = exp(-abs(x));
@@ -80,12 +96,16 @@ fn f_sub(a: f32, b: f32) -> f32 { return a - b; }
 fn f_mul(a: f32, b: f32) -> f32 { return a * b; }
 fn f_div(a: f32, b: f32) -> f32 { return a / b; }
 fn f_pow(a: f32, b: f32) -> f32 { return pow_f(a, b); }
-fn f_maximum(a: f32, b: f32) -> f32 { return max(a, b); }
-fn f_minimum(a: f32, b: f32) -> f32 { return min(a, b); }
-fn f_eq(a: f32, b: f32) -> f32 { return select(0.0, 1.0, a == b); }
-fn f_ne(a: f32, b: f32) -> f32 { return select(0.0, 1.0, a != b); }
-fn f_lt(a: f32, b: f32) -> f32 { return select(0.0, 1.0, a < b); }
-fn f_le(a: f32, b: f32) -> f32 { return select(0.0, 1.0, a <= b); }
-fn f_gt(a: f32, b: f32) -> f32 { return select(0.0, 1.0, a > b); }
-fn f_ge(a: f32, b: f32) -> f32 { return select(0.0, 1.0, a >= b); }
-fn f_where(c: f32, a: f32, b: f32) -> f32 { return select(b, a, c != 0.0); }
+// Either operand NaN: NaN (PyTorch's maximum and minimum propagate it).
+fn f_maximum(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+fn f_minimum(a: f32, b: f32) -> f32 { return select(min(a, b), a + b, is_nan(a) || is_nan(b)); }
+fn f_eq(a: f32, b: f32) -> f32 { return flag(a == b && !is_nan(a) && !is_nan(b)); }
+fn f_ne(a: f32, b: f32) -> f32 { return flag(a != b || is_nan(a) || is_nan(b)); }
+fn f_lt(a: f32, b: f32) -> f32 { return flag(a < b && !is_nan(a) && !is_nan(b)); }
+fn f_le(a: f32, b: f32) -> f32 { return flag(a <= b && !is_nan(a) && !is_nan(b)); }
+fn f_gt(a: f32, b: f32) -> f32 { return flag(a > b && !is_nan(a) && !is_nan(b)); }
+fn f_ge(a: f32, b: f32) -> f32 { return flag(a >= b && !is_nan(a) && !is_nan(b)); }
+fn f_isnan(x: f32) -> f32 { return flag(is_nan(x)); }
+fn f_isinf(x: f32) -> f32 { return flag(is_inf(x)); }
+fn f_isfinite(x: f32) -> f32 { return flag((bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u); }
+fn f_where(c: f32, a: f32, b: f32) -> f32 { return select(b, a, c != 0.0 || is_nan(c)); }

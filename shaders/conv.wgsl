@@ -22,8 +22,14 @@ struct ConvParams {
     dw: u32,
     cg: u32,
     og: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // The range of the kernel's reduction this dispatch walks (input channels of the group
+    // for conv2d, output channels for the input gradient, rows (image, output row) for the
+    // weight gradient), and where its results go: the launcher splits long reductions so
+    // that no loop passes its bound, then adds the parts (crates/device/src/conv.rs).
+    red_begin: u32,
+    red_end: u32,
+    out_base: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> p: ConvParams;
@@ -76,7 +82,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var ci = 0u; ci < p.cg; ci++) {
+    for (var ci = p.red_begin; ci < p.red_end; ci++) {
         let plane = (n * p.c + grp * p.cg + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
             let yy = y0 + vec4<i32>(i32(ky * p.dh));
@@ -95,7 +101,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     let count = min(4u, np - p0);
-    let base = (n * p.o + ob + o0) * np + p0;
+    let base = p.out_base + (n * p.o + ob + o0) * np + p0;
     store4(base, count, acc0);
     if (o0 + 1u < p.og) { store4(base + np, count, acc1); }
     if (o0 + 2u < p.og) { store4(base + 2u * np, count, acc2); }
@@ -133,7 +139,7 @@ fn conv2d_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var ol = 0u; ol < p.og; ol++) {
+    for (var ol = p.red_begin; ol < p.red_end; ol++) {
         let o = grp * p.og + ol;
         let gplane = (n * p.o + o) * p.oh * p.ow;
         let wbase = o * p.cg * ksz;
@@ -165,7 +171,7 @@ fn conv2d_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     let count = min(4u, np - p0);
-    let base = (n * p.c + grp * p.cg + c0) * np + p0;
+    let base = p.out_base + (n * p.c + grp * p.cg + c0) * np + p0;
     store4(base, count, acc0);
     if (c0 + 1u < p.cg) { store4(base + np, count, acc1); }
     if (c0 + 2u < p.cg) { store4(base + 2u * np, count, acc2); }
@@ -207,27 +213,28 @@ fn conv2d_grad_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var n = 0u; n < p.n; n++) {
+    // Rows (image n, output row oy) numbered n·oh + oy.
+    for (var line = p.red_begin; line < p.red_end; line++) {
+        let n = line / p.oh;
+        let oy = line - n * p.oh;
         let xn = vec4<u32>(n * p.c * p.h * p.w) + cplane;
         let gn = n * p.o;
-        for (var oy = 0u; oy < p.oh; oy++) {
-            let yy = vec4<i32>(i32(oy * p.sh)) + dy;
-            let vy = (yy >= vec4<i32>(0)) & (yy <= hi);
-            let row = xn + vec4<u32>(clamp(yy, vec4<i32>(0), hi)) * p.w;
-            for (var ox = 0u; ox < p.ow; ox++) {
-                let xx = vec4<i32>(i32(ox * p.sw)) + dx;
-                let valid = vy & (xx >= vec4<i32>(0)) & (xx <= wi);
-                let xv = load4(row + vec4<u32>(clamp(xx, vec4<i32>(0), wi)), valid);
-                let pix = oy * p.ow + ox;
-                acc0 += b[(gn + og0) * np + pix] * xv;
-                acc1 += b[(gn + og1) * np + pix] * xv;
-                acc2 += b[(gn + og2) * np + pix] * xv;
-                acc3 += b[(gn + og3) * np + pix] * xv;
-            }
+        let yy = vec4<i32>(i32(oy * p.sh)) + dy;
+        let vy = (yy >= vec4<i32>(0)) & (yy <= hi);
+        let row = xn + vec4<u32>(clamp(yy, vec4<i32>(0), hi)) * p.w;
+        for (var ox = 0u; ox < p.ow; ox++) {
+            let xx = vec4<i32>(i32(ox * p.sw)) + dx;
+            let valid = vy & (xx >= vec4<i32>(0)) & (xx <= wi);
+            let xv = load4(row + vec4<u32>(clamp(xx, vec4<i32>(0), wi)), valid);
+            let pix = oy * p.ow + ox;
+            acc0 += b[(gn + og0) * np + pix] * xv;
+            acc1 += b[(gn + og1) * np + pix] * xv;
+            acc2 += b[(gn + og2) * np + pix] * xv;
+            acc3 += b[(gn + og3) * np + pix] * xv;
         }
     }
     let count = min(4u, nr - r0);
-    let base = (ob + o0) * nr + r0;
+    let base = p.out_base + (ob + o0) * nr + r0;
     store4(base, count, acc0);
     if (o0 + 1u < p.og) { store4(base + nr, count, acc1); }
     if (o0 + 2u < p.og) { store4(base + 2u * nr, count, acc2); }
@@ -268,7 +275,11 @@ struct ConvLanesParams {
     cgo: u32,
     // `_ua` variant: the first image held by the uniform window.
     image0: u32,
-    _pad1: u32,
+    // The input channels of the group this dispatch walks, and where its results go (see
+    // ConvParams' red_begin).
+    c_begin: u32,
+    c_end: u32,
+    out_base: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: ConvLanesParams;
@@ -299,12 +310,12 @@ fn conv2d_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let hi = vec4<i32>(i32(q.h) - 1);
     let wi = vec4<i32>(i32(q.w) - 1);
 
-    var at = grp * q.cgi * q.kh * q.kw * quads + qd;
+    var at = (grp * q.cgi + q.c_begin) * q.kh * q.kw * quads + qd;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var c = 0u; c < q.cgi; c++) {
+    for (var c = q.c_begin; c < q.c_end; c++) {
         let plane = i32((n * q.ci + grp * q.cgi + c) * q.h * q.w);
         for (var ky = 0u; ky < q.kh; ky++) {
             let yy = y0 + vec4<i32>(i32(ky) * q.ky_step);
@@ -324,7 +335,7 @@ fn conv2d_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         }
     }
     if (quad < quads) {
-        let base = (n * q.co + grp * q.cgo + quad * 4u) * np;
+        let base = q.out_base + (n * q.co + grp * q.cgo + quad * 4u) * np;
         store_channels(base + p0, np, acc0);
         if (p0 + 1u < np) { store_channels(base + p0 + 1u, np, acc1); }
         if (p0 + 2u < np) { store_channels(base + p0 + 2u, np, acc2); }
@@ -359,12 +370,12 @@ fn conv2d_lanes_ua(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let hi = vec4<i32>(i32(q.h) - 1);
     let wi = vec4<i32>(i32(q.w) - 1);
 
-    var at = grp * q.cgi * q.kh * q.kw * quads + qd;
+    var at = (grp * q.cgi + q.c_begin) * q.kh * q.kw * quads + qd;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var c = 0u; c < q.cgi; c++) {
+    for (var c = q.c_begin; c < q.c_end; c++) {
         let plane = i32((wg.z * q.ci + grp * q.cgi + c) * q.h * q.w);
         for (var ky = 0u; ky < q.kh; ky++) {
             let yy = y0 + vec4<i32>(i32(ky) * q.ky_step);
@@ -384,7 +395,7 @@ fn conv2d_lanes_ua(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         }
     }
     if (quad < quads) {
-        let base = (n * q.co + grp * q.cgo + quad * 4u) * np;
+        let base = q.out_base + (n * q.co + grp * q.cgo + quad * 4u) * np;
         store_channels(base + p0, np, acc0);
         if (p0 + 1u < np) { store_channels(base + p0 + 1u, np, acc1); }
         if (p0 + 2u < np) { store_channels(base + p0 + 2u, np, acc2); }

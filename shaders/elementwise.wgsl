@@ -116,6 +116,24 @@ fn unary_leaky_relu(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_wo
     if (i < p.n) { out[i] = f_leaky_relu(a[i], p.alpha); }
 }
 
+@compute @workgroup_size(64)
+fn unary_isnan(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
+    let i = linear(g, w);
+    if (i < p.n) { out[i] = f_isnan(a[i]); }
+}
+
+@compute @workgroup_size(64)
+fn unary_isinf(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
+    let i = linear(g, w);
+    if (i < p.n) { out[i] = f_isinf(a[i]); }
+}
+
+@compute @workgroup_size(64)
+fn unary_isfinite(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
+    let i = linear(g, w);
+    if (i < p.n) { out[i] = f_isfinite(a[i]); }
+}
+
 // ---- binary (a, b broadcast to the output) ----
 
 @compute @workgroup_size(64)

@@ -30,6 +30,10 @@ struct MatmulParams {
     window_rows: u32,
     // `_ua` kernels: 0, or B packed as [panel, k, b_panel vec4 columns].
     b_panel: u32,
+    // Split-K (see k_split): 0, or the k range of each split, whose partial products land
+    // in the output as matrices z = split · batch_count + batch index.
+    k_chunk: u32,
+    batch_count: u32,
 }
 
 // Kernels store the product through `put` (element i of the output) and `put4` (vec4 i4),
@@ -42,13 +46,26 @@ struct MatmulParams {
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 
+// Grid z of a product: (batch matrix, first k, end k). Without split-K every z is a matrix
+// over the whole of k; with it, z also numbers the split, so that no invocation's loop over
+// k passes the launcher's bound (crates/device/src/matmul.rs).
+fn k_split(z: u32) -> vec3<u32> {
+    if (p.k_chunk == 0u) {
+        return vec3<u32>(z, 0u, p.k);
+    }
+    let s = z / p.batch_count;
+    let k0 = s * p.k_chunk;
+    return vec3<u32>(z - s * p.batch_count, k0, min(k0 + p.k_chunk, p.k));
+}
+
 @compute @workgroup_size(8, 8, 1)
 fn matmul(@builtin(global_invocation_id) g: vec3<u32>) {
     let col = g.x * 4u;
     let row = g.y * 4u;
     if (row >= p.m || col >= p.n) { return; }
 
-    let o = batch_offsets(g.z);
+    let ks = k_split(g.z);
+    let o = batch_offsets(ks.x);
     let a0 = o.x;
     let b0 = o.y;
 
@@ -72,7 +89,7 @@ fn matmul(@builtin(global_invocation_id) g: vec3<u32>) {
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var t = 0u; t < k; t++) {
+    for (var t = ks.y; t < ks.z; t++) {
         let rb = b0 + t * b_row;
         let bv = vec4<f32>(b[rb + c0], b[rb + c1], b[rb + c2], b[rb + c3]);
         let ta = t * a_col;
@@ -145,7 +162,8 @@ fn mm_vec4_block(g: vec3<u32>) -> Block {
     let c4 = g.x;
     let row = g.y * 4u;
 
-    let o = batch_offsets(g.z);
+    let ks = k_split(g.z);
+    let o = batch_offsets(ks.x);
     let a0 = o.x;
     let b0 = o.y;
     // Offsets in vec4 units; k and n are multiples of 4, so every matrix starts aligned.
@@ -153,13 +171,13 @@ fn mm_vec4_block(g: vec3<u32>) -> Block {
     let ra1 = (a0 + min(row + 1u, p.m - 1u) * p.k) / 4u;
     let ra2 = (a0 + min(row + 2u, p.m - 1u) * p.k) / 4u;
     let ra3 = (a0 + min(row + 3u, p.m - 1u) * p.k) / 4u;
-    var rb = b0 / 4u + c4;
+    var rb = b0 / 4u + c4 + ks.y * n4;
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var t = 0u; t < k4; t++) {
+    for (var t = ks.y / 4u; t < ks.z / 4u; t++) {
         let b_0 = b4[rb];
         let b_1 = b4[rb + n4];
         let b_2 = b4[rb + 2u * n4];
@@ -235,7 +253,8 @@ fn matmul_tiled(
     let row0 = wg.y * 64u;
     let col0 = wg.x * 16u;
 
-    var r = wg.z;
+    let ks = k_split(wg.z);
+    var r = ks.x;
     var a0 = 0u;
     var b0 = 0u;
     for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
@@ -260,11 +279,12 @@ fn matmul_tiled(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var t = 0u; t < k4; t += 4u) {
+    let hi4 = ks.z / 4u;
+    for (var t = ks.y / 4u; t < hi4; t += 4u) {
         let ka = t + la_k;
-        tile_a[local] = select(vec4<f32>(0.0), a4[a0 + a_row * k4 + min(ka, k4 - 1u)], ka < k4);
+        tile_a[local] = select(vec4<f32>(0.0), a4[a0 + a_row * k4 + min(ka, hi4 - 1u)], ka < hi4);
         let kb = t * 4u + lb_k;
-        tile_b[local] = select(vec4<f32>(0.0), b4[b0 + min(kb, p.k - 1u) * n4 + lb_c], kb < p.k);
+        tile_b[local] = select(vec4<f32>(0.0), b4[b0 + min(kb, ks.z - 1u) * n4 + lb_c], kb < ks.z);
         workgroupBarrier();
         for (var q = 0u; q < 4u; q++) {
             let b_0 = tile_b[(q * 4u) * 16u + lid.x];
@@ -315,14 +335,15 @@ fn matmul_tn_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
     let c4 = g.x;
     let r4 = g.y;
     if (r4 >= m4 || c4 >= n4) { return; }
-    let o = batch_offsets(g.z) / 4u;
-    var ra = o.x + r4;
-    var rb = o.y + c4;
+    let ks = k_split(g.z);
+    let o = batch_offsets(ks.x) / 4u;
+    var ra = o.x + r4 + ks.y * m4;
+    var rb = o.y + c4 + ks.y * n4;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var t = 0u; t < p.k; t++) {
+    for (var t = ks.y; t < ks.z; t++) {
         let x = a4[ra];
         let y = b4[rb];
         ra += m4;
@@ -348,7 +369,8 @@ fn matmul_nt_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
     let c4 = g.x;
     let row = g.y * 4u;
     if (row >= p.m || c4 >= n4) { return; }
-    let o = batch_offsets(g.z) / 4u;
+    let ks = k_split(g.z);
+    let o = batch_offsets(ks.x) / 4u;
     let ra0 = o.x + min(row, p.m - 1u) * k4;
     let ra1 = o.x + min(row + 1u, p.m - 1u) * k4;
     let ra2 = o.x + min(row + 2u, p.m - 1u) * k4;
@@ -361,7 +383,7 @@ fn matmul_nt_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var t = 0u; t < k4; t++) {
+    for (var t = ks.y / 4u; t < ks.z / 4u; t++) {
         let b_0 = b4[rb0 + t];
         let b_1 = b4[rb1 + t];
         let b_2 = b4[rb2 + t];
@@ -380,4 +402,33 @@ fn matmul_nt_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
     if (row + 1u < p.m) { put4(base + n4, acc1); }
     if (row + 2u < p.m) { put4(base + 2u * n4, acc2); }
     if (row + 3u < p.m) { put4(base + 3u * n4, acc3); }
+}
+
+// Split-K's second pass: output element (z, row, col < out_n) is the sum, in split order, of
+// the splits' partial products in `a` (matrices [split, z] of m × n, as the kernels above
+// write them with k_chunk set), stored as the `_out` kernels store (offset, row length,
+// accumulate). An epilogue is applied by a copy after it (it binds no operand B, after which
+// epilogues bind their buffers). The launcher keeps the splits within its loop bound.
+@compute @workgroup_size(64)
+fn matmul_sum_splits(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
+    let i = g.x + g.y * w.x * 64u;
+    let per = p.m * p.out_n;
+    if (i >= p.batch_count * per) { return; }
+    let z = i / per;
+    let rc = i - z * per;
+    let row = rc / p.out_n;
+    let col = rc - row * p.out_n;
+    let splits = (p.k + p.k_chunk - 1u) / p.k_chunk;
+    let stride = p.batch_count * p.m * p.n;
+    var at = (z * p.m + row) * p.n + col;
+    var v = 0.0;
+    for (var s = 0u; s < splits; s++) {
+        v += a[at];
+        at += stride;
+    }
+    let o = p.out_offset + (z * p.m + row) * p.out_n + col;
+    if (p.accumulate != 0u) {
+        v += out[o];
+    }
+    out[o] = v;
 }

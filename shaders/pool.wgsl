@@ -84,7 +84,13 @@ fn divisor(win: Window) -> f32 {
     return f32((win.r.y - win.r.x) * (win.r.w - win.r.z));
 }
 
-// Plane offset of the first maximum of a window in row-major order.
+// Whether value v replaces the best so far: a larger value, or the first NaN (which then
+// stays: max pooling propagates NaN, as in PyTorch).
+fn takes(v: f32, best: f32) -> bool {
+    return !is_nan(best) && (v > best || is_nan(v));
+}
+
+// Plane offset of the first maximum (or first NaN) of a window in row-major order.
 fn argmax(plane: u32, win: Window) -> u32 {
     var best = u32(win.r.x) * geo_w() + u32(win.r.z);
     var best_v = bitcast<f32>(0xff800000u);
@@ -92,7 +98,7 @@ fn argmax(plane: u32, win: Window) -> u32 {
         for (var x = win.r.z; x < win.r.w; x++) {
             let at = u32(y) * geo_w() + u32(x);
             let v = a[plane + at];
-            if (v > best_v) {
+            if (takes(v, best_v)) {
                 best_v = v;
                 best = at;
             }
@@ -156,7 +162,9 @@ fn max_pool2d_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_work
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.total) { return; }
     let w = pair(i);
-    out[i] = max(max(w.top.x, w.top.y), max(w.bottom.x, w.bottom.y));
+    let m = max(max(w.top.x, w.top.y), max(w.bottom.x, w.bottom.y));
+    let any_nan = is_nan(w.top.x) || is_nan(w.top.y) || is_nan(w.bottom.x) || is_nan(w.bottom.y);
+    out[i] = select(m, nan(), any_nan);
 }
 
 // Its gradient: the window's gradient goes to its first maximum (row-major), `out` zeroed
@@ -171,9 +179,9 @@ fn max_pool2d_grad_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num
     // Offsets in floats of the four candidates, checked in row-major order.
     var best = top;
     var best_v = w.top.x;
-    if (w.top.y > best_v) { best = top + 1u; best_v = w.top.y; }
-    if (w.bottom.x > best_v) { best = bottom; best_v = w.bottom.x; }
-    if (w.bottom.y > best_v) { best = bottom + 1u; }
+    if (takes(w.top.y, best_v)) { best = top + 1u; best_v = w.top.y; }
+    if (takes(w.bottom.x, best_v)) { best = bottom; best_v = w.bottom.x; }
+    if (takes(w.bottom.y, best_v)) { best = bottom + 1u; }
     out[best] = b[i];
 }
 

@@ -215,6 +215,46 @@ fn conv2d_epilogues() {
     }
 }
 
+/// Reductions past 65,536 terms inside convolutions: the weight and bias gradients of a batch
+/// of 128 images of 28×28 sum 128·26·26 = 86,528 terms, and direct kernels over 601 input
+/// channels walk 601·9 taps; each is split into bounded parts.
+#[test]
+fn conv_reductions_past_65536() {
+    let plain = spec([1, 1], [0, 0], [1, 1], 1);
+    check(
+        "conv2d_bias_and_weight_grads_batch128",
+        86_528,
+        &[f(&[128, 1, 28, 28]), f(&[4, 1, 3, 3]), f(&[4, 1, 1])],
+        move |t| t[0].conv2d(&t[1], plain) + &t[2],
+    );
+    check(
+        "conv2d_batch128_gemm",
+        86_528,
+        &[f(&[128, 4, 28, 28]), f(&[8, 4, 3, 3])],
+        move |t| t[0].conv2d(&t[1], plain),
+    );
+    // Two groups: the general weight-gradient kernel walks (image, row) lines in parts.
+    check(
+        "conv2d_groups_batch128",
+        86_528,
+        &[f(&[128, 4, 28, 28]), f(&[4, 2, 3, 3])],
+        move |t| t[0].conv2d(&t[1], spec([1, 1], [0, 0], [1, 1], 2)),
+    );
+    // 601·9 taps (not a multiple of 4): the general kernel (3 outputs) and channel lanes (8).
+    check(
+        "conv2d_generic_601_channels",
+        601 * 9,
+        &[f(&[1, 601, 6, 6]), f(&[3, 601, 3, 3]), f(&[3, 1, 1])],
+        move |t| (t[0].conv2d(&t[1], plain) + &t[2]).relu(),
+    );
+    check(
+        "conv2d_lanes_601_channels",
+        601 * 9,
+        &[f(&[2, 601, 5, 5]), f(&[8, 601, 3, 3]), f(&[8, 1, 1])],
+        move |t| (t[0].conv2d(&t[1], plain) + &t[2]).relu(),
+    );
+}
+
 #[test]
 fn conv_transpose2d_matches_cpu_with_every_gradient() {
     // (name, input [n, c_in, h, w], weight [c_in, c_out/g, kh, kw], geometry, output_padding)

@@ -35,6 +35,28 @@ fn batch_norm_matches_cpu_in_training_mode() {
     });
 }
 
+/// Statistics and losses over more than 65,536 values: batch-norm over 128·26·26 = 86,528
+/// values per channel, and a mean squared error over 500 MNIST-sized images.
+#[test]
+fn normalisation_and_losses_past_65536() {
+    check(
+        "batch_norm_2d_128x8x26x26",
+        86_528,
+        &[f(&[128, 8, 26, 26])],
+        |x| {
+            BatchNorm::new_2d(x[0].device(), 8, NormConfig::default())
+                .unwrap()
+                .forward(&x[0])
+        },
+    );
+    check(
+        "mse_500x784",
+        392_000,
+        &[f(&[500, 784]), f(&[500, 784])],
+        |x| wgrad::mse_loss(&x[0], &x[1]),
+    );
+}
+
 #[test]
 fn batch_norm_running_statistics_follow_pytorch() {
     let mut devices = vec![wgrad::cpu()];

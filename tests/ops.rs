@@ -121,6 +121,79 @@ fn reductions() {
     });
 }
 
+/// Reductions past 65,536 elements along the reduced axes: Mesa's software adapters stop a
+/// shader's loops after 65,535 iterations, so one invocation walking a group gave 65,532 for a
+/// sum of a million ones. Each group here spans many invocations and passes.
+#[test]
+fn reductions_past_65536() {
+    check("sum_all_1e6", 1_000_000, &[f(&[1_000_000])], |x| {
+        x[0].sum_all()
+    });
+    check(
+        "sum_ones_1e6",
+        1_000_000,
+        &[range(&[1000, 1000], 1.0, 1.0)],
+        |x| x[0].sum_all(),
+    );
+    check("mean_axis0_100000x3", 100_000, &[f(&[100_000, 3])], |x| {
+        x[0].mean(&[0], false)
+    });
+    check("argmax_70000", 1, &[distinct(&[70_000])], |x| {
+        x[0].argmax(0, false)
+    });
+    check("argmax_rows_70000", 1, &[distinct(&[2, 70_000])], |x| {
+        x[0].argmax(1, true)
+    });
+    check("argmax_cols_70000", 1, &[distinct(&[70_000, 3])], |x| {
+        x[0].argmax(0, false)
+    });
+    check("max_all_1e6", 1, &[distinct(&[1000, 1000])], |x| {
+        x[0].max(&[0, 1], false)
+    });
+    check("max_cols_100000", 1, &[distinct(&[100_000, 2])], |x| {
+        x[0].max(&[0], false)
+    });
+    // Two reduced runs around a kept axis (a bias gradient's shape), and three (copied into
+    // one run first).
+    check("sum_nchw_bias", 86_528, &[f(&[128, 2, 26, 26])], |x| {
+        x[0].sum(&[0, 2, 3], false)
+    });
+    check("sum_three_runs", 70_000, &[f(&[7, 2, 100, 3, 100])], |x| {
+        x[0].sum(&[0, 2, 4], true)
+    });
+}
+
+#[test]
+fn matmul_with_k_past_65536() {
+    // K = 70,000 through every kernel: vec4 (n a multiple of 4), scalar, and each transpose.
+    let k = 70_000;
+    check("matmul_k70000_vec4", k, &[f(&[3, k]), f(&[k, 8])], |x| {
+        x[0].matmul(&x[1])
+    });
+    check("matmul_k70000_scalar", k, &[f(&[2, k]), f(&[k, 3])], |x| {
+        x[0].matmul(&x[1])
+    });
+    check("matmul_k70000_ta", k, &[f(&[k, 4]), f(&[k, 4])], |x| {
+        x[0].matmul_t(&x[1], true, false)
+    });
+    check("matmul_k70000_tb", k, &[f(&[3, k]), f(&[4, k])], |x| {
+        x[0].matmul_t(&x[1], false, true)
+    });
+    check(
+        "matmul_k300000_batched",
+        300_000,
+        &[f(&[2, 1, 300_000]), f(&[300_000, 4])],
+        |x| x[0].matmul(&x[1]),
+    );
+    // Split products with an epilogue after them.
+    check(
+        "matmul_k70000_bias_relu",
+        k,
+        &[f(&[5, k]), f(&[k, 8]), f(&[8])],
+        |x| (x[0].matmul(&x[1]) + &x[2]).relu(),
+    );
+}
+
 #[test]
 fn matmul_shapes() {
     for (m, k, n) in [

@@ -142,8 +142,13 @@ fn argmax(x: &[f32], w: usize, win: &Window) -> usize {
     let mut best = (win.rows.start * w + win.cols.start, f32::NEG_INFINITY);
     for r in win.rows.clone() {
         for c in win.cols.clone() {
-            if x[r * w + c] > best.1 {
-                best = (r * w + c, x[r * w + c]);
+            let v = x[r * w + c];
+            // The first NaN wins, so that max pooling propagates NaN as PyTorch does.
+            if v.is_nan() {
+                return r * w + c;
+            }
+            if v > best.1 {
+                best = (r * w + c, v);
             }
         }
     }

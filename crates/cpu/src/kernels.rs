@@ -70,7 +70,7 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
             let o: &mut [f32] = bytemuck::cast_slice_mut(out);
             reduce(x[0].f32(), x[0].shape, axes, |vals| match op {
                 ReduceOp::Sum => vals.map(f64::from).sum::<f64>() as f32,
-                ReduceOp::Max => vals.fold(f32::NEG_INFINITY, f32::max),
+                ReduceOp::Max => vals.fold(f32::NEG_INFINITY, |m, v| extreme(m, v, true)),
             })
             .into_iter()
             .zip(o.iter_mut())
@@ -78,8 +78,13 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
         }
         Op::Argmax { axis, .. } => {
             let r = reduce(x[0].f32(), x[0].shape, &[*axis], |vals| {
+                // The first maximum; the first NaN if there is one (PyTorch's rule).
                 let mut best = (0usize, f32::NEG_INFINITY);
                 for (i, v) in vals.enumerate() {
+                    if v.is_nan() {
+                        best = (i, v);
+                        break;
+                    }
                     if v > best.1 {
                         best = (i, v);
                     }
@@ -155,13 +160,11 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
             let rows = x[0].shape[0];
             let row_len: usize = x[0].shape[1..].iter().product();
             for (i, &v) in x[1].data[..numel(x[1].shape)].iter().enumerate() {
+                // The backend has checked every index against the table.
                 let dst = &mut out[i * row_len..(i + 1) * row_len];
                 let v = v as usize;
-                if v < rows {
-                    dst.copy_from_slice(&x[0].data[v * row_len..(v + 1) * row_len]);
-                } else {
-                    dst.fill(0);
-                }
+                debug_assert!(v < rows);
+                dst.copy_from_slice(&x[0].data[v * row_len..(v + 1) * row_len]);
             }
         }
         Op::OneHot { classes } => {
@@ -382,10 +385,18 @@ fn unary(op: UnaryOp, x: f32) -> f32 {
             } else if x < 0.0 {
                 -1.0
             } else {
-                0.0
+                // 0 stays 0 and NaN stays NaN.
+                x
             }
         }
-        UnaryOp::Relu => x.max(0.0),
+        // NaN stays NaN (f32::max would return 0).
+        UnaryOp::Relu => {
+            if x.is_nan() {
+                x
+            } else {
+                x.max(0.0)
+            }
+        }
         UnaryOp::Sigmoid => (1.0 / (1.0 + (-xd).exp())) as f32,
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Erf => erf(xd) as f32,
@@ -397,19 +408,39 @@ fn unary(op: UnaryOp, x: f32) -> f32 {
                 slope * x
             }
         }
+        UnaryOp::IsNan => flag(x.is_nan()),
+        UnaryOp::IsInf => flag(x.is_infinite()),
+        UnaryOp::IsFinite => flag(x.is_finite()),
+    }
+}
+
+/// 1.0 for true, 0.0 for false.
+fn flag(c: bool) -> f32 {
+    if c {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The larger (or smaller) of two values, NaN when either is NaN (PyTorch's `maximum`).
+fn extreme(a: f32, b: f32, larger: bool) -> f32 {
+    match (a.is_nan() || b.is_nan(), larger) {
+        (true, _) => f32::NAN,
+        (false, true) => a.max(b),
+        (false, false) => a.min(b),
     }
 }
 
 fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
-    let flag = |c: bool| if c { 1.0 } else { 0.0 };
     match op {
         BinaryOp::Add => a + b,
         BinaryOp::Sub => a - b,
         BinaryOp::Mul => a * b,
         BinaryOp::Div => a / b,
         BinaryOp::Pow => a.powf(b),
-        BinaryOp::Maximum => a.max(b),
-        BinaryOp::Minimum => a.min(b),
+        BinaryOp::Maximum => extreme(a, b, true),
+        BinaryOp::Minimum => extreme(a, b, false),
         BinaryOp::Eq => flag(a == b),
         BinaryOp::Ne => flag(a != b),
         BinaryOp::Lt => flag(a < b),

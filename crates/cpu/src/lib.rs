@@ -10,7 +10,8 @@ mod kernels;
 
 use std::cell::RefCell;
 
-use wgrad_graph::{Arg, Backend, BufferId, Device, Op, Result};
+use wgrad_graph::shape::numel;
+use wgrad_graph::{Arg, Backend, BufferId, Device, Error, Op, Result};
 
 /// The CPU reference backend. Buffers are host vectors of 32-bit words.
 #[derive(Default)]
@@ -71,6 +72,21 @@ impl Backend for CpuBackend {
     }
 
     fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|a| a.shape).collect();
+        if let Some((i, size)) = op.index_bound(&shapes) {
+            let buffers = self.buffers.borrow();
+            let words = buffers[inputs[i].buffer]
+                .as_deref()
+                .expect("input buffer is live");
+            let indices = &words[..numel(inputs[i].shape)];
+            if let Some(&bad) = indices.iter().filter(|&&v| v as usize >= size).max() {
+                return Err(Error::Index {
+                    op: op.name(),
+                    index: bad as u64,
+                    size: size as u64,
+                });
+            }
+        }
         let mut result = self.buffers.borrow_mut()[out.buffer]
             .take()
             .expect("output buffer is live");

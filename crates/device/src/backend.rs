@@ -67,7 +67,13 @@ pub struct GpuBackend {
     /// `WGRAD_PROFILE=1` or `gpu`: the time per kernel, printed when the backend is dropped
     /// (see `profile.rs`).
     pub(crate) profile: Option<Profile>,
+    /// Where index kernels (gather, one-hot) record an index out of range (see
+    /// `shaders/index.wgsl`); read back with every result, and reported as an error there.
+    index_flags: Cell<Option<BufferId>>,
 }
+
+/// Bytes of the index flags: [count, op code, index, bound].
+const INDEX_FLAG_BYTES: u64 = 16;
 
 /// What a dispatch's bind group binds: the pipeline (by address; the cache holds the pipeline
 /// beside the bind group, so no other pipeline can take that address), the parameters' offset
@@ -107,8 +113,45 @@ impl GpuBackend {
             specialize: fusion,
             poison: std::env::var("WGRAD_POISON").is_ok_and(|v| v == "1"),
             profile: Profile::from_env(&ctx),
+            index_flags: Cell::new(None),
             ctx,
         }
+    }
+
+    /// The index flags' buffer, made (zeroed) on first use; never handed back to the pool.
+    pub(crate) fn index_flags(&self) -> BufferId {
+        if let Some(id) = self.index_flags.get() {
+            return id;
+        }
+        let id = self
+            .alloc_slot(INDEX_FLAG_BYTES)
+            .expect("a 256-byte buffer is always allowed");
+        // Pooled buffers may hold old data; the flags start clear.
+        self.commands.borrow_mut().push(Command::Clear {
+            dst: id,
+            bytes: INDEX_FLAG_BYTES,
+        });
+        self.index_flags.set(Some(id));
+        id
+    }
+
+    /// The error the index flags in `words` record, if any; they are then cleared.
+    fn index_error(&self, words: &[u32]) -> Result<()> {
+        let &[count, code, index, bound] = words else {
+            return Ok(());
+        };
+        if count == 0 {
+            return Ok(());
+        }
+        if let Some(id) = self.index_flags.get() {
+            let zeros = [0u8; INDEX_FLAG_BYTES as usize];
+            self.ctx.queue.write_buffer(&self.buffer(id), 0, &zeros);
+        }
+        Err(Error::Index {
+            op: if code == 1 { "gather" } else { "one_hot" },
+            index: index as u64,
+            size: bound as u64,
+        })
     }
 
     /// A backend that times every kernel with `clock` (as `WGRAD_PROFILE` does); the times
@@ -240,24 +283,32 @@ impl Backend for GpuBackend {
     fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>> {
         self.flush()?;
         let size = (bytes as u64).div_ceil(4) * 4;
+        // The index flags come back behind the data, in the same copy-and-map.
+        let flags = self.index_flags.get();
+        let extra = if flags.is_some() { INDEX_FLAG_BYTES } else { 0 };
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgrad readback"),
-            size,
+            size: size + extra,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.buffer(id), 0, &staging, 0, size);
+        if let Some(f) = flags {
+            encoder.copy_buffer_to_buffer(&self.buffer(f), 0, &staging, size, extra);
+        }
         self.ctx.queue.submit([encoder.finish()]);
-        let data = map_read(&self.ctx, &staging, bytes);
+        let mut data = map_read(&self.ctx, &staging, (size + extra) as usize)?;
         self.check_error()?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&data[size as usize..]);
+        self.index_error(&words)?;
+        data.truncate(bytes);
         log::debug!(target: "wgrad::device", "read back {bytes} bytes");
-        data
+        Ok(data)
     }
 
     fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
-        crate::launch::record(self, op, inputs, out);
-        Ok(())
+        crate::launch::record(self, op, inputs, out)
     }
 
     fn fusion_inputs(&self) -> usize {
@@ -324,10 +375,9 @@ impl Backend for GpuBackend {
             Op::MatMul { .. } => {
                 crate::matmul::record_matmul(self, op, operands, &outs[0], epilogue)
             }
-            _ if numel(outs[0].shape) == 0 => {}
+            _ if numel(outs[0].shape) == 0 => Ok(()),
             _ => self.record_conv(op, operands, &outs[0], epilogue),
         }
-        Ok(())
     }
 
     fn flush(&self) -> Result<()> {

@@ -16,11 +16,13 @@
 
 use wgrad_graph::op::{Family, Op};
 use wgrad_graph::shape::{contiguous_strides, numel};
-use wgrad_graph::{Arg, Backend, BufferId};
+use wgrad_graph::{Arg, Backend, BufferId, Error, Result};
 
 use crate::backend::{Command, GpuBackend};
 use crate::launch::Epilogue;
 use crate::params::{ConvLanesParams, ConvParams, Im2colParams, MatmulParams};
+use crate::reduce::Reduction;
+use crate::MAX_TRIP;
 
 /// Values per unfolded chunk: the batch is unfolded this many values at a time (at least
 /// one image), which bounds the scratch memory and keeps a chunk's matrix near the caches.
@@ -77,16 +79,20 @@ impl GpuBackend {
         x: &[Arg<'_>],
         out: &Arg<'_>,
         epilogue: Option<Epilogue<'_>>,
-    ) {
+    ) -> Result<()> {
         debug_assert!(epilogue.is_none() || matches!(op, Op::Conv2d(_)));
+        if reduction_len(op, x) == 0 {
+            // No channels (or no images) to sum over: every output is 0 before its epilogue.
+            return self.zero_product(out, epilogue);
+        }
         match op {
             Op::Conv2d(spec) => {
                 let params = ConvParams::new(spec, x[0].shape, out.shape, x[1].shape);
                 let geo = ConvLanesParams::forward(&params);
                 let weights = Weights::AsIs(x[1].buffer);
                 let operands = (x[0].buffer, out.buffer);
-                if self.gemm_fits(&geo) && self.conv_gemm(&geo, operands, weights, epilogue) {
-                    return;
+                if self.gemm_fits(&geo) && self.conv_gemm(&geo, operands, weights, epilogue)? {
+                    return Ok(());
                 }
                 if params.og.is_multiple_of(4) {
                     // Weights [o, c/g·kh·kw] as [group, tap, output channel].
@@ -96,39 +102,121 @@ impl GpuBackend {
                         view: &[params.groups as usize, taps, og],
                         strides: &[og * taps, 1, taps],
                     };
-                    if self.conv_lanes(&geo, operands, weights, epilogue) {
-                        return;
+                    if self.conv_lanes(&geo, (x[0].buffer, out), weights, epilogue)? {
+                        return Ok(());
                     }
                 }
                 let blocks = (params.oh * params.ow, params.og);
-                self.conv_generic("conv2d", &params, x, out, blocks, epilogue);
+                let steps = (params.cg, tap_trip(&params));
+                self.conv_generic("conv2d", &params, x, out, (blocks, steps), epilogue)
             }
             Op::Conv2dGradInput { spec, .. } => {
                 let params = ConvParams::new(spec, out.shape, x[0].shape, x[1].shape);
-                if spec.stride == [1, 1] && self.grad_input_stride1(&params, x, out) {
-                    return;
+                if spec.stride == [1, 1] && self.grad_input_stride1(&params, x, out)? {
+                    return Ok(());
                 }
                 let entry = "conv2d_grad_input";
                 let blocks = (params.h * params.w, params.cg);
-                self.conv_generic(entry, &params, x, out, blocks, None);
+                let steps = (params.og, tap_trip(&params));
+                self.conv_generic(entry, &params, x, out, (blocks, steps), None)
             }
             Op::Conv2dGradWeight { spec, .. } => {
                 let params = ConvParams::new(spec, x[0].shape, x[1].shape, out.shape);
                 let geo = ConvLanesParams::forward(&params);
                 let (input, grad) = (x[0].buffer, x[1].buffer);
                 if self.gemm_weight_fits(&geo)
-                    && self.conv_gemm_weight(&geo, input, grad, out.buffer)
+                    && self.conv_gemm_weight(&geo, input, grad, out.buffer)?
                 {
-                    return;
+                    return Ok(());
                 }
-                // Blocks of 4 weight taps (x) × 4 output channels (y), all images reduced.
+                // Blocks of 4 weight taps (x) × 4 output channels (y); the loop walks rows
+                // (image, output row) of the gradient, in parts of bounded length.
                 let taps = (params.cg * params.kh * params.kw).div_ceil(4);
                 let groups = [taps.div_ceil(16), params.groups * params.og.div_ceil(4), 1];
-                let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
-                self.push(Family::Conv, "conv2d_grad_weight", &params, buffers, groups);
+                let rows = (params.n * params.oh, 1 + params.ow);
+                let launch = |range: (u32, u32), dst: BufferId, out_base: u32, _| {
+                    let part = ConvParams {
+                        red_begin: range.0,
+                        red_end: range.1,
+                        out_base,
+                        ..params
+                    };
+                    let buffers = vec![dst, x[0].buffer, x[1].buffer];
+                    self.push(Family::Conv, "conv2d_grad_weight", &part, buffers, groups);
+                };
+                self.in_parts("conv2d_grad_weight", rows, out, None, &launch)
             }
             other => unreachable!("{} is not a convolution", other.name()),
         }
+    }
+
+    /// Records a direct kernel whose loop walks `steps` steps (channels, rows) of `trip`
+    /// iterations each, `launch((first, end), output, out_base, epilogue)` recording one
+    /// dispatch over steps `first..end`. In one dispatch when the loop fits [`MAX_TRIP`];
+    /// else in parts that fit it, each writing its partial results to scratch at
+    /// `out_base`, summed in order by a reduction, the epilogue applied by a copy.
+    fn in_parts<'e>(
+        &self,
+        what: &str,
+        (steps, trip): (u32, u32),
+        out: &Arg<'_>,
+        epilogue: Option<Epilogue<'e>>,
+        launch: &dyn Fn((u32, u32), BufferId, u32, Option<Epilogue<'e>>),
+    ) -> Result<()> {
+        let per_part = MAX_TRIP as u32 / trip.max(1);
+        if per_part == 0 {
+            return Err(Error::Unsupported(format!(
+                "{what}: a kernel window of {trip} taps per channel is more than this \
+                 engine's {MAX_TRIP} per loop"
+            )));
+        }
+        if steps <= per_part {
+            launch((0, steps), out.buffer, 0, epilogue);
+            return Ok(());
+        }
+        let len = numel(out.shape);
+        let parts = steps.div_ceil(per_part) as usize;
+        let mut sizes = vec![parts * len * 4];
+        if epilogue.is_some() {
+            sizes.push(len * 4);
+        }
+        let Some(scratch) = self.alloc_all(&sizes) else {
+            return Err(Error::OutOfMemory {
+                bytes: sizes.iter().sum::<usize>() as u64,
+            });
+        };
+        for (k, first) in (0..steps).step_by(per_part as usize).enumerate() {
+            let end = (first + per_part).min(steps);
+            launch((first, end), scratch[0], (k * len) as u32, None);
+        }
+        let sum = *scratch.last().expect("allocated");
+        let dst = if epilogue.is_some() { sum } else { out.buffer };
+        self.record_reduce(Reduction::Sum, scratch[0], &[parts, len], &[0], dst)?;
+        if epilogue.is_some() {
+            let flat = (0, &[1][..]);
+            self.record_copy(sum, out.buffer, &[len], flat, flat, epilogue);
+        }
+        self.free_all(scratch);
+        Ok(())
+    }
+
+    /// The output of a product over nothing: zeros, with the epilogue applied to them.
+    fn zero_product(&self, out: &Arg<'_>, epilogue: Option<Epilogue<'_>>) -> Result<()> {
+        let len = numel(out.shape);
+        let Some(e) = epilogue else {
+            self.fill(out.buffer, len, 0);
+            return Ok(());
+        };
+        let Some(zeros) = self.alloc_all(&[len * 4]) else {
+            return Err(Error::OutOfMemory {
+                bytes: len as u64 * 4,
+            });
+        };
+        self.fill(zeros[0], len, 0);
+        let flat = (0, &[1][..]);
+        self.record_copy(zeros[0], out.buffer, &[len], flat, flat, Some(e));
+        self.free_all(zeros);
+        Ok(())
     }
 
     /// The stride-1 input gradient: a convolution of g with the taps mirrored, by unfolding
@@ -136,7 +224,12 @@ impl GpuBackend {
     /// adapters unfold first, since their uniform-window product outruns channel lanes even
     /// counting the unfolding; GPUs take channel lanes first, which read g without scratch
     /// (docs/performance.md).
-    fn grad_input_stride1(&self, params: &ConvParams, x: &[Arg<'_>], out: &Arg<'_>) -> bool {
+    fn grad_input_stride1(
+        &self,
+        params: &ConvParams,
+        x: &[Arg<'_>],
+        out: &Arg<'_>,
+    ) -> Result<bool> {
         let geo = ConvLanesParams::grad_input(params);
         let (og, cg) = (params.og as usize, params.cg as usize);
         let k = (params.kh * params.kw) as usize;
@@ -148,10 +241,13 @@ impl GpuBackend {
                 strides: &[k, cg * k, 1],
             };
             let operands = (x[0].buffer, out.buffer);
-            self.gemm_fits(&geo) && self.conv_gemm(&geo, operands, weights, None)
+            match self.gemm_fits(&geo) {
+                true => self.conv_gemm(&geo, operands, weights, None),
+                false => Ok(false),
+            }
         };
-        if !self.ctx.gpu_kernels && gemm() {
-            return true;
+        if !self.ctx.gpu_kernels && gemm()? {
+            return Ok(true);
         }
         if params.cg.is_multiple_of(4) {
             // Weights [o, c/g, kh, kw] as [group, o/g·kh·kw, c/g].
@@ -160,31 +256,44 @@ impl GpuBackend {
                 view: &[params.groups as usize, og, k, cg],
                 strides: &[og * cg * k, cg * k, 1, k],
             };
-            if self.conv_lanes(&geo, (x[0].buffer, out.buffer), weights, None) {
-                return true;
+            if self.conv_lanes(&geo, (x[0].buffer, out), weights, None)? {
+                return Ok(true);
             }
         }
-        self.ctx.gpu_kernels && gemm()
+        match self.ctx.gpu_kernels {
+            true => gemm(),
+            false => Ok(false),
+        }
     }
 
     /// The general implicit-GEMM kernel `entry`: blocks of 4 of the `pixels` written (x) ×
-    /// 4 of the `channels` per group written (y), one image per z.
+    /// 4 of the `channels` per group written (y), one image per z; its loop walks `steps`
+    /// channels of `trip` iterations each, in parts of bounded length.
     fn conv_generic(
         &self,
         entry: &str,
         params: &ConvParams,
         x: &[Arg<'_>],
         out: &Arg<'_>,
-        (pixels, channels): (u32, u32),
+        ((pixels, channels), steps): ((u32, u32), (u32, u32)),
         epilogue: Option<Epilogue<'_>>,
-    ) {
+    ) -> Result<()> {
         let groups = [
             pixels.div_ceil(4).div_ceil(16),
             params.groups * channels.div_ceil(4),
             params.n,
         ];
-        let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
-        self.push_stored(Family::Conv, entry, epilogue, params, buffers, groups);
+        let launch = |range: (u32, u32), dst: BufferId, out_base: u32, ep| {
+            let part = ConvParams {
+                red_begin: range.0,
+                red_end: range.1,
+                out_base,
+                ..*params
+            };
+            let buffers = vec![dst, x[0].buffer, x[1].buffer];
+            self.push_stored(Family::Conv, entry, ep, &part, buffers, groups);
+        };
+        self.in_parts(entry, steps, out, epilogue, &launch)
     }
 
     /// Scratch buffers of `sizes`, and the weights `w` in the order they ask for (copied
@@ -218,16 +327,17 @@ impl GpuBackend {
     }
 
     /// Records `conv2d_lanes` reading `input`, with the weights laid out
-    /// `[group, tap, output channel]`. False (nothing recorded) when scratch memory is short.
+    /// `[group, tap, output channel]`, its loop over input channels in parts of bounded
+    /// length. False (nothing recorded) when scratch memory is short.
     pub(crate) fn conv_lanes(
         &self,
         geo: &ConvLanesParams,
-        (input, out): (BufferId, BufferId),
+        (input, out): (BufferId, &Arg<'_>),
         weights: Weights,
         epilogue: Option<Epilogue<'_>>,
-    ) -> bool {
+    ) -> Result<bool> {
         let Some((scratch, w)) = self.scratch_and_weights(&[], &weights) else {
-            return false;
+            return Ok(false);
         };
         let quads = geo.cgo / 4;
         let groups = [
@@ -235,12 +345,22 @@ impl GpuBackend {
             geo.groups * quads.div_ceil(8),
             geo.n,
         ];
-        if !self.conv_lanes_ua(geo, (input, w, out), groups, epilogue) {
-            let buffers = vec![out, input, w];
-            self.push_stored(Family::Conv, "conv2d_lanes", epilogue, geo, buffers, groups);
-        }
+        let launch = |range: (u32, u32), dst: BufferId, out_base: u32, ep| {
+            let part = ConvLanesParams {
+                c_begin: range.0,
+                c_end: range.1,
+                out_base,
+                ..*geo
+            };
+            if !self.conv_lanes_ua(&part, (input, w, dst), groups, ep) {
+                let buffers = vec![dst, input, w];
+                self.push_stored(Family::Conv, "conv2d_lanes", ep, &part, buffers, groups);
+            }
+        };
+        let steps = (geo.cgi, geo.kh * (1 + geo.kw) + 1);
+        let result = self.in_parts("conv2d", steps, out, epilogue, &launch);
         self.free_all(scratch);
-        true
+        result.map(|_| true)
     }
 
     /// `conv2d_lanes_ua`: the input read through uniform windows of whole images, one copy
@@ -369,7 +489,7 @@ impl GpuBackend {
         (a, b, out): (BufferId, BufferId, BufferId),
         (out_offset, out_n, accumulate): (u32, u32, bool),
         epilogue: Option<Epilogue<'_>>,
-    ) {
+    ) -> Result<()> {
         debug_assert!(!(accumulate && epilogue.is_some()));
         let params = MatmulParams {
             m,
@@ -388,9 +508,11 @@ impl GpuBackend {
             a_rows: 0,
             window_rows: 0,
             b_panel: 0,
+            k_chunk: 0,
+            batch_count: 0,
         };
         if self.matmul_ua(&params, (a, b, out), true, epilogue) {
-            return;
+            return Ok(());
         }
         // The same choice of workgroup shape as a plain matmul (docs/performance.md).
         let (entry, tile) = if (k as u64) * (n as u64) <= 1 << 20 {
@@ -398,9 +520,7 @@ impl GpuBackend {
         } else {
             ("matmul_vec4_out", [32, 32])
         };
-        let groups = [n.div_ceil(tile[0]), m.div_ceil(tile[1]), batch];
-        let buffers = vec![out, a, b];
-        self.push_stored(Family::Matmul, entry, epilogue, &params, buffers, groups);
+        self.push_product(entry, tile, &params, (a, b, out), epilogue)
     }
 
     /// Whether [`GpuBackend::conv_gemm`] takes `geo`: one group, and the product's inner
@@ -415,7 +535,9 @@ impl GpuBackend {
     pub(crate) fn gemm_weight_fits(&self, geo: &ConvLanesParams) -> bool {
         let taps = geo.ci * geo.kh * geo.kw;
         let grid = self.ctx.limits.max_compute_workgroups_per_dimension;
-        geo.groups == 1 && geo.n > 0 && taps <= grid && geo.n <= grid
+        // An unfolding invocation walks one channel's window.
+        let window = (geo.kh * (1 + geo.kw)) as usize <= MAX_TRIP;
+        geo.groups == 1 && geo.n > 0 && taps <= grid && geo.n <= grid && window
     }
 
     /// The convolution `geo` (forward, or a stride-1 input gradient) as matrix products:
@@ -428,7 +550,7 @@ impl GpuBackend {
         (input, out): (BufferId, BufferId),
         weights: Weights,
         epilogue: Option<Epilogue<'_>>,
-    ) -> bool {
+    ) -> Result<bool> {
         let Unfold {
             taps,
             np,
@@ -442,11 +564,11 @@ impl GpuBackend {
             && np == pixels;
         if pointwise {
             let Some((scratch, w)) = self.scratch_and_weights(&[], &weights) else {
-                return false;
+                return Ok(false);
             };
             let batch = (geo.n, taps * pixels);
             let buffers = (w, input, out);
-            self.matmul_out(
+            let result = self.matmul_out(
                 [geo.co, pixels, taps],
                 batch,
                 buffers,
@@ -454,17 +576,17 @@ impl GpuBackend {
                 epilogue,
             );
             self.free_all(scratch);
-            return true;
+            return result.map(|_| true);
         }
         if np < WIDE_BELOW && geo.n > 1 {
             return self.conv_gemm_wide(geo, (input, out), weights, epilogue);
         }
         let cols_bytes = chunk as usize * (taps * pixels) as usize * 4;
         let Some((scratch, w)) = self.scratch_and_weights(&[cols_bytes], &weights) else {
-            return false;
+            return Ok(false);
         };
         let cols = scratch[0];
-        for image0 in (0..geo.n).step_by(chunk as usize) {
+        let result = (0..geo.n).step_by(chunk as usize).try_for_each(|image0| {
             let images = chunk.min(geo.n - image0);
             let layout = [taps * pixels, pixels, 1];
             self.im2col(geo, input, cols, (image0, images, pixels), layout);
@@ -474,10 +596,10 @@ impl GpuBackend {
                 (w, cols, out),
                 (image0 * geo.co * np, np, false),
                 epilogue,
-            );
-        }
+            )
+        });
         self.free_all(scratch);
-        true
+        result.map(|_| true)
     }
 
     /// [`GpuBackend::conv_gemm`] for images of few pixels: a chunk's images unfold side by
@@ -491,7 +613,7 @@ impl GpuBackend {
         (input, out): (BufferId, BufferId),
         weights: Weights,
         epilogue: Option<Epilogue<'_>>,
-    ) -> bool {
+    ) -> Result<bool> {
         // The product's output is scratch too.
         let Unfold {
             taps, np, chunk, ..
@@ -499,18 +621,18 @@ impl GpuBackend {
         let width = (chunk * np).next_multiple_of(4) as usize;
         let sizes = [taps as usize * width * 4, geo.co as usize * width * 4];
         let Some((scratch, w)) = self.scratch_and_weights(&sizes, &weights) else {
-            return false;
+            return Ok(false);
         };
         let (cols, product) = (scratch[0], scratch[1]);
         let (co, npu) = (geo.co as usize, np as usize);
-        for image0 in (0..geo.n).step_by(chunk as usize) {
+        let result = (0..geo.n).step_by(chunk as usize).try_for_each(|image0| {
             let images = chunk.min(geo.n - image0);
             // Columns past images·np are never written; they only reach product columns
             // that are not copied out.
             let n = (images * np).next_multiple_of(4);
             self.im2col(geo, input, cols, (image0, images, np), [np, n, 1]);
             let buffers = (w, cols, product);
-            self.matmul_out([geo.co, n, taps], (1, 0), buffers, (0, n, false), None);
+            self.matmul_out([geo.co, n, taps], (1, 0), buffers, (0, n, false), None)?;
             let view = [images as usize, co, npu];
             let from = (0, &[npu, n as usize, 1][..]);
             let to = (image0 as usize * co * npu, &[co * npu, npu, 1][..]);
@@ -518,9 +640,10 @@ impl GpuBackend {
                 Some(_) => self.record_copy(product, out, &view, from, to, epilogue),
                 None => self.copy_strided(product, out, &view, from, to),
             }
-        }
+            Ok(())
+        });
         self.free_all(scratch);
-        true
+        result.map(|_| true)
     }
 
     /// The weight gradient of the forward convolution `geo` as matrix products: per chunk
@@ -533,7 +656,7 @@ impl GpuBackend {
         input: BufferId,
         grad: BufferId,
         out: BufferId,
-    ) -> bool {
+    ) -> Result<bool> {
         // The chunk of g is scratch too.
         let Unfold {
             taps,
@@ -550,11 +673,11 @@ impl GpuBackend {
             chunk as usize * geo.co as usize * pixels as usize * 4,
         ];
         let Some(scratch) = self.alloc_all(&sizes) else {
-            return false;
+            return Ok(false);
         };
         let (cols, gt) = (scratch[0], scratch[1]);
         let (co, npu, pix) = (geo.co as usize, np as usize, pixels as usize);
-        for image0 in (0..geo.n).step_by(chunk as usize) {
+        let result = (0..geo.n).step_by(chunk as usize).try_for_each(|image0| {
             let images = chunk.min(geo.n - image0);
             let k = images * pixels;
             if pixels != np {
@@ -575,9 +698,28 @@ impl GpuBackend {
                 (gt, cols, out),
                 (0, taps, image0 > 0),
                 None,
-            );
-        }
+            )
+        });
         self.free_all(scratch);
-        true
+        result.map(|_| true)
     }
+}
+
+/// Length of a convolution op's reduction: input channels per group × taps (forward),
+/// output channels per group × taps (input gradient), images × output pixels (weight
+/// gradient).
+fn reduction_len(op: &Op, x: &[Arg<'_>]) -> usize {
+    let taps = |w: &[usize]| w[2] * w[3];
+    match op {
+        Op::Conv2d(_) => x[1].shape[1] * taps(x[1].shape),
+        Op::Conv2dGradInput { spec, .. } => x[1].shape[0] / spec.groups.max(1) * taps(x[1].shape),
+        Op::Conv2dGradWeight { .. } => x[1].shape[0] * x[1].shape[2] * x[1].shape[3],
+        _ => 1,
+    }
+}
+
+/// Iterations of a direct convolution kernel's loop per channel: a row loop over the
+/// window's rows, a column loop over its taps, and the channel step itself.
+fn tap_trip(params: &ConvParams) -> u32 {
+    params.kh * (1 + params.kw) + 1
 }

@@ -2,12 +2,13 @@
 //! Each kernel family's parameters are a `#[repr(C)]` struct in `params.rs`.
 
 use bytemuck::{Pod, Zeroable};
-use wgrad_graph::op::{DType, Family, Op};
+use wgrad_graph::op::{DType, Family, Op, ReduceOp};
 use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK};
-use wgrad_graph::{Arg, BufferId};
+use wgrad_graph::{Arg, BufferId, Result};
 
 use crate::backend::{Command, GpuBackend};
-use crate::params::{dims, CopyParams, EwParams, PoolParams, RandParams, ShapeParams};
+use crate::params::{dims, CopyParams, EwParams, IndexParams, PoolParams, RandParams};
+use crate::reduce::Reduction;
 
 const WORKGROUP: u32 = 64;
 
@@ -203,7 +204,7 @@ impl GpuBackend {
 }
 
 /// Records the dispatches that compute `op`.
-pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
+pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
     let n = numel(out.shape);
     let (family, entries) = op.kernels();
     let entry = entries.first().map(String::as_str).unwrap_or("");
@@ -252,26 +253,23 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             };
             be.push_linear(family, entry, &params, ids(x), n);
         }
-        Op::Reduce { axes, .. } => {
-            let s = x[0].shape;
-            let mut params = reduce_params(s, axes, n);
-            // Trailing reduced axes are contiguous in every group.
-            let run: usize = (0..s.len())
-                .rev()
-                .take_while(|d| axes.contains(d))
-                .map(|d| s[d])
-                .product();
-            params.extra[1] = run.max(1) as u32;
-            be.push_linear(family, entry, &params, ids(x), n);
+        Op::Reduce { op: how, axes, .. } => {
+            let how = match how {
+                ReduceOp::Sum => Reduction::Sum,
+                ReduceOp::Max => Reduction::Max,
+            };
+            be.record_reduce(how, x[0].buffer, x[0].shape, axes, out.buffer)?;
         }
         Op::Argmax { axis, .. } => {
-            let s = x[0].shape;
-            let mut params = reduce_params(s, &[*axis], n);
-            params.tail = 0;
-            params.extra[0] = contiguous_strides(s)[*axis] as u32;
-            be.push_linear(family, entry, &params, ids(x), n);
+            be.record_reduce(
+                Reduction::Argmax,
+                x[0].buffer,
+                x[0].shape,
+                &[*axis],
+                out.buffer,
+            )?;
         }
-        Op::MatMul { .. } => crate::matmul::record_matmul(be, op, x, out, None),
+        Op::MatMul { .. } => crate::matmul::record_matmul(be, op, x, out, None)?,
         Op::Reshape { .. } => {
             if n > 0 {
                 be.commands.borrow_mut().push(Command::Copy {
@@ -340,23 +338,24 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
                 at += a.shape[*axis];
             }
         }
-        Op::Gather => {
-            let row_len: usize = x[0].shape[1..].iter().product();
-            let mut params: ShapeParams = Zeroable::zeroed();
-            params.n = n as u32;
-            params.count = row_len as u32;
-            params.extra[0] = x[0].shape[0] as u32;
-            be.push_linear(family, entry, &params, ids(x), n);
-        }
-        Op::OneHot { classes } => {
-            let mut params: ShapeParams = Zeroable::zeroed();
-            params.n = n as u32;
-            params.count = *classes as u32;
-            be.push_linear(family, entry, &params, ids(x), n);
+        Op::Gather | Op::OneHot { .. } => {
+            let (count, bound, code) = match op {
+                Op::OneHot { classes } => (*classes, *classes, 2),
+                _ => (x[0].shape[1..].iter().product(), x[0].shape[0], 1),
+            };
+            let params = IndexParams {
+                n: n as u32,
+                count: count as u32,
+                bound: bound as u32,
+                code,
+            };
+            let mut buffers = vec![out.buffer, be.index_flags()];
+            buffers.extend(x.iter().map(|a| a.buffer));
+            be.push_linear(family, entry, &params, buffers, n);
         }
         Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {
             if n > 0 {
-                be.record_conv(op, x, out, None);
+                be.record_conv(op, x, out, None)?;
             }
         }
         Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
@@ -384,8 +383,10 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             be.push_pool(entry, &params, ids(x), n);
         }
         Op::Cast { to } => {
-            let mut params: ShapeParams = Zeroable::zeroed();
-            params.n = n as u32;
+            let params = IndexParams {
+                n: n as u32,
+                ..Zeroable::zeroed()
+            };
             let entry = match to {
                 DType::U32 => &entries[0],
                 DType::F32 => &entries[1],
@@ -393,6 +394,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
             be.push_linear(family, entry, &params, ids(x), n);
         }
     }
+    Ok(())
 }
 
 /// A fused group of elementwise ops applied to each element a kernel stores (see
@@ -413,27 +415,4 @@ fn pool_pairs(spec: &wgrad_graph::Pool2dSpec, x: &[usize], y: &[usize]) -> bool 
         && x[3].is_multiple_of(2)
         && y[2] * 2 <= x[2]
         && y[3] * 2 <= x[3]
-}
-
-/// Parameters of a reduction of `shape` over `axes` producing `n` outputs.
-fn reduce_params(shape: &[usize], axes: &[usize], n: usize) -> ShapeParams {
-    let rank = shape.len();
-    let kept: Vec<usize> = (0..rank)
-        .map(|d| if axes.contains(&d) { 1 } else { shape[d] })
-        .collect();
-    let red: Vec<usize> = (0..rank)
-        .map(|d| if axes.contains(&d) { shape[d] } else { 1 })
-        .collect();
-    // The group is one contiguous run when the reduced axes are the trailing ones.
-    let tail = axes.iter().all(|&a| a >= rank - axes.len());
-    ShapeParams {
-        n: n as u32,
-        count: numel(&red) as u32,
-        rank: rank as u32,
-        tail: tail as u32,
-        kept: dims(&kept),
-        red: dims(&red),
-        strides: dims(&contiguous_strides(shape)),
-        extra: [0; MAX_RANK],
-    }
 }

@@ -12,9 +12,16 @@ pub mod launch;
 mod matmul;
 pub mod params;
 mod profile;
+mod reduce;
 pub mod shaders;
 
 pub use backend::GpuBackend;
 pub use context::{AdapterOptions, Context};
 pub use profile::{KernelTime, ProfileClock};
 pub use wgpu;
+
+/// The most iterations one kernel invocation's main loop runs, whatever the tensor sizes:
+/// longer work is split across invocations and passes (reductions, split-K products,
+/// convolutions in channel chunks). Mesa's software adapters stop a shader's loops after
+/// 65,535 iterations in all, silently, and real GPUs are slow at long loops.
+pub const MAX_TRIP: usize = 4096;

@@ -4,12 +4,14 @@
 
 use wgrad_graph::op::{Family, Op};
 use wgrad_graph::shape::{broadcast_strides, numel};
-use wgrad_graph::{Arg, BufferId};
+use wgrad_graph::{Arg, BufferId, Error, Result};
 
 use crate::backend::{Command, GpuBackend};
 use crate::launch::Epilogue;
 use crate::params::{dims, MatmulParams};
+use crate::reduce::Reduction;
 use crate::shaders::{UA_LANES, UA_WINDOWS};
+use crate::MAX_TRIP;
 
 impl GpuBackend {
     /// Records the product `params` describes with A read through uniform windows of 64 KiB
@@ -132,7 +134,7 @@ pub(crate) fn record_matmul(
     x: &[Arg<'_>],
     out: &Arg<'_>,
     epilogue: Option<Epilogue<'_>>,
-) {
+) -> Result<()> {
     let Op::MatMul { ta, tb } = *op else {
         unreachable!("record_matmul takes a matmul")
     };
@@ -142,7 +144,7 @@ pub(crate) fn record_matmul(
     let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
     let batch = &out.shape[..r - 2];
     if m * n * numel(batch) == 0 {
-        return;
+        return Ok(());
     }
     let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch)
         .iter()
@@ -169,10 +171,12 @@ pub(crate) fn record_matmul(
         a_rows: 0,
         window_rows: 0,
         b_panel: 0,
+        k_chunk: 0,
+        batch_count: 0,
     };
     let operands = (x[0].buffer, x[1].buffer, out.buffer);
     if be.matmul_ua(&params, operands, false, epilogue) {
-        return;
+        return Ok(());
     }
     // The vec4 variants read rows as vec4: the dimensions they read along must be multiples
     // of 4. Wide workgroups win while B (k·n values) stays in cache.
@@ -188,11 +192,124 @@ pub(crate) fn record_matmul(
         _ => ("matmul", [32, 32]),
     };
     debug_assert!(op.kernels().1.iter().any(|e| e == name));
-    let groups = [
-        (n as u32).div_ceil(tile[0]),
-        (m as u32).div_ceil(tile[1]),
-        numel(batch) as u32,
-    ];
-    let buffers = vec![out.buffer, x[0].buffer, x[1].buffer];
-    be.push_stored(Family::Matmul, name, epilogue, &params, buffers, groups);
+    be.push_product(
+        name,
+        tile,
+        &params,
+        (x[0].buffer, x[1].buffer, out.buffer),
+        epilogue,
+    )
+}
+
+/// The most of k one invocation of product kernel `entry` walks within [`MAX_TRIP`]
+/// iterations: one k per iteration for the scalar kernels, 4 for the vec4 ones, 16 per 5 for
+/// the tiled one (a step of 16 staged, then 4 inner steps).
+fn k_limit(entry: &str) -> usize {
+    match entry {
+        "matmul" | "matmul_tn_vec4" => MAX_TRIP,
+        "matmul_tiled" => MAX_TRIP / 5 * 16,
+        _ => 4 * MAX_TRIP,
+    }
+}
+
+impl GpuBackend {
+    /// Records product kernel `entry` (workgroups of `tile` columns × rows) for `params`.
+    /// Where k passes the kernel's [`k_limit`], k is split: every split writes its partial
+    /// product to scratch in one dispatch, and `matmul_sum_splits` adds them up in order and
+    /// stores the sum as `params` says (offset, row length, accumulate), through `epilogue`.
+    pub(crate) fn push_product(
+        &self,
+        entry: &str,
+        tile: [u32; 2],
+        params: &MatmulParams,
+        (a, b, out): (BufferId, BufferId, BufferId),
+        epilogue: Option<Epilogue<'_>>,
+    ) -> Result<()> {
+        let rank = params.batch_rank as usize;
+        let batch: u32 = params.batch[..rank].iter().product();
+        let (m, n, k) = (params.m, params.n, params.k as usize);
+        let limit = k_limit(entry);
+        let columns = [n.div_ceil(tile[0]), m.div_ceil(tile[1])];
+        if k <= limit {
+            let groups = [columns[0], columns[1], batch];
+            self.push_stored(
+                Family::Matmul,
+                entry,
+                epilogue,
+                params,
+                vec![out, a, b],
+                groups,
+            );
+            return Ok(());
+        }
+        let splits = k.div_ceil(limit);
+        let grid = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        if splits * batch as usize > grid {
+            return Err(Error::Device(format!(
+                "matmul: {batch} products split {splits} ways along k = {k} exceed the \
+                 device's {grid} workgroups per dimension; use fewer or smaller products"
+            )));
+        }
+        let per = batch as usize * m as usize * n as usize;
+        let total = batch as usize * m as usize * params.out_n as usize;
+        // Past MAX_TRIP splits, the sum pass reads their sum from a reduction instead; with
+        // an epilogue, it stores to scratch that a generated copy applies the epilogue to.
+        let mut sizes = vec![splits * per * 4];
+        if splits > MAX_TRIP {
+            sizes.push(per * 4);
+        }
+        if epilogue.is_some() {
+            sizes.push(total * 4);
+        }
+        let Some(scratch) = self.alloc_all(&sizes) else {
+            return Err(Error::OutOfMemory {
+                bytes: sizes.iter().sum::<usize>() as u64,
+            });
+        };
+        let partial = MatmulParams {
+            k_chunk: limit as u32,
+            batch_count: batch,
+            out_offset: 0,
+            out_n: n,
+            accumulate: 0,
+            ..*params
+        };
+        let groups = [columns[0], columns[1], batch * splits as u32];
+        let buffers = vec![scratch[0], a, b];
+        self.push_stored(Family::Matmul, entry, None, &partial, buffers, groups);
+        let (sums, k_chunk) = if splits > MAX_TRIP {
+            let shape = [splits, per];
+            self.record_reduce(Reduction::Sum, scratch[0], &shape, &[0], scratch[1])?;
+            (scratch[1], params.k)
+        } else {
+            (scratch[0], limit as u32)
+        };
+        let mut sum = MatmulParams {
+            k_chunk,
+            batch_count: batch,
+            ..*params
+        };
+        let dst = match epilogue {
+            Some(_) => {
+                sum.out_offset = 0;
+                *scratch.last().expect("allocated")
+            }
+            None => out,
+        };
+        let groups = self.linear_groups(total);
+        self.push(
+            Family::Matmul,
+            "matmul_sum_splits",
+            &sum,
+            vec![dst, sums],
+            groups,
+        );
+        if epilogue.is_some() {
+            let flat = &[1][..];
+            let to = (params.out_offset as usize, flat);
+            self.record_copy(dst, out, &[total], (0, flat), to, epilogue);
+        }
+        self.free_all(scratch);
+        Ok(())
+    }
 }

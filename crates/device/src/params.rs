@@ -27,26 +27,52 @@ pub struct EwParams {
     pub sc: [u32; MAX_RANK],
 }
 
-/// `ShapeParams` of `shaders/reduce.wgsl` and `shaders/index.wgsl`.
+/// `shaders/index.wgsl`'s `IndexParams`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct ShapeParams {
+pub struct IndexParams {
     /// Number of output elements.
     pub n: u32,
-    /// Elements per reduction group; the row length for `gather`, the classes for `one_hot`.
+    /// The row length for `gather`, the classes for `one_hot`.
     pub count: u32,
-    /// Rank of the input.
-    pub rank: u32,
-    /// 1 when the reduced axes are the trailing ones, so each group is one contiguous run.
-    pub tail: u32,
-    /// Input shape with the reduced axes set to 1.
-    pub kept: [u32; MAX_RANK],
-    /// Input shape with the kept axes set to 1.
-    pub red: [u32; MAX_RANK],
-    /// Row-major element strides of the input.
-    pub strides: [u32; MAX_RANK],
-    /// `extra[0]`: the axis' stride for `argmax`, the table's rows for `gather`.
-    pub extra: [u32; MAX_RANK],
+    /// The size indices must stay below: the table's rows, the classes.
+    pub bound: u32,
+    /// The op's code in the index flags (see `backend.rs`): 1 gather, 2 one-hot.
+    pub code: u32,
+}
+
+/// `shaders/reduce.wgsl`'s `ReduceParams`: one pass of a reduction (see `reduce.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ReduceParams {
+    /// Number of outputs.
+    pub n: u32,
+    /// Elements combined into each output.
+    pub count: u32,
+    /// Invocations per output; each takes every `parts`-th element.
+    pub parts: u32,
+    /// Number of kept axes in `kept`.
+    pub kept_rank: u32,
+    /// Sizes of the kept axes, outermost first.
+    pub kept: [u32; 4],
+    /// Element strides of the kept axes.
+    pub kept_strides: [u32; 4],
+    /// Length of the outer reduced level.
+    pub r_len: u32,
+    /// Element stride of the outer reduced level.
+    pub r_stride: u32,
+    /// Length of the inner reduced level.
+    pub l_len: u32,
+    /// Element stride of the inner reduced level.
+    pub l_stride: u32,
+    /// `parts / l_len`.
+    pub dr: u32,
+    /// `parts % l_len`.
+    pub dt: u32,
+    /// `argmax`: 1 when the values come with their indices (a pass over partial results).
+    pub indexed: u32,
+    /// Unused; matches the WGSL struct's `_pad`.
+    pub pad: u32,
 }
 
 /// `shaders/layout.wgsl`'s `CopyParams`.
@@ -110,6 +136,10 @@ pub struct MatmulParams {
     /// `_ua` kernels: 0 when `b` is row-major; else `b` is packed in panels of this many
     /// vec4 columns, each panel's `k` rows together (`[panel, k, b_panel]`).
     pub b_panel: u32,
+    /// Split-K: 0, or the `k` range of each split (grid z numbers split and matrix).
+    pub k_chunk: u32,
+    /// Split-K: the matrices per split (the output's batch).
+    pub batch_count: u32,
 }
 
 /// `shaders/random.wgsl`'s `RandParams`.
@@ -166,8 +196,16 @@ pub struct ConvParams {
     pub cg: u32,
     /// Output channels per group.
     pub og: u32,
-    /// Unused; matches the WGSL struct's `_pad0` and `_pad1`.
-    pub pad: [u32; 2],
+    /// The start of the range of the kernel's reduction that the dispatch walks: input
+    /// channels of the group (forward), output channels (input gradient), or rows
+    /// `image · oh + output row` (weight gradient).
+    pub red_begin: u32,
+    /// The end of that range.
+    pub red_end: u32,
+    /// Added to every output index (a part's place in the scratch of a split reduction).
+    pub out_base: u32,
+    /// Unused; matches the WGSL struct's `_pad`.
+    pub pad: u32,
 }
 
 impl ConvParams {
@@ -193,7 +231,10 @@ impl ConvParams {
             dw: u(spec.dilation[1]),
             cg: u(x[1] / spec.groups),
             og: u(y[1] / spec.groups),
-            pad: [0; 2],
+            red_begin: 0,
+            red_end: 0,
+            out_base: 0,
+            pad: 0,
         }
     }
 }
@@ -241,8 +282,12 @@ pub struct ConvLanesParams {
     pub cgo: u32,
     /// `conv2d_lanes_ua`: the first image held by the uniform window.
     pub image0: u32,
-    /// Unused; matches the WGSL struct's `_pad1`.
-    pub pad: u32,
+    /// The first input channel of the group this dispatch walks.
+    pub c_begin: u32,
+    /// The end of the input channels this dispatch walks.
+    pub c_end: u32,
+    /// Added to every output index (a part's place in the scratch of a split reduction).
+    pub out_base: u32,
 }
 
 impl ConvLanesParams {
@@ -268,7 +313,9 @@ impl ConvLanesParams {
             cgi: c.cg,
             cgo: c.og,
             image0: 0,
-            pad: 0,
+            c_begin: 0,
+            c_end: c.cg,
+            out_base: 0,
         }
     }
 
@@ -295,7 +342,9 @@ impl ConvLanesParams {
             cgi: c.og,
             cgo: c.cg,
             image0: 0,
-            pad: 0,
+            c_begin: 0,
+            c_end: c.og,
+            out_base: 0,
         }
     }
 }

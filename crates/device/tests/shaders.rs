@@ -104,6 +104,9 @@ fn all_ops() -> Vec<Op> {
         Erf,
         Gelu,
         LeakyRelu(0.1),
+        IsNan,
+        IsInf,
+        IsFinite,
     ] {
         ops.push(Op::Unary(u));
     }

@@ -168,6 +168,7 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
                     g * (cdf + a * pdf)
                 }
                 UnaryOp::LeakyRelu(slope) => Tensor::select(&a.gt(&zero()), g, &(g * *slope)),
+                UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsFinite => return vec![],
             };
             vec![Some(ga)]
         }

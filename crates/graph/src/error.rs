@@ -42,6 +42,17 @@ pub enum Error {
     },
     /// Data handed to the engine does not fit what the model expects.
     Data(String),
+    /// An operation the engine does not support on these sizes (named, with what to do).
+    Unsupported(String),
+    /// A gather, embedding or one-hot index is past the size it indexes.
+    Index {
+        /// The op, e.g. `gather`.
+        op: &'static str,
+        /// The offending index (the first one found).
+        index: u64,
+        /// The size it must be below.
+        size: u64,
+    },
     /// A loss or gradient became NaN or infinite during training.
     NonFinite {
         /// Training step, counted from 1, at which it was found.
@@ -76,6 +87,11 @@ impl fmt::Display for Error {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
             Error::Data(msg) => write!(f, "{msg}"),
+            Error::Unsupported(msg) => write!(f, "not supported: {msg}"),
+            Error::Index { op, index, size } => write!(
+                f,
+                "{op}: index {index} is out of range for size {size} (indices must be below {size})"
+            ),
             Error::NonFinite { step, what } => write!(
                 f,
                 "{what} is NaN or infinite at step {step}; training stopped before applying it \

@@ -2,8 +2,8 @@
 //! the op and the shapes when the inputs do not fit.
 
 use crate::geometry::{check_conv, check_pool, nchw};
-use crate::op::{reduced_shape, DType, Meta, Op};
-use crate::shape::{broadcast_shapes, numel, MAX_RANK};
+use crate::op::{reduced_shape, DType, Meta, Op, ReduceOp};
+use crate::shape::{broadcast_shapes, checked_numel, numel, MAX_RANK};
 
 impl Op {
     /// Output shape and dtype from the inputs', or a message saying what is wrong.
@@ -65,10 +65,16 @@ impl Op {
                     })?;
                 (s, DType::F32)
             }
-            Op::Reduce { axes, keepdim, .. } => {
+            Op::Reduce { op, axes, keepdim } => {
                 need_f32(0)?;
                 let s = &inputs[0].0;
                 check_axes(name, axes, s.len())?;
+                // PyTorch refuses the maximum of nothing too (a sum of nothing is 0).
+                if *op == ReduceOp::Max && axes.iter().any(|&a| s[a] == 0) {
+                    return Err(format!(
+                        "max: reduced axes {axes:?} of shape {s:?} are empty"
+                    ));
+                }
                 (reduced_shape(s, axes, *keepdim), DType::F32)
             }
             Op::Argmax { axis, keepdim } => {
@@ -110,12 +116,13 @@ impl Op {
                 (s, DType::F32)
             }
             Op::Reshape { shape } => {
-                if numel(shape) != numel(&inputs[0].0) {
+                if checked_numel(shape) != Some(numel(&inputs[0].0)) {
+                    let count =
+                        checked_numel(shape).map_or("too many".to_string(), |n| n.to_string());
                     return Err(format!(
-                        "reshape: cannot view {:?} ({} elements) as {shape:?} ({} elements)",
+                        "reshape: cannot view {:?} ({} elements) as {shape:?} ({count} elements)",
                         inputs[0].0,
                         numel(&inputs[0].0),
-                        numel(shape)
                     ));
                 }
                 (shape.clone(), inputs[0].1)
@@ -298,6 +305,12 @@ impl Op {
         if out.0.len() > MAX_RANK || inputs.iter().any(|i| i.0.len() > MAX_RANK) {
             return Err(format!(
                 "{name}: tensors of rank above {MAX_RANK} are not supported"
+            ));
+        }
+        if checked_numel(&out.0).is_none() {
+            return Err(format!(
+                "{name}: shape {:?} has more elements than fit in memory",
+                out.0
             ));
         }
         Ok(out)

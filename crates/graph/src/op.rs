@@ -52,6 +52,19 @@ pub enum UnaryOp {
     Gelu,
     /// `x` for positive inputs, `slope·x` otherwise.
     LeakyRelu(f32),
+    /// 1.0 where `x` is NaN, else 0.0 (not differentiable).
+    IsNan,
+    /// 1.0 where `x` is +∞ or -∞, else 0.0 (not differentiable).
+    IsInf,
+    /// 1.0 where `x` is neither NaN nor infinite, else 0.0 (not differentiable).
+    IsFinite,
+}
+
+impl UnaryOp {
+    /// Whether the op tests its input (output 0.0 or 1.0, not differentiable).
+    pub fn is_test(self) -> bool {
+        matches!(self, UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsFinite)
+    }
 }
 
 /// Elementwise functions of two broadcast `f32` inputs. Comparisons give 0.0 or 1.0.
@@ -107,13 +120,13 @@ pub enum ReduceOp {
 pub enum Family {
     /// Unary and binary functions and `where`.
     Elementwise,
-    /// Sum and max reductions.
+    /// Sum, max and argmax reductions.
     Reduce,
     /// Batched matrix product.
     Matmul,
     /// Fill and strided copy (full, permute, expand, slice, pad, concat).
     Layout,
-    /// Kernels that produce or consume `u32`: argmax, gather, one-hot, casts.
+    /// Kernels that produce or consume `u32`: gather, one-hot, casts.
     Index,
     /// Counter-based uniform random numbers.
     Random,
@@ -236,9 +249,10 @@ pub enum Op {
         axis: usize,
     },
     /// Rows of a table picked by `u32` indices: `table[v, ...]`, `idx[...]` → `[idx..., ...]`.
-    /// An index past the table gives a row of zeros.
+    /// An index past the table is an [`Error::Index`](crate::Error::Index).
     Gather,
-    /// `u32` labels `[...]` → `f32` `[..., classes]`; a label past `classes` gives a zero row.
+    /// `u32` labels `[...]` → `f32` `[..., classes]`; a label past `classes` is an
+    /// [`Error::Index`](crate::Error::Index).
     OneHot {
         /// Number of classes (length of the new last axis).
         classes: usize,
@@ -303,6 +317,9 @@ impl Op {
                 UnaryOp::Erf => "erf",
                 UnaryOp::Gelu => "gelu",
                 UnaryOp::LeakyRelu(_) => "leaky_relu",
+                UnaryOp::IsNan => "isnan",
+                UnaryOp::IsInf => "isinf",
+                UnaryOp::IsFinite => "isfinite",
             },
             Op::Binary(b) => match b {
                 BinaryOp::Add => "add",
@@ -352,12 +369,12 @@ impl Op {
     pub fn differentiable(&self) -> bool {
         match self {
             Op::Full { .. } | Op::RandUniform { .. } => false,
+            Op::Unary(u) => !u.is_test(),
             Op::Binary(b) => !b.is_comparison(),
             Op::Argmax { .. } | Op::OneHot { .. } | Op::Cast { .. } => false,
             // Second derivatives through max pooling are not supported.
             Op::MaxPool2dGrad(_) => false,
-            Op::Unary(_)
-            | Op::Where
+            Op::Where
             | Op::Reduce { .. }
             | Op::MatMul { .. }
             | Op::Reshape { .. }
@@ -376,6 +393,17 @@ impl Op {
         }
     }
 
+    /// The input holding `u32` indices and the size they must stay below, for ops that index
+    /// (gather: the table's rows; one-hot: the classes). Every backend reports an index past
+    /// it as an [`Error::Index`](crate::Error::Index), never as zeros.
+    pub fn index_bound(&self, inputs: &[&[usize]]) -> Option<(usize, usize)> {
+        match self {
+            Op::Gather => Some((1, inputs[0][0])),
+            Op::OneHot { classes } => Some((0, *classes)),
+            _ => None,
+        }
+    }
+
     /// Shader family and entry points of the kernels that implement this op on the GPU.
     /// Reshape needs none (a buffer copy); Pad and Concat reuse the layout copy; Cast lists
     /// its `f32 → u32` entry first.
@@ -387,7 +415,7 @@ impl Op {
             Op::Binary(_) => return (Family::Elementwise, vec![format!("binary_{}", self.name())]),
             Op::Where => (Family::Elementwise, &["where_select"]),
             Op::Reduce { .. } => return (Family::Reduce, vec![format!("reduce_{}", self.name())]),
-            Op::Argmax { .. } => (Family::Index, &["argmax"]),
+            Op::Argmax { .. } => (Family::Reduce, &["argmax"]),
             // The vec4 variants serve k and n that are multiples of 4; the tiled one is for
             // GPUs (see crates/device).
             Op::MatMul { .. } => (

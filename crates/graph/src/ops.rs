@@ -47,6 +47,12 @@ impl Tensor {
         erf => Erf;
         /// GELU, exact form `x·Φ(x) = x/2·(1 + erf(x/√2))`.
         gelu => Gelu;
+        /// 1.0 where NaN, else 0.0 (like `torch.isnan`, as f32; not differentiable).
+        isnan => IsNan;
+        /// 1.0 where +∞ or -∞, else 0.0 (like `torch.isinf`; not differentiable).
+        isinf => IsInf;
+        /// 1.0 where neither NaN nor infinite, else 0.0 (like `torch.isfinite`).
+        isfinite => IsFinite;
     }
 
     binary_methods! {

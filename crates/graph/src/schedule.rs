@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::backend::{Arg, Buffer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fusion::{self, build_fused};
 use crate::tensor::Tensor;
 
@@ -32,6 +32,7 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
         return Ok(());
     }
     let device = order[0].device().clone();
+    check_host_indices(&order)?;
     let index: HashMap<u64, usize> = order.iter().enumerate().map(|(i, t)| (t.id(), i)).collect();
 
     // Uses of each pending node by other pending nodes of this batch.
@@ -152,6 +153,27 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
             if !t.requires_grad() {
                 t.0.inputs.borrow_mut().clear();
             }
+        }
+    }
+    Ok(())
+}
+
+/// Indices uploaded from the host are checked against what they index before anything of
+/// the batch runs (indices computed on a device are checked by its kernels).
+fn check_host_indices(order: &[Tensor]) -> Result<()> {
+    for t in order {
+        let Some(op) = t.op() else { continue };
+        let inputs = t.0.inputs.borrow();
+        let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
+        let Some((i, size)) = op.index_bound(&shapes) else {
+            continue;
+        };
+        if let Some(max) = inputs[i].0.max_index.get().filter(|&m| m as usize >= size) {
+            return Err(Error::Index {
+                op: op.name(),
+                index: max as u64,
+                size: size as u64,
+            });
         }
     }
     Ok(())

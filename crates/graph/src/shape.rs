@@ -8,6 +8,13 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// Number of elements of a shape, or `None` when its bytes (4 per element) would not fit in
+/// memory's address range: every tensor's shape passes this where the tensor is made.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    (n <= isize::MAX as usize / 4).then_some(n)
+}
+
 /// Row-major (C order) strides, in elements.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];

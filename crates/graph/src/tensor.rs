@@ -6,10 +6,10 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::{Buffer, Device};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::op::{DType, Op};
 use crate::schedule;
-use crate::shape::numel;
+use crate::shape::{checked_numel, numel};
 
 pub(crate) struct Node {
     pub(crate) id: u64,
@@ -25,6 +25,9 @@ pub(crate) struct Node {
     /// The value of a one-element tensor made by [`Tensor::full`]: fused kernels read it from
     /// their parameters instead of binding its buffer.
     pub(crate) constant: Cell<Option<f32>>,
+    /// The largest value of `u32` data uploaded from the host: indices are checked against
+    /// what they index before any kernel runs (see `Op::index_bound`).
+    pub(crate) max_index: Cell<Option<u32>>,
 }
 
 /// A lazily evaluated n-dimensional array on a [`Device`].
@@ -75,6 +78,7 @@ impl Tensor {
             buffer: RefCell::new(buffer),
             requires_grad: Cell::new(requires_grad),
             constant: Cell::new(None),
+            max_index: Cell::new(None),
         }))
     }
 
@@ -108,14 +112,25 @@ impl Tensor {
             .iter()
             .map(|t| (t.shape().to_vec(), t.dtype()))
             .collect();
+        // Shape misuse is the programmer's: a panic at the caller, naming the op and shapes.
         let (shape, dtype) = match op.infer(&metas) {
             Ok(m) => m,
             Err(msg) => panic!("{msg}"),
         };
         let requires_grad =
             grad_enabled() && op.differentiable() && inputs.iter().any(|t| t.requires_grad());
+        // Ops that rearrange host indices without dropping any keep their largest value.
+        let max_index = match op {
+            Op::Reshape { .. } | Op::Permute { .. } | Op::Expand { .. } | Op::Concat { .. } => {
+                inputs
+                    .iter()
+                    .map(|t| t.0.max_index.get())
+                    .try_fold(0, |m, v| Some(m.max(v?)))
+            }
+            _ => None,
+        };
         let inputs = inputs.iter().map(|t| (*t).clone()).collect();
-        Self::new_node(
+        let t = Self::new_node(
             device.clone(),
             shape,
             dtype,
@@ -123,10 +138,26 @@ impl Tensor {
             inputs,
             None,
             requires_grad,
-        )
+        );
+        t.0.max_index.set(max_index);
+        t
     }
 
     fn upload(device: &Device, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let len = bytes.len() / 4;
+        match checked_numel(shape) {
+            Some(n) if n == len => {}
+            Some(n) => {
+                return Err(Error::Data(format!(
+                    "data has {len} values but shape {shape:?} holds {n}"
+                )))
+            }
+            None => {
+                return Err(Error::Data(format!(
+                    "shape {shape:?} has more elements than fit in memory"
+                )))
+            }
+        }
         let buffer = Buffer::alloc(device, bytes.len())?;
         device.backend.write(buffer.id, bytes)?;
         Ok(Self::new_node(
@@ -140,22 +171,21 @@ impl Tensor {
         ))
     }
 
-    /// Uploads `f32` data of the given shape. Panics when the lengths disagree.
-    #[track_caller]
+    /// Uploads `f32` data of the given shape; an [`Error::Data`] when the lengths disagree.
     pub fn from_slice(device: &Device, data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        check_len(data.len(), shape);
         Self::upload(device, bytemuck::cast_slice(data), shape, DType::F32)
     }
 
-    /// Uploads `u32` data (labels, indices) of the given shape.
-    #[track_caller]
+    /// Uploads `u32` data (labels, indices) of the given shape; an [`Error::Data`] when the
+    /// lengths disagree. Its largest value is kept, so that an index past what a gather or
+    /// one-hot indexes is an [`Error::Index`] before any kernel runs.
     pub fn from_u32(device: &Device, data: &[u32], shape: &[usize]) -> Result<Tensor> {
-        check_len(data.len(), shape);
-        Self::upload(device, bytemuck::cast_slice(data), shape, DType::U32)
+        let t = Self::upload(device, bytemuck::cast_slice(data), shape, DType::U32)?;
+        t.0.max_index.set(data.iter().copied().max());
+        Ok(t)
     }
 
     /// A trainable leaf: uploaded data that autodiff computes gradients for.
-    #[track_caller]
     pub fn param(device: &Device, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         let t = Self::from_slice(device, data, shape)?;
         t.0.requires_grad.set(true);
@@ -173,11 +203,13 @@ impl Tensor {
         self
     }
 
-    /// A tensor of `shape` filled with `value` (lazy: no upload).
+    /// A tensor of `shape` filled with `value` (lazy: no upload). Panics at the caller when
+    /// the shape has more elements than fit in memory.
+    #[track_caller]
     pub fn full(device: &Device, shape: &[usize], value: f32) -> Tensor {
         // A single value is uploaded now: a four-byte write costs far less than a fill
         // dispatch, and scalars (learning rates, β, ε, 1/n) appear many times in every step.
-        if numel(shape) == 1 {
+        if checked_numel(shape) == Some(1) {
             if let Ok(t) = Self::upload(device, &value.to_le_bytes(), shape, DType::F32) {
                 t.0.constant.set(Some(value));
                 return t;
@@ -192,11 +224,13 @@ impl Tensor {
     }
 
     /// A tensor of `shape` filled with 0.0 (lazy: no upload).
+    #[track_caller]
     pub fn zeros(device: &Device, shape: &[usize]) -> Tensor {
         Self::full(device, shape, 0.0)
     }
 
     /// A tensor of `shape` filled with 1.0 (lazy: no upload).
+    #[track_caller]
     pub fn ones(device: &Device, shape: &[usize]) -> Tensor {
         Self::full(device, shape, 1.0)
     }
@@ -207,6 +241,7 @@ impl Tensor {
     }
 
     /// Uniform samples in `[0, 1)`; the same seed gives the same bits on every backend.
+    #[track_caller]
     pub fn rand(device: &Device, shape: &[usize], seed: u64) -> Tensor {
         let op = Op::RandUniform {
             seed,
@@ -368,16 +403,6 @@ impl Tensor {
 /// Computes several tensors in one batch (one submission on a GPU).
 pub fn realize_all(tensors: &[&Tensor]) -> Result<()> {
     schedule::realize(tensors)
-}
-
-#[track_caller]
-fn check_len(len: usize, shape: &[usize]) {
-    assert_eq!(
-        len,
-        numel(shape),
-        "data has {len} values but shape {shape:?} holds {}",
-        numel(shape)
-    );
 }
 
 impl std::fmt::Debug for Tensor {
