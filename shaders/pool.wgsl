@@ -1,6 +1,7 @@
 // 2-D max and average pooling over NCHW tensors, and their gradients. Forward passes run one
 // invocation per output element; gradients one per input element, visiting every window that
-// covers it, so no atomics are needed.
+// covers it, so no atomics are needed. The launcher refuses windows whose loops would pass
+// its bound (crates/device/src/launch.rs).
 
 // Rust twin: PoolParams in crates/device/src/params.rs
 struct PoolParams {
@@ -200,8 +201,21 @@ fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builti
     out[plane + argmax(plane, window(oy, ox))] = b[i];
 }
 
-// Overlapping windows: one invocation per input element sums the gradients of the windows
-// whose first maximum it is. a = x, b = g (pooled gradient), out = dx.
+// Overlapping windows, in two passes. First, each window's first maximum (its plane
+// offset) into win_at; then one invocation per input element sums the gradients of the
+// windows whose maximum it is: a loop over the windows covering it, not over their elements.
+@group(0) @binding(1) var<storage, read_write> out_at: array<u32>;
+@group(0) @binding(2) var<storage, read> win_at: array<u32>;
+
+@compute @workgroup_size(64)
+fn max_pool2d_argmax(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.x + g.y * nw.x * WG;
+    if (i >= p.total) { return; }
+    let c = out_coords(i);
+    out_at[i] = argmax(c.x * geo_h() * geo_w(), window(c.y, c.z));
+}
+
+// win_at = the windows' maxima, b = g (pooled gradient), out = dx.
 @compute @workgroup_size(64)
 fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WG;
@@ -210,15 +224,15 @@ fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_wor
     let x = i - row * geo_w();
     let pl = pdiv(row, geo_h());
     let y = row - pl * geo_h();
-    let plane = pl * geo_h() * geo_w();
     let me = y * geo_w() + x;
     let ys = covering(y, geo_kh(), geo_sh(), geo_ph(), geo_oh());
     let xs = covering(x, geo_kw(), geo_sw(), geo_pw(), geo_ow());
     var acc = 0.0;
     for (var oy = ys.x; oy <= ys.y; oy++) {
         for (var ox = xs.x; ox <= xs.y; ox++) {
-            if (argmax(plane, window(u32(oy), u32(ox))) == me) {
-                acc += b[(pl * geo_oh() + u32(oy)) * geo_ow() + u32(ox)];
+            let w = (pl * geo_oh() + u32(oy)) * geo_ow() + u32(ox);
+            if (win_at[w] == me) {
+                acc += b[w];
             }
         }
     }

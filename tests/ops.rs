@@ -331,6 +331,34 @@ fn matmul_epilogues() {
 
 /// An epilogue that also stores a value the caller holds: the pre-activation `z` and the
 /// activation `y` come out of one matmul kernel, both equal to the CPU's.
+/// One kernel serves every value of an epilogue's constants: they travel with the launch.
+/// (Compiled into the source but left out of the cache's key, the first value was used for
+/// every later one.)
+#[test]
+fn epilogue_constants_change_between_calls() {
+    let conv = wgrad::graph::Conv2dSpec::default();
+    for s in [0.5f32, 0.25, 2.0, -3.0] {
+        check(
+            &format!("matmul_times_{s}"),
+            12,
+            &[f(&[5, 12]), f(&[12, 8])],
+            move |x| x[0].matmul(&x[1]) * s,
+        );
+        check(
+            &format!("matmul_leaky_{s}"),
+            12,
+            &[f(&[5, 12]), f(&[12, 8])],
+            move |x| x[0].matmul(&x[1]).add_scalar(s).leaky_relu(s.abs() / 4.0),
+        );
+        check(
+            &format!("conv2d_times_{s}"),
+            36,
+            &[f(&[2, 4, 6, 6]), f(&[8, 4, 3, 3])],
+            move |x| x[0].conv2d(&x[1], conv) * s,
+        );
+    }
+}
+
 #[test]
 fn matmul_epilogue_storing_two_values() {
     let Some(gpu) = common::gpu() else { return };

@@ -24,6 +24,9 @@ pub(crate) enum Command {
         params_len: u64,
         /// Binding 1 is the output, 2.. the inputs.
         buffers: Vec<BufferId>,
+        /// An epilogue's constants: where they are in the parameter buffer, bound after the
+        /// buffers.
+        constants: Option<(u64, u64)>,
         groups: [u32; 3],
         /// Kernel name, kept only while profiling (`WGRAD_PROFILE=1`).
         label: String,
@@ -77,13 +80,14 @@ const INDEX_FLAG_BYTES: u64 = 16;
 
 /// What a dispatch's bind group binds: the pipeline (by address; the cache holds the pipeline
 /// beside the bind group, so no other pipeline can take that address), the parameters' offset
-/// and size in the parameter buffer, and the buffers from binding 1 on.
+/// and size in the parameter buffer, the buffers from binding 1 on, and the constants' range.
 #[derive(PartialEq, Eq, Hash)]
 struct BindKey {
     pipeline: usize,
     params_at: u64,
     params_len: u64,
     buffers: Vec<BufferId>,
+    constants: Option<(u64, u64)>,
 }
 
 /// Most bind groups kept; past it the cache starts again (a workload that keeps changing
@@ -342,10 +346,10 @@ impl Backend for GpuBackend {
 
     fn epilogue_buffers(&self) -> usize {
         // The storage kernels bind the parameters, the output and both operands (so do the
-        // convolution kernels; a generated copy, two).
+        // convolution kernels; a generated copy, two), and an epilogue's constants one more.
         let bindings = self.ctx.limits.max_storage_buffers_per_shader_stage as usize;
         if self.fusion {
-            bindings.saturating_sub(3).min(6)
+            bindings.saturating_sub(4).min(6)
         } else {
             0
         }
@@ -446,6 +450,7 @@ impl Backend for GpuBackend {
                 params_at,
                 params_len,
                 buffers,
+                constants,
                 groups,
                 label,
             }) = commands.get(i)
@@ -455,21 +460,26 @@ impl Backend for GpuBackend {
                     params_at: *params_at,
                     params_len: *params_len,
                     buffers: buffers.clone(),
+                    constants: *constants,
                 };
                 let (_, bind_group) = bind_groups.entry(key).or_insert_with(|| {
-                    let mut entries = vec![wgpu::BindGroupEntry {
-                        binding: 0,
+                    let params_range = |binding: u32, (at, len): (u64, u64)| wgpu::BindGroupEntry {
+                        binding,
                         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                             buffer: params_buffer,
-                            offset: *params_at,
-                            size: std::num::NonZeroU64::new(*params_len),
+                            offset: at,
+                            size: std::num::NonZeroU64::new(len),
                         }),
-                    }];
+                    };
+                    let mut entries = vec![params_range(0, (*params_at, *params_len))];
                     for (k, &id) in buffers.iter().enumerate() {
                         entries.push(wgpu::BindGroupEntry {
                             binding: k as u32 + 1,
                             resource: slots[id].buffer.as_entire_binding(),
                         });
+                    }
+                    if let Some(range) = constants {
+                        entries.push(params_range(buffers.len() as u32 + 1, *range));
                     }
                     new_bind_groups += 1;
                     let layout = pipeline.get_bind_group_layout(0);

@@ -41,14 +41,18 @@ pub struct Context {
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Family, String), Arc<wgpu::ComputePipeline>>>,
-    /// Pipelines of generated kernels, keyed by a text naming what their source depends on.
-    generated: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Pipelines of generated kernels and their sources, keyed by a text naming everything
+    /// their source depends on.
+    generated: Mutex<HashMap<String, Generated>>,
     /// First error reported by wgpu since it was last taken (validation, out of memory, lost).
     errors: Arc<Mutex<Option<String>>>,
     /// Whether kernels built for GPUs (workgroup-memory tiling) are chosen over those built
     /// for CPU-type adapters: by adapter type, or `WGRAD_KERNELS=gpu|cpu`.
     pub gpu_kernels: bool,
 }
+
+/// A generated kernel's pipeline and the source it was compiled from.
+type Generated = (Arc<wgpu::ComputePipeline>, Arc<str>);
 
 fn parse_backend(name: &str) -> Result<wgpu::Backends> {
     Ok(match name.to_ascii_lowercase().as_str() {
@@ -225,22 +229,29 @@ impl Context {
     }
 
     /// The pipeline of entry point `entry` of a generated module, compiled on the first call
-    /// with `key` (which must name the module and entry together) from `source()`.
+    /// with `key` (which must name the module and entry together) from `source()`. Debug
+    /// builds (the tests) check on every later call that `source()` is still the cached
+    /// source: a key that leaves out something the source depends on fails there.
     pub(crate) fn generated_with(
         &self,
         key: &str,
         entry: &str,
-        source: impl FnOnce() -> String,
+        source: impl Fn() -> String,
     ) -> Arc<wgpu::ComputePipeline> {
         let mut cache = self.generated.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = cache.get(key) {
+        if let Some((p, cached)) = cache.get(key) {
+            debug_assert!(
+                **cached == *source(),
+                "generated kernel `{key}`: the key names two different sources"
+            );
             return p.clone();
         }
+        let source: Arc<str> = source().into();
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some("wgrad generated kernel"),
-                source: wgpu::ShaderSource::Wgsl(source().into()),
+                source: wgpu::ShaderSource::Wgsl((*source).into()),
             });
         let pipeline = Arc::new(self.device.create_compute_pipeline(
             &wgpu::ComputePipelineDescriptor {
@@ -252,8 +263,14 @@ impl Context {
                 cache: None,
             },
         ));
-        cache.insert(key.to_string(), pipeline.clone());
+        cache.insert(key.to_string(), (pipeline.clone(), source));
         pipeline
+    }
+
+    /// The source of every kernel generated so far (for validating them without a GPU).
+    pub fn generated_sources(&self) -> Vec<Arc<str>> {
+        let cache = self.generated.lock().unwrap_or_else(|p| p.into_inner());
+        cache.values().map(|(_, source)| source.clone()).collect()
     }
 
     /// The compiled pipeline for `entry` of `family`, compiled on first use.

@@ -470,13 +470,8 @@ impl GpuBackend {
             ("IM_P_STRIDE", u(params.p_stride)),
         ];
         let pipeline = self.ctx.pipeline_with(Family::Conv, "im2col", &constants);
-        self.push_pipeline(
-            pipeline,
-            "im2col (fixed)",
-            &params,
-            vec![cols, input],
-            groups,
-        );
+        let buffers = vec![cols, input];
+        self.push_pipeline(pipeline, "im2col (fixed)", &params, (buffers, &[]), groups);
     }
 
     /// Records `out = a · b` (batched over `batch` matrices of `b` at stride `sb`, `a`

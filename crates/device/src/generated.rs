@@ -1,8 +1,8 @@
 //! Kernels generated per graph: fused chains of elementwise ops, and strided copies with
 //! their shapes and strides written into the source as constants (divisions by constants
 //! compile to multiplications; the generic kernels divide by values read from memory).
-//! Pipelines are cached by a short key naming what the source depends on, so each distinct
-//! kernel compiles once and a repeated step generates no source.
+//! Each kernel is described by a [`Kernel`], whose key names everything its source depends
+//! on, so each distinct kernel compiles once and a repeated step generates no source.
 
 use std::fmt::Write;
 
@@ -14,7 +14,107 @@ use crate::backend::GpuBackend;
 use crate::launch::Epilogue;
 use crate::params::{FusedParams, GenCopyParams};
 
+/// Everything a generated kernel's source depends on: its source is made from this alone
+/// ([`Kernel::source`]), and its pipeline is cached under [`Kernel::key`], which writes out
+/// every field. Constants' values are in neither: kernels read them from their parameters,
+/// so one kernel serves every value. Debug builds check on every cache hit that the key's
+/// kernel has the cached source (`Context::generated_with`).
+pub(crate) enum Kernel<'a> {
+    /// A fused group of elementwise ops, `lanes` (1 or 4) elements per invocation.
+    Fused { fused: &'a Fused, lanes: usize },
+    /// Entry point `entry` of the matmul or convolution family storing through the epilogue
+    /// `fused`, whose buffers are bound from binding `first` on.
+    Epilogue {
+        family: Family,
+        entry: &'a str,
+        fused: &'a Fused,
+        first: u32,
+    },
+    /// A strided copy over `dims` (see [`collapse`]) of `word`s, or of f32 values stored
+    /// through an epilogue whose buffers are bound from binding 3 on.
+    Copy {
+        dims: &'a [(usize, usize, usize)],
+        word: &'static str,
+        epilogue: Option<&'a Fused>,
+    },
+}
+
+/// The binding of a generated copy's first epilogue buffer (after parameters, output, source).
+const COPY_FIRST_EPILOGUE_BINDING: u32 = 3;
+
+impl Kernel<'_> {
+    /// The kernel's entry point.
+    fn entry(&self) -> &str {
+        match self {
+            Kernel::Epilogue { entry, .. } => entry,
+            Kernel::Fused { .. } | Kernel::Copy { .. } => "main",
+        }
+    }
+
+    /// The pipeline cache's key: every field, without generating the source, so that a
+    /// repeated step finds its kernels cheaply.
+    fn key(&self) -> String {
+        match self {
+            Kernel::Fused { fused, lanes } => format!("fused {lanes} {}", fused_key(fused)),
+            Kernel::Epilogue {
+                family,
+                entry,
+                fused,
+                first,
+            } => format!("{family:?} {entry} from {first}, {}", fused_key(fused)),
+            Kernel::Copy {
+                dims,
+                word,
+                epilogue,
+            } => match epilogue {
+                None => format!("copy {word} {dims:?}"),
+                Some(fused) => format!("copy {word} {dims:?}, {}", fused_key(fused)),
+            },
+        }
+    }
+
+    /// The WGSL source.
+    fn source(&self) -> String {
+        match *self {
+            Kernel::Fused { fused, lanes } => fused_source(fused, lanes),
+            Kernel::Epilogue {
+                family,
+                entry,
+                fused,
+                first,
+            } => {
+                let stores = epilogue_stores(fused, first);
+                match family {
+                    Family::Matmul => {
+                        crate::shaders::matmul_source(&stores, entry.ends_with("_ua"))
+                    }
+                    Family::Conv => crate::shaders::conv_source(&stores),
+                    other => unreachable!("{other:?} kernels take no epilogue"),
+                }
+            }
+            Kernel::Copy {
+                dims,
+                word,
+                epilogue,
+            } => match epilogue {
+                None => copy_source(dims, word, None),
+                Some(fused) => {
+                    let stores = epilogue_stores(fused, COPY_FIRST_EPILOGUE_BINDING);
+                    let copy = copy_source(dims, word, Some(&stores));
+                    format!("{}{copy}", crate::shaders::COMMON)
+                }
+            },
+        }
+    }
+}
+
 impl GpuBackend {
+    /// The pipeline of a generated kernel, compiled on first use.
+    pub(crate) fn generated(&self, kernel: &Kernel<'_>) -> std::sync::Arc<wgpu::ComputePipeline> {
+        self.ctx
+            .generated_with(&kernel.key(), kernel.entry(), || kernel.source())
+    }
+
     /// Records a generated kernel computing a fused group of elementwise ops.
     pub(crate) fn record_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) {
         let n = numel(outs[0].shape);
@@ -22,10 +122,7 @@ impl GpuBackend {
             return;
         }
         let lanes = fused_lanes(n);
-        let key = format!("fused {lanes} {}", fused_key(fused));
-        let pipeline = self
-            .ctx
-            .generated_with(&key, "main", || fused_source(fused, lanes));
+        let pipeline = self.generated(&Kernel::Fused { fused, lanes });
         let mut params = FusedParams {
             n: (n / lanes) as u32,
             pad: [0; 3],
@@ -34,29 +131,7 @@ impl GpuBackend {
         params.constants[..fused.constants.len()].copy_from_slice(&fused.constants);
         let buffers = outs.iter().chain(inputs).map(|a| a.buffer).collect();
         let groups = self.linear_groups(n / lanes);
-        self.push_pipeline(pipeline, "fused", &params, buffers, groups);
-    }
-
-    /// The pipeline of kernel `entry` of `family` (matmul or convolution) storing through
-    /// the epilogue `fused` (see `Backend::exec_with_epilogue`), with its extra buffers bound
-    /// from `first_binding` on: the outputs after the first, then the inputs. Compiled once
-    /// per entry and epilogue.
-    pub(crate) fn epilogue_pipeline(
-        &self,
-        family: Family,
-        entry: &str,
-        fused: &Fused,
-        first_binding: u32,
-    ) -> std::sync::Arc<wgpu::ComputePipeline> {
-        let key = format!("{entry} from {first_binding}, {}", fused_key(fused));
-        self.ctx.generated_with(&key, entry, || {
-            let stores = epilogue_stores(fused, first_binding);
-            match family {
-                Family::Matmul => crate::shaders::matmul_source(&stores, entry.ends_with("_ua")),
-                Family::Conv => crate::shaders::conv_source(&stores),
-                other => unreachable!("{other:?} kernels take no epilogue"),
-            }
-        })
+        self.push_pipeline(pipeline, "fused", &params, (buffers, &[]), groups);
     }
 
     /// Records a generated strided copy (see [`GpuBackend::copy_strided`]), of whole aligned
@@ -82,24 +157,16 @@ impl GpuBackend {
             None => (dims, (from.0, to.0), "u32", 1),
         };
         let mut buffers = vec![dst, src];
-        let pipeline = match epilogue {
-            None => {
-                let key = format!("copy {word} {dims:?}");
-                self.ctx
-                    .generated_with(&key, "main", || copy_source(&dims, word, None))
-            }
-            Some(e) => {
-                // The copy binds its parameters, the output and the source.
-                let first = 3;
-                buffers.extend_from_slice(e.buffers);
-                let key = format!("copy {dims:?} from {first}, {}", fused_key(e.fused));
-                self.ctx.generated_with(&key, "main", || {
-                    let stores = epilogue_stores(e.fused, first);
-                    let copy = copy_source(&dims, word, Some(&stores));
-                    format!("{}{copy}", crate::shaders::COMMON)
-                })
-            }
-        };
+        let mut constants: &[f32] = &[];
+        if let Some(e) = epilogue {
+            buffers.extend_from_slice(e.buffers);
+            constants = &e.fused.constants;
+        }
+        let pipeline = self.generated(&Kernel::Copy {
+            dims: &dims,
+            word,
+            epilogue: epilogue.map(|e| e.fused),
+        });
         let n = numel(view) / lanes;
         let params = GenCopyParams {
             n: n as u32,
@@ -108,7 +175,8 @@ impl GpuBackend {
             pad: 0,
         };
         let groups = self.linear_groups(n);
-        self.push_pipeline(pipeline, "copy (generated)", &params, buffers, groups);
+        let label = "copy (generated)";
+        self.push_pipeline(pipeline, label, &params, (buffers, constants), groups);
     }
 }
 
@@ -263,8 +331,8 @@ fn fused_source(fused: &Fused, lanes: usize) -> String {
 
 /// `put` and `put4` for the matmul kernels (see `shaders::matmul_source`) applying the
 /// epilogue `fused` to product element `x` at output element `i`. The first output is the
-/// kernel's `out`; the others and the inputs are bound from `first_binding` on. Constants
-/// are compiled in (an epilogue's are few and fixed, such as a slope).
+/// kernel's `out`; the others, the inputs and then the constants (if any) are bound from
+/// `first_binding` on.
 fn epilogue_stores(fused: &Fused, first_binding: u32) -> String {
     let mut src =
         String::from("\n// ---- generated by crates/device/src/generated.rs: an epilogue ----\n");
@@ -283,8 +351,15 @@ fn epilogue_stores(fused: &Fused, first_binding: u32) -> String {
         );
         binding += 1;
     }
+    // Constants come with the launch, bound after the buffers (see `push_pipeline`).
+    if !fused.constants.is_empty() {
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({binding}) var<storage, read> ep_c: array<f32>;"
+        );
+    }
     src.push_str("fn put(i: u32, x: f32) {\n");
-    let constant = |slot: usize| format!("bitcast<f32>({}u)", fused.constants[slot].to_bits());
+    let constant = |slot: usize| format!("ep_c[{slot}]");
     src += &value_lets(fused, "ep_in", &constant, 1);
     for (k, v) in fused.outputs.iter().enumerate() {
         let name = if k == 0 {
@@ -308,8 +383,7 @@ fn epilogue_stores(fused: &Fused, first_binding: u32) -> String {
 }
 
 /// A short text naming everything of `fused` its generated source depends on (not the
-/// constants, which travel as parameters): the pipeline cache's key, built without generating
-/// the source, so that a repeated step finds its kernels cheaply.
+/// constants' values, which travel as parameters; their slots are named).
 fn fused_key(fused: &Fused) -> String {
     let mut key = String::with_capacity(16 * fused.values.len());
     for value in &fused.values {

@@ -4,11 +4,13 @@
 use bytemuck::{Pod, Zeroable};
 use wgrad_graph::op::{DType, Family, Op, ReduceOp};
 use wgrad_graph::shape::{broadcast_strides, contiguous_strides, numel, MAX_RANK};
-use wgrad_graph::{Arg, BufferId, Result};
+use wgrad_graph::{Arg, BufferId, Error, Result};
 
 use crate::backend::{Command, GpuBackend};
+use crate::generated::Kernel;
 use crate::params::{dims, CopyParams, EwParams, IndexParams, PoolParams, RandParams};
 use crate::reduce::Reduction;
+use crate::MAX_TRIP;
 
 const WORKGROUP: u32 = 64;
 
@@ -22,27 +24,35 @@ impl GpuBackend {
         groups: [u32; 3],
     ) {
         let pipeline = self.ctx.pipeline(family, entry);
-        self.push_pipeline(pipeline, entry, params, buffers, groups);
+        self.push_pipeline(pipeline, entry, params, (buffers, &[]), groups);
     }
 
+    /// Records a dispatch of `pipeline` with `params` at binding 0, `buffers` from binding 1
+    /// on, and, when there are any, `constants` (an epilogue's) bound after the buffers.
     pub(crate) fn push_pipeline<P: Pod>(
         &self,
         pipeline: std::sync::Arc<wgpu::ComputePipeline>,
         label: &str,
         params: &P,
-        buffers: Vec<BufferId>,
+        (buffers, constants): (Vec<BufferId>, &[f32]),
         groups: [u32; 3],
     ) {
         let align = self.ctx.limits.min_storage_buffer_offset_alignment.max(4) as usize;
         let mut arena = self.params.borrow_mut();
-        let at = arena.len().div_ceil(align) * align;
-        arena.resize(at, 0);
-        arena.extend_from_slice(bytemuck::bytes_of(params));
+        let mut put = |bytes: &[u8]| {
+            let at = arena.len().div_ceil(align) * align;
+            arena.resize(at, 0);
+            arena.extend_from_slice(bytes);
+            (at as u64, bytes.len() as u64)
+        };
+        let (params_at, params_len) = put(bytemuck::bytes_of(params));
+        let constants = (!constants.is_empty()).then(|| put(bytemuck::cast_slice(constants)));
         self.commands.borrow_mut().push(Command::Dispatch {
             pipeline,
-            params_at: at as u64,
-            params_len: std::mem::size_of::<P>() as u64,
+            params_at,
+            params_len,
             buffers,
+            constants,
             groups,
             label: if self.profile.is_some() {
                 label.to_string()
@@ -122,15 +132,21 @@ impl GpuBackend {
         mut buffers: Vec<BufferId>,
         groups: [u32; 3],
     ) {
-        let pipeline = match epilogue {
+        let (pipeline, constants) = match epilogue {
             Some(e) => {
                 let first = buffers.len() as u32 + 1;
                 buffers.extend_from_slice(e.buffers);
-                self.epilogue_pipeline(family, entry, e.fused, first)
+                let kernel = Kernel::Epilogue {
+                    family,
+                    entry,
+                    fused: e.fused,
+                    first,
+                };
+                (self.generated(&kernel), &e.fused.constants[..])
             }
-            None => self.ctx.pipeline(family, entry),
+            None => (self.ctx.pipeline(family, entry), &[][..]),
         };
-        self.push_pipeline(pipeline, entry, params, buffers, groups);
+        self.push_pipeline(pipeline, entry, params, (buffers, constants), groups);
     }
 
     /// Buffers of these sizes, or none (whatever was allocated handed back) when one is
@@ -182,7 +198,8 @@ impl GpuBackend {
             ("PL_INCLUDE_PAD", u(params.include_pad)),
         ];
         let pipeline = self.ctx.pipeline_with(Family::Pool, entry, &constants);
-        self.push_pipeline(pipeline, entry, params, buffers, self.linear_groups(n));
+        let groups = self.linear_groups(n);
+        self.push_pipeline(pipeline, entry, params, (buffers, &[]), groups);
     }
 
     pub(crate) fn fill(&self, dst: BufferId, n: usize, bits: u32) {
@@ -359,26 +376,38 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) -> 
             }
         }
         Op::MaxPool2d(spec) | Op::AvgPool2d(spec) => {
+            check_pool_loops(op, spec)?;
             let params = PoolParams::new(spec, n, x[0].shape, out.shape);
             let pairs = matches!(op, Op::MaxPool2d(_)) && pool_pairs(spec, x[0].shape, out.shape);
             let entry = if pairs { "max_pool2d_2x2" } else { entry };
             be.push_pool(entry, &params, ids(x), n);
         }
         Op::MaxPool2dGrad(spec) => {
+            check_pool_loops(op, spec)?;
+            let windows = numel(x[1].shape);
             let disjoint = spec.stride[0] >= spec.kernel[0] && spec.stride[1] >= spec.kernel[1];
             if disjoint {
                 be.fill(out.buffer, n, 0);
-                let windows = numel(x[1].shape);
                 let params = PoolParams::new(spec, windows, x[0].shape, x[1].shape);
                 let pairs = pool_pairs(spec, x[0].shape, x[1].shape);
                 let entry = if pairs { &entries[2] } else { &entries[1] };
                 be.push_pool(entry, &params, ids(x), windows);
             } else {
+                // Each window's maximum once, then each input sums the windows it wins.
+                let Some(at) = be.alloc_all(&[windows * 4]) else {
+                    return Err(Error::OutOfMemory {
+                        bytes: windows as u64 * 4,
+                    });
+                };
+                let params = PoolParams::new(spec, windows, x[0].shape, x[1].shape);
+                be.push_pool(&entries[3], &params, vec![at[0], x[0].buffer], windows);
                 let params = PoolParams::new(spec, n, x[0].shape, x[1].shape);
-                be.push_pool(entry, &params, ids(x), n);
+                be.push_pool(entry, &params, vec![out.buffer, at[0], x[1].buffer], n);
+                be.free_all(at);
             }
         }
         Op::AvgPool2dGrad { spec, .. } => {
+            check_pool_loops(op, spec)?;
             let params = PoolParams::new(spec, n, out.shape, x[0].shape);
             be.push_pool(entry, &params, ids(x), n);
         }
@@ -404,6 +433,30 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) -> 
 pub(crate) struct Epilogue<'a> {
     pub fused: &'a wgrad_graph::Fused,
     pub buffers: &'a [BufferId],
+}
+
+/// Refuses pooling whose kernel loops would pass [`MAX_TRIP`] iterations: a window's rows
+/// and elements (forward passes, a window's maximum), or the windows covering one input
+/// (gradients).
+fn check_pool_loops(op: &Op, spec: &wgrad_graph::Pool2dSpec) -> Result<()> {
+    let [kh, kw] = spec.kernel;
+    let window = kh * (1 + kw);
+    let covering = kh.div_ceil(spec.stride[0]) * (1 + kw.div_ceil(spec.stride[1]));
+    let trip = match op {
+        Op::AvgPool2dGrad { .. } => covering,
+        Op::MaxPool2dGrad(_) => window.max(covering),
+        _ => window,
+    };
+    if trip > MAX_TRIP {
+        return Err(Error::Unsupported(format!(
+            "{}: a {kh}×{kw} window at stride {:?} takes {trip} steps per invocation, more \
+             than this engine's {MAX_TRIP}; for a global pooling use mean or max over axes \
+             [2, 3]",
+            op.name(),
+            spec.stride
+        )));
+    }
+    Ok(())
 }
 
 /// Whether pooling `x` into `y` has 2×2 windows at stride 2 inside an input of even width,

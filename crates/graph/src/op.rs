@@ -453,6 +453,7 @@ impl Op {
                     "max_pool2d_grad",
                     "max_pool2d_grad_disjoint",
                     "max_pool2d_grad_2x2",
+                    "max_pool2d_argmax",
                 ],
             ),
             Op::MaxPool2d(_) => (Family::Pool, &["max_pool2d", "max_pool2d_2x2"]),
