@@ -315,3 +315,46 @@ fn runs_on_an_application_supplied_wgpu_device() {
     });
     ctx.queue.write_buffer(&buffer, 0, &[0u8; 16]);
 }
+
+/// An application's uncaptured-error handler stays its own: the application's errors go to
+/// it, and never become the error of wgrad's next, unrelated read.
+#[test]
+fn an_application_keeps_its_error_handler() {
+    if gpu().is_none() {
+        return;
+    }
+    use std::sync::{Arc, Mutex};
+    use wgrad::device::wgpu;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("an adapter exists, since gpu() found one");
+    let info = adapter.get_info();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = seen.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        sink.lock().unwrap().push(e.to_string());
+    }));
+    let ctx = wgrad::device::Context::from_wgpu(device, queue, info);
+    let dev = wgrad::device::GpuBackend::device_on(ctx.clone());
+    let x = Tensor::from_slice(&dev, &[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    assert_eq!(x.matmul(&x).to_vec().unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
+    // The application's own mistake: a mappable buffer cannot also be a storage buffer.
+    let _bad = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("application's invalid buffer"),
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the application sees its error"
+    );
+    // wgrad's next work is unaffected, and wgrad's own work reaches no application handler.
+    let y = (x.matmul(&x) + 1.0).relu().sum_all();
+    assert_eq!(y.item().unwrap(), 58.0);
+    assert_eq!(seen.lock().unwrap().len(), 1, "{:?}", seen.lock().unwrap());
+}

@@ -116,7 +116,7 @@ impl GpuBackend {
             fusion,
             specialize: fusion,
             poison: std::env::var("WGRAD_POISON").is_ok_and(|v| v == "1"),
-            profile: Profile::from_env(&ctx),
+            profile: ctx.scoped(|| Profile::from_env(&ctx)),
             index_flags: Cell::new(None),
             ctx,
         }
@@ -149,7 +149,9 @@ impl GpuBackend {
         }
         if let Some(id) = self.index_flags.get() {
             let zeros = [0u8; INDEX_FLAG_BYTES as usize];
-            self.ctx.queue.write_buffer(&self.buffer(id), 0, &zeros);
+            let buffer = self.buffer(id);
+            self.ctx
+                .scoped(|| self.ctx.queue.write_buffer(&buffer, 0, &zeros));
         }
         Err(Error::Index {
             op: if code == 1 { "gather" } else { "one_hot" },
@@ -220,25 +222,29 @@ impl GpuBackend {
         {
             return Ok(id);
         }
-        let scope = self
-            .ctx
-            .device
-            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: class,
-            // Uniform too: windows of matmul operands are read as uniform buffers on CPU-type
-            // adapters (see matmul.rs).
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::UNIFORM
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let (buffer, refused) = self.ctx.scoped(|| {
+            let scope = self
+                .ctx
+                .device
+                .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: class,
+                // Uniform too: windows of matmul operands are read as uniform buffers on
+                // CPU-type adapters (see matmul.rs).
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (buffer, pollster::block_on(scope.pop()))
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = refused {
             log::error!("allocating {class} bytes failed: {e}");
             return Err(Error::OutOfMemory { bytes: class });
         }
+        self.check_error()?;
         let mut slots = self.slots.borrow_mut();
         slots.push(Slot { buffer, class });
         Ok(slots.len() - 1)
@@ -278,10 +284,12 @@ impl Backend for GpuBackend {
             self.flush()?;
         }
         if !data.is_empty() {
-            self.ctx.queue.write_buffer(&self.buffer(id), 0, data);
+            let buffer = self.buffer(id);
+            self.ctx
+                .scoped(|| self.ctx.queue.write_buffer(&buffer, 0, data));
             self.uploaded.set(self.uploaded.get() + data.len() as u64);
         }
-        Ok(())
+        self.check_error()
     }
 
     fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>> {
@@ -290,20 +298,23 @@ impl Backend for GpuBackend {
         // The index flags come back behind the data, in the same copy-and-map.
         let flags = self.index_flags.get();
         let extra = if flags.is_some() { INDEX_FLAG_BYTES } else { 0 };
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgrad readback"),
-            size: size + extra,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let data = self.ctx.scoped(|| {
+            let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgrad readback"),
+                size: size + extra,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&self.buffer(id), 0, &staging, 0, size);
+            if let Some(f) = flags {
+                encoder.copy_buffer_to_buffer(&self.buffer(f), 0, &staging, size, extra);
+            }
+            self.ctx.queue.submit([encoder.finish()]);
+            map_read(&self.ctx, &staging, (size + extra) as usize)
         });
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&self.buffer(id), 0, &staging, 0, size);
-        if let Some(f) = flags {
-            encoder.copy_buffer_to_buffer(&self.buffer(f), 0, &staging, size, extra);
-        }
-        self.ctx.queue.submit([encoder.finish()]);
-        let mut data = map_read(&self.ctx, &staging, (size + extra) as usize)?;
         self.check_error()?;
+        let mut data = data?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&data[size as usize..]);
         self.index_error(&words)?;
         data.truncate(bytes);
@@ -385,10 +396,19 @@ impl Backend for GpuBackend {
     }
 
     fn flush(&self) -> Result<()> {
+        let recorded = self.ctx.scoped(|| self.encode_and_submit());
+        let checked = self.check_error();
+        recorded.and(checked)
+    }
+}
+
+impl GpuBackend {
+    /// Encodes every recorded command into one command buffer and submits it.
+    fn encode_and_submit(&self) -> Result<()> {
         let commands = std::mem::take(&mut *self.commands.borrow_mut());
         let params = std::mem::take(&mut *self.params.borrow_mut());
         if commands.is_empty() {
-            return self.check_error();
+            return Ok(());
         }
         let ctx = &self.ctx;
         let mut params_buffer = self.params_buffer.borrow_mut();
@@ -516,7 +536,7 @@ impl Backend for GpuBackend {
             self.uploaded.replace(0),
             params.len()
         );
-        self.check_error()
+        Ok(())
     }
 }
 

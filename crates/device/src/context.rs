@@ -156,28 +156,8 @@ impl Context {
                     .map_err(|e| Error::Device(format!("could not open {}: {e}", info.name)))?
             }
         };
-        Ok(Self::from_wgpu(device, queue, info))
-    }
-
-    /// Builds a context on an application's existing device and queue, so the engine lives
-    /// inside a GPU program instead of beside it.
-    pub fn from_wgpu(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        info: wgpu::AdapterInfo,
-    ) -> Arc<Context> {
-        let limits = device.limits();
-        log::info!(
-            target: "wgrad::device",
-            "adapter: {} ({:?}, {:?}, driver {} {}); max buffer {} MiB, max storage binding {} MiB",
-            info.name,
-            info.backend,
-            info.device_type,
-            info.driver,
-            info.driver_info,
-            limits.max_buffer_size >> 20,
-            limits.max_storage_buffer_binding_size >> 20,
-        );
+        // The device is wgrad's own: errors outside its scopes (there should be none) and a
+        // loss of the device are reported at the next flush or read.
         let errors = Arc::new(Mutex::new(None));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -192,6 +172,39 @@ impl Context {
                 slot.get_or_insert_with(|| format!("device lost: {msg}"));
             }
         });
+        Ok(Self::build(device, queue, info, errors))
+    }
+
+    /// Builds a context on an application's existing device and queue, so the engine lives
+    /// inside a GPU program instead of beside it. The application's uncaptured-error handler
+    /// and device-lost callback stay its own: wgrad catches its own errors in error scopes
+    /// around its work, and sees none of the application's.
+    pub fn from_wgpu(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+    ) -> Arc<Context> {
+        Self::build(device, queue, info, Arc::new(Mutex::new(None)))
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        errors: Arc<Mutex<Option<String>>>,
+    ) -> Arc<Context> {
+        let limits = device.limits();
+        log::info!(
+            target: "wgrad::device",
+            "adapter: {} ({:?}, {:?}, driver {} {}); max buffer {} MiB, max storage binding {} MiB",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info,
+            limits.max_buffer_size >> 20,
+            limits.max_storage_buffer_binding_size >> 20,
+        );
         let gpu_kernels = match std::env::var("WGRAD_KERNELS").as_deref() {
             Ok("gpu") => true,
             Ok("cpu") => false,
@@ -223,6 +236,27 @@ impl Context {
         self.errors.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
+    /// Runs `f`, wgrad's own use of the device, inside error scopes (validation, out of
+    /// memory, internal) on this thread: what goes wrong in it is kept for [`take_error`],
+    /// not sent to the device's uncaptured-error handler, which may be an application's.
+    ///
+    /// [`take_error`]: Context::take_error
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> T {
+        use wgpu::ErrorFilter as F;
+        let scopes = [F::OutOfMemory, F::Internal, F::Validation]
+            .map(|filter| self.device.push_error_scope(filter));
+        let out = f();
+        // Popped innermost first.
+        for scope in scopes.into_iter().rev() {
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                log::error!(target: "wgrad::device", "wgpu error: {e}");
+                let mut slot = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }
+        out
+    }
+
     /// The pipeline of a generated kernel (entry point `main`), compiled once per source.
     pub fn generated_pipeline(&self, source: &str) -> Arc<wgpu::ComputePipeline> {
         self.generated_with(source, "main", || source.to_string())
@@ -247,22 +281,25 @@ impl Context {
             return p.clone();
         }
         let source: Arc<str> = source().into();
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("wgrad generated kernel"),
-                source: wgpu::ShaderSource::Wgsl((*source).into()),
-            });
-        let pipeline = Arc::new(self.device.create_compute_pipeline(
-            &wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            },
-        ));
+        let pipeline = self.scoped(|| {
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("wgrad generated kernel"),
+                    source: wgpu::ShaderSource::Wgsl((*source).into()),
+                });
+            Arc::new(
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(entry),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some(entry),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    }),
+            )
+        });
         cache.insert(key.to_string(), (pipeline.clone(), source));
         pipeline
     }
@@ -296,26 +333,29 @@ impl Context {
             return p.clone();
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        let module = modules.entry(family).or_insert_with(|| {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(family.file()),
-                    source: wgpu::ShaderSource::Wgsl(shaders::source(family).into()),
-                })
+        let pipeline = self.scoped(|| {
+            let module = modules.entry(family).or_insert_with(|| {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(family.file()),
+                        source: wgpu::ShaderSource::Wgsl(shaders::source(family).into()),
+                    })
+            });
+            Arc::new(
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(entry),
+                        layout: None,
+                        module,
+                        entry_point: Some(entry),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants,
+                            ..Default::default()
+                        },
+                        cache: None,
+                    }),
+            )
         });
-        let pipeline = Arc::new(self.device.create_compute_pipeline(
-            &wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
-                    ..Default::default()
-                },
-                cache: None,
-            },
-        ));
         pipelines.insert((family, key), pipeline.clone());
         pipeline
     }
