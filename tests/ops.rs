@@ -516,3 +516,96 @@ fn layout_index_math_is_exact_past_2_pow_22_elements() {
         assert_eq!(v, (j * c + i) as f32, "element {k}");
     }
 }
+
+/// Indices past what they index are errors naming the op, the index and the size, on every
+/// backend: checked on the host for uploaded indices, flagged by the kernel (and reported
+/// at the next read) for indices computed on the device. Never rows of zeros.
+#[test]
+fn bad_indices_are_errors_naming_op_index_and_size() {
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let table = Tensor::from_slice(dev, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]).unwrap();
+        for bad in [7u32, u32::MAX] {
+            // Uploaded: refused before anything runs.
+            let idx = Tensor::from_u32(dev, &[0, bad, 2], &[3]).unwrap();
+            let e = table.gather(&idx).to_vec().unwrap_err();
+            assert!(matches!(e, wgrad::Error::Index { op: "gather", .. }), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&bad.to_string()) && msg.contains('3'), "{msg}");
+            // Computed on the device (a reshape of an upload keeps its known maximum; a cast
+            // does not).
+            let computed = Tensor::from_slice(dev, &[0.0, bad as f32, 1.0], &[3])
+                .unwrap()
+                .cast(DType::U32);
+            let e = table.gather(&computed).to_vec().unwrap_err();
+            assert!(matches!(e, wgrad::Error::Index { op: "gather", .. }), "{e}");
+            assert!(e.to_string().contains("size 3"), "{e}");
+            // The next, valid work is unaffected.
+            let ok = Tensor::from_u32(dev, &[2, 0], &[2]).unwrap();
+            assert_eq!(table.gather(&ok).to_vec().unwrap(), [5.0, 6.0, 1.0, 2.0]);
+        }
+        // Labels past the classes: one-hot, and so cross-entropy, refuse them.
+        let labels = Tensor::from_u32(dev, &[1, 9], &[2]).unwrap();
+        let e = labels.one_hot(4).to_vec().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                wgrad::Error::Index {
+                    op: "one_hot",
+                    index: 9,
+                    size: 4
+                }
+            ),
+            "{e}"
+        );
+        let labels = Tensor::from_slice(dev, &[1.0, 5.0], &[2])
+            .unwrap()
+            .cast(DType::U32);
+        let logits = Tensor::zeros(dev, &[2, 4]);
+        let e = wgrad::cross_entropy(&logits, &labels).item().unwrap_err();
+        assert!(
+            matches!(e, wgrad::Error::Index { op: "one_hot", .. }),
+            "{e}"
+        );
+    }
+}
+
+/// A shape whose element count overflows is refused where the tensor is made: an error from
+/// the constructors that return one, a panic naming the shape from the lazy ones.
+#[test]
+fn shapes_that_overflow_are_refused_where_made() {
+    let dev = wgrad::cpu();
+    for shape in [[usize::MAX, 2], [1 << 33, 1 << 31]] {
+        let e = Tensor::from_slice(&dev, &[1.0], &shape).unwrap_err();
+        assert!(e.to_string().contains("more elements"), "{e}");
+        let made = std::panic::AssertUnwindSafe(|| Tensor::zeros(&dev, &shape));
+        let lazy = std::panic::catch_unwind(made).unwrap_err();
+        let msg = lazy.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("more elements"), "{msg}");
+    }
+    let e = Tensor::from_slice(&dev, &[1.0, 2.0], &[3]).unwrap_err();
+    assert!(
+        e.to_string().contains("2 values") && e.to_string().contains("[3]"),
+        "{e}"
+    );
+}
+
+/// Reductions over nothing: a convolution with no input channels gives zeros (its bias after
+/// an epilogue), on the GPU as on the CPU; the sum of an empty axis is 0.
+#[test]
+fn zero_channel_convolution_gives_zeros() {
+    let s = wgrad::graph::Conv2dSpec::default();
+    check(
+        "conv2d_zero_channels",
+        1,
+        &[f(&[2, 0, 5, 5]), f(&[4, 0, 3, 3])],
+        move |t| t[0].conv2d(&t[1], s),
+    );
+    check(
+        "conv2d_zero_channels_bias_relu",
+        1,
+        &[f(&[2, 0, 5, 5]), f(&[4, 0, 3, 3]), f(&[4, 1, 1])],
+        move |t| (t[0].conv2d(&t[1], s) + &t[2]).relu(),
+    );
+}

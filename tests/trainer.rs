@@ -212,23 +212,20 @@ fn check_finite_stops_at_the_first_nan_and_names_the_parameter() {
     let dir = temp_dir("finite");
     let m = model(&dev);
     let mut opt = Adam::new(m.parameters(), 1e-2);
-    // A NaN weight: ReLU propagates it (as in PyTorch), so the loss is NaN.
-    let mut o = options(2, Some(&dir), false);
-    o.check_finite = true;
     Trainer::new(&m, &mut opt, &dev)
         .with_options(options(1, Some(&dir), false))
         .fit(&train, None)
         .unwrap();
-    let w = &m.parameters()[0];
-    let mut v = w.to_vec().unwrap();
-    v[3] = f32::NAN;
-    w.assign(&Tensor::from_slice(&dev, &v, w.shape()).unwrap())
-        .unwrap();
+    // The run resumes, and its loss turns NaN at the first step of epoch 2 (step 5).
+    let mut o = options(2, Some(&dir), true);
+    o.check_finite = true;
+    let nan = Tensor::scalar(&dev, f32::NAN);
     let e = Trainer::new(&m, &mut opt, &dev)
+        .with_loss(move |out, y| wgrad::cross_entropy(out, y) * &nan)
         .with_options(o)
         .fit(&train, None)
         .unwrap_err();
-    assert!(matches!(e, Error::NonFinite { step: 1, .. }), "{e}");
+    assert!(matches!(e, Error::NonFinite { step: 5, .. }), "{e}");
     assert!(e.to_string().contains("the loss"), "{e}");
     assert!(
         dir.join("epoch-0001.safetensors").is_file(),
@@ -274,4 +271,124 @@ fn a_tensor_over_the_buffer_limit_is_an_error_with_size_and_limit() {
         msg.contains("34359738368") && msg.contains("limit"),
         "{msg}"
     );
+}
+
+/// `--check-finite` on the GPU: the finite check tests bits, so a NaN stops the run there
+/// as it does on the CPU (a compiler may assume that `x != x` is false).
+#[test]
+fn check_finite_stops_a_nan_run_on_the_gpu() {
+    let Some(dev) = gpu() else { return };
+    let train = dataset(64, 1);
+    let fit = |m: &Sequential, loss: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+        let mut opt = Adam::new(m.parameters(), 1e-2);
+        let mut o = options(1, None, false);
+        o.check_finite = true;
+        let e = Trainer::new(m, &mut opt, &dev)
+            .with_loss(loss)
+            .with_options(o)
+            .fit(&train, None)
+            .unwrap_err();
+        e
+    };
+    // A NaN weight: the loss is NaN.
+    let m = model(&dev);
+    let w = &m.parameters()[0];
+    let mut v = w.to_vec().unwrap();
+    v[3] = f32::NAN;
+    w.assign(&Tensor::from_slice(&dev, &v, w.shape()).unwrap())
+        .unwrap();
+    let e = fit(&m, &|out, y| wgrad::cross_entropy(out, y));
+    assert!(matches!(e, Error::NonFinite { step: 1, .. }), "{e}");
+    assert!(e.to_string().contains("the loss"), "{e}");
+    // A finite loss whose gradient is not: d/db (0 · √b) at b = 0 is 0 · ∞.
+    let m = model(&dev);
+    let bias = m.parameters()[1].clone();
+    let e = fit(&m, &move |out, y| {
+        wgrad::cross_entropy(out, y) + bias.sqrt().sum_all() * 0.0
+    });
+    assert!(
+        e.to_string().contains("`1.bias`") && e.to_string().contains("step 1"),
+        "{e}"
+    );
+}
+
+/// What a new user might try: each is an error before training starts, naming the problem.
+#[test]
+fn bad_options_are_errors_before_training() {
+    let dev = wgrad::cpu();
+    let train = dataset(32, 1);
+    let fit = |o: FitOptions, lr: f32, data: &Dataset, m: &Sequential| {
+        let mut opt = Adam::new(m.parameters(), lr);
+        let e = Trainer::new(m, &mut opt, &dev)
+            .with_options(o)
+            .fit(data, None)
+            .unwrap_err();
+        e.to_string()
+    };
+    let m = model(&dev);
+    let mut o = options(1, None, false);
+    o.batch_size = 0;
+    assert!(fit(o, 1e-3, &train, &m).contains("batch size"));
+    for lr in [-1.0, f32::NAN, f32::INFINITY] {
+        let e = fit(options(1, None, false), lr, &train, &m);
+        assert!(e.contains("learning rate"), "{e}");
+    }
+    let empty = Dataset {
+        images: vec![],
+        labels: vec![],
+        sample_shape: vec![2, 4],
+        classes: 4,
+    };
+    assert!(fit(options(1, None, false), 1e-3, &empty, &m).contains("empty"));
+    // Two outputs for four classes.
+    let narrow = Sequential::new()
+        .add(Flatten)
+        .add(Dense::new(&dev, 8, 2, &mut Rng::new(1)).unwrap());
+    let e = fit(options(1, None, false), 1e-3, &train, &narrow);
+    assert!(
+        e.contains("2 outputs") && e.contains("labels up to 3"),
+        "{e}"
+    );
+    // A step taken by hand checks the learning rate too.
+    let mut opt = Adam::new(m.parameters(), -0.5);
+    let x = Tensor::from_slice(&dev, &train.images[..16], &[2, 2, 4]).unwrap();
+    let loss = m.forward(&x).sum_all();
+    assert!(opt.step(&loss.backward()).is_err());
+}
+
+/// A checkpoint directory holding another run is refused (resume it or overwrite it), so
+/// that a later resume never continues the wrong run; an interrupted write's temporary file
+/// is removed on the next start.
+#[test]
+fn checkpoints_of_another_run_are_never_mixed_in() {
+    let dev = wgrad::cpu();
+    let train = dataset(48, 1);
+    let dir = temp_dir("another-run");
+    let run = |o: FitOptions, seed: u64| {
+        let m = model(&dev);
+        let mut opt = Adam::new(m.parameters(), 1e-2);
+        let history = Trainer::new(&m, &mut opt, &dev)
+            .with_options(FitOptions { seed, ..o })
+            .fit(&train, None);
+        history
+    };
+    run(options(3, Some(&dir), false), 1).unwrap();
+    std::fs::write(dir.join(".epoch-0004.safetensors.tmp-12345"), b"partial").unwrap();
+    let e = run(options(2, Some(&dir), false), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&dir.display().to_string()) && e.contains("--overwrite"),
+        "{e}"
+    );
+    assert!(!dir.join(".epoch-0004.safetensors.tmp-12345").exists());
+    // Overwriting starts afresh: the old run's third epoch is gone, and resuming continues
+    // the new run.
+    let mut o = options(2, Some(&dir), false);
+    o.overwrite = true;
+    run(o, 2).unwrap();
+    assert!(!dir.join("epoch-0003.safetensors").exists());
+    let h = run(options(3, Some(&dir), true), 2).unwrap();
+    assert_eq!(h.epochs.len(), 3);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

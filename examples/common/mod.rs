@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use wgrad::nn::{
     io, Activation, Adam, Conv2d, ConvConfig, Dense, EarlyStopping, FitOptions, Flatten,
@@ -151,6 +151,11 @@ pub const TRAIN_OPTIONS: &[(&str, bool, &str)] = &[
         "continue from the last checkpoint in --checkpoint-dir",
     ),
     (
+        "overwrite",
+        false,
+        "replace the checkpoints of another run in --checkpoint-dir",
+    ),
+    (
         "patience",
         true,
         "stop when validation loss has not improved for N epochs (default: off)",
@@ -199,15 +204,42 @@ pub fn train_mnist(
     );
     let lr: f32 = args.get("lr", 1e-3);
     let epochs: usize = args.get("epochs", 5);
+    let batch_size: usize = args.get("batch", 64);
+    if !(lr.is_finite() && lr >= 0.0) {
+        usage_error(&format!(
+            "--lr {lr}: give a finite learning rate of at least 0"
+        ));
+    }
+    if epochs == 0 {
+        usage_error(
+            "--epochs 0 trains nothing; give at least 1 (--eval FILE evaluates saved weights)",
+        );
+    }
+    if batch_size == 0 {
+        usage_error("--batch 0: give a batch size of at least 1");
+    }
+    // Every output is checked before training, so that no run ends without its weights.
+    let save = args.path("save", default_save);
+    for path in [
+        Some(save.as_path()),
+        args.values_get("log").map(Path::new),
+        args.values_get("plot").map(Path::new),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        check_writable(path)?;
+    }
     let mut opt = Adam::new(model.parameters(), lr);
     let options = FitOptions {
         epochs,
-        batch_size: args.get("batch", 64),
+        batch_size,
         seed: args.get("seed", 0),
         quiet: args.flag("quiet"),
         check_finite: args.flag("check-finite"),
         checkpoint_dir: args.values_get("checkpoint-dir").map(PathBuf::from),
         resume: args.flag("resume"),
+        overwrite: args.flag("overwrite"),
         verbose: true,
     };
     let mut trainer = Trainer::new(model, &mut opt, dev).with_options(options);
@@ -241,6 +273,9 @@ pub fn train_mnist(
     if let Some(c) = &history.confusion {
         println!("{c}");
     }
+    // The weights first: they are what the run was for.
+    io::save(&save, model, Some(&opt as &dyn Optimizer))?;
+    println!("saved weights to {}", save.display());
     if let Some(path) = args.values_get("log") {
         history.save_csv(path)?;
         println!("history written to {path}");
@@ -249,8 +284,30 @@ pub fn train_mnist(
         wgrad::plot::save_history_png(&history, path)?;
         println!("chart written to {path}");
     }
-    let save = args.path("save", default_save);
-    io::save(&save, model, Some(&opt as &dyn Optimizer))?;
-    println!("saved weights to {}", save.display());
+    Ok(())
+}
+
+/// Prints a usage error and exits with status 2.
+fn usage_error(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2);
+}
+
+/// Whether `path` can be written: an existing file is opened for writing (not truncated), a
+/// new one is created and removed again.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| wgrad::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }

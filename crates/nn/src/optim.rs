@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use wgrad_graph::{no_grad, realize_all, Grads, Result, Tensor};
+use wgrad_graph::{no_grad, realize_all, Error, Grads, Result, Tensor};
 
 /// Updates parameters from their gradients.
 pub trait Optimizer {
@@ -39,8 +39,16 @@ pub trait Optimizer {
         self.step_with(grads, &[])
     }
 
-    /// One update, computing `also` (e.g. the loss) in the same batch.
+    /// One update, computing `also` (e.g. the loss) in the same batch. A learning rate
+    /// that is negative, NaN or infinite is an error, with nothing changed.
     fn step_with(&mut self, grads: &Grads, also: &[&Tensor]) -> Result<()> {
+        let lr = self.learning_rate();
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::Data(format!(
+                "{}: the learning rate is {lr}; it must be a finite number of at least 0",
+                self.kind()
+            )));
+        }
         let g: Vec<Option<Tensor>> = self
             .params()
             .iter()

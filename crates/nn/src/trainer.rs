@@ -34,6 +34,9 @@ pub struct FitOptions {
     pub checkpoint_dir: Option<PathBuf>,
     /// Continue from the last complete checkpoint in `checkpoint_dir`.
     pub resume: bool,
+    /// Replace the checkpoints another run left in `checkpoint_dir` (without it, and without
+    /// `resume`, such a directory is refused, so that two runs never mix).
+    pub overwrite: bool,
     /// Print a line per epoch to standard output.
     pub verbose: bool,
 }
@@ -48,6 +51,7 @@ impl Default for FitOptions {
             check_finite: false,
             checkpoint_dir: None,
             resume: false,
+            overwrite: false,
             verbose: true,
         }
     }
@@ -123,11 +127,44 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Checks `data` against the model: its samples fit the input, and the model gives a
+    /// score for every class its labels name.
     fn sample_shape(&self, data: &Dataset) -> Result<()> {
         data.validate()?;
-        let mut shape = vec![self.options.batch_size.min(data.len().max(1))];
+        let mut shape = vec![self.options.batch_size.clamp(1, data.len().max(1))];
         shape.extend(&data.sample_shape);
-        check_input(self.model, &shape).map(|_| ())
+        let out = check_input(self.model, &shape)?;
+        let outputs = match out[..] {
+            [_, classes] => classes,
+            _ => return Ok(()),
+        };
+        if let Some(&label) = data.labels.iter().max().filter(|&&l| l as usize >= outputs) {
+            return Err(Error::Data(format!(
+                "the model gives {outputs} outputs per sample but the data has labels up to \
+                 {label} ({} classes); make the last layer {} wide",
+                data.classes, data.classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses options that would train nothing or on nonsense, before anything runs.
+    fn check_options(&self, train: &Dataset) -> Result<()> {
+        if self.options.batch_size == 0 {
+            return Err(Error::Data("the batch size must be at least 1".into()));
+        }
+        if train.is_empty() {
+            return Err(Error::Data(
+                "the training data is empty: there is nothing to train on".into(),
+            ));
+        }
+        let lr = self.optimizer.learning_rate();
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::Data(format!(
+                "the learning rate is {lr}; it must be a finite number of at least 0"
+            )));
+        }
+        Ok(())
     }
 
     /// Loss and confusion matrix over `data`, in evaluation mode; the model is left in the
@@ -157,6 +194,7 @@ impl<'a> Trainer<'a> {
 
     /// Trains for `options.epochs` epochs, validating on `validation` after each.
     pub fn fit(&mut self, train: &Dataset, validation: Option<&Dataset>) -> Result<History> {
+        self.check_options(train)?;
         self.sample_shape(train)?;
         if let Some(v) = validation {
             self.sample_shape(v)?;
@@ -164,6 +202,9 @@ impl<'a> Trainer<'a> {
         let opts = self.options.clone();
         let mut history = History::default();
         let mut start_epoch = 0;
+        if let Some(dir) = &opts.checkpoint_dir {
+            prepare_checkpoint_dir(dir, opts.resume, opts.overwrite)?;
+        }
         if opts.resume {
             let dir = opts
                 .checkpoint_dir
@@ -191,6 +232,12 @@ impl<'a> Trainer<'a> {
                 path: dir.clone(),
                 source,
             })?;
+        }
+        if start_epoch >= opts.epochs && opts.verbose {
+            println!(
+                "nothing to train: {} epochs asked for, {start_epoch} done",
+                opts.epochs
+            );
         }
         let loader = DataLoader::new(train, opts.batch_size).shuffled(opts.seed);
         let mut step = start_epoch * loader.len();
@@ -287,11 +334,8 @@ impl<'a> Trainer<'a> {
     fn check_finite(&self, loss: &Tensor, grads: &wgrad_graph::Grads, step: usize) -> Result<()> {
         let named = self.model.named_parameters();
         let flags: Vec<Tensor> = no_grad(|| {
-            // t·0 is NaN exactly where t is NaN or infinite, and so is its sum.
-            let bad = |t: &Tensor| {
-                let s = (t * 0.0).sum_all();
-                s.ne(&s).reshape(&[1])
-            };
+            // How many values are NaN or infinite (a bit test on every backend).
+            let bad = |t: &Tensor| t.isfinite().neg().add_scalar(1.0).sum_all().reshape(&[1]);
             let mut flags = vec![bad(loss)];
             for (_, p) in &named {
                 flags.push(match grads.get(p) {
@@ -389,4 +433,46 @@ fn epoch_line(s: &EpochStats, epochs: usize, samples: usize) -> String {
         samples as f64 / s.seconds.max(1e-9)
     ));
     line
+}
+
+/// Gets `dir` ready for a run's checkpoints: the temporary file of a write that was
+/// interrupted is removed; checkpoints of another run are refused (or, with `overwrite`,
+/// removed) unless this run resumes them.
+fn prepare_checkpoint_dir(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut checkpoints = Vec::new();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".epoch-") && name.contains(".safetensors.tmp-") {
+            std::fs::remove_file(entry.path()).map_err(|source| Error::Io {
+                path: entry.path(),
+                source,
+            })?;
+        } else if name.starts_with("epoch-") && name.ends_with(".safetensors") {
+            checkpoints.push(entry.path());
+        }
+    }
+    if resume || checkpoints.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        checkpoints.sort();
+        return Err(Error::Data(format!(
+            "{} holds checkpoints of another run ({} files, the last {}); resume it, or \
+             overwrite them (--resume or --overwrite)",
+            dir.display(),
+            checkpoints.len(),
+            checkpoints
+                .last()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        )));
+    }
+    for path in checkpoints {
+        std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+    }
+    Ok(())
 }
