@@ -48,10 +48,14 @@ fn erf_f(x: f32) -> f32 {
     return select(-y, y, x >= 0.0);
 }
 
-// x^y with C's rules for negative bases (integer exponents only) and zero.
+// x^y with C's rules for negative bases (integer exponents only), zero and NaN (x^0 and
+// 1^y are 1 even for NaN; otherwise NaN in, NaN out, which log2 of NaN need not give).
 fn pow_f(x: f32, y: f32) -> f32 {
-    if (y == 0.0) {
+    if (y == 0.0 || x == 1.0) {
         return 1.0;
+    }
+    if (is_nan(x) || is_nan(y)) {
+        return nan();
     }
     if (x == 0.0) {
         return select(0.0, inf(), y < 0.0);

@@ -37,8 +37,10 @@ impl ConvDims {
         (y < self.h && x < self.w).then_some((y, x))
     }
 
-    /// Calls `f(x_index, y_index, w_index)` for every multiply of the convolution.
-    fn for_each(&self, s: &Conv2dSpec, mut f: impl FnMut(usize, usize, usize)) {
+    /// Calls `f(x_index, y_index, w_index)` for every multiply of the convolution over its
+    /// zero-padded input: `x_index` is `None` where the tap reads padding, whose product
+    /// counts too (0 · ∞ is NaN, as in every GPU plan, which unfolds or masks to zeros).
+    fn for_each(&self, s: &Conv2dSpec, mut f: impl FnMut(Option<usize>, usize, usize)) {
         let (cg, og) = (self.c / s.groups, self.o / s.groups);
         for n in 0..self.n {
             for o in 0..self.o {
@@ -50,11 +52,11 @@ impl ConvDims {
                             let c = g * cg + ci;
                             for ky in 0..self.k[0] {
                                 for kx in 0..self.k[1] {
-                                    if let Some((y, x)) = self.tap(s, oy, ox, ky, kx) {
-                                        let xi = ((n * self.c + c) * self.h + y) * self.w + x;
-                                        let wi = ((o * cg + ci) * self.k[0] + ky) * self.k[1] + kx;
-                                        f(xi, yi, wi);
-                                    }
+                                    let xi = self
+                                        .tap(s, oy, ox, ky, kx)
+                                        .map(|(y, x)| ((n * self.c + c) * self.h + y) * self.w + x);
+                                    let wi = ((o * cg + ci) * self.k[0] + ky) * self.k[1] + kx;
+                                    f(xi, yi, wi);
                                 }
                             }
                         }
@@ -65,24 +67,61 @@ impl ConvDims {
     }
 }
 
+/// Element `i` of `v`, or 0 for padding.
+fn at(v: &[f32], i: Option<usize>) -> f64 {
+    i.map_or(0.0, |i| v[i] as f64)
+}
+
 /// `y[n,o,oy,ox] = Σ x[n,c,oy·s+ky·d-p, ox·s+kx·d-p] · w[o,c,ky,kx]` over the group's channels.
 pub fn conv2d(s: &Conv2dSpec, d: &ConvDims, x: &[f32], w: &[f32], y: &mut [f32]) {
     let mut acc = vec![0f64; y.len()];
-    d.for_each(s, |xi, yi, wi| acc[yi] += x[xi] as f64 * w[wi] as f64);
+    d.for_each(s, |xi, yi, wi| acc[yi] += at(x, xi) * w[wi] as f64);
     store(&acc, y);
 }
 
-/// `dx[xi] = Σ g[yi] · w[wi]` over the same index triples as the forward pass.
+/// `dx[n,c,y,x] = Σ g[n,o,oy,ox] · w[o,c,ky,kx]` over the group's output channels and the
+/// taps, where `oy·s = y + p - ky·d`: the transposed convolution over g zero-padded and
+/// zero-dilated, so that taps with no output position count with g = 0 (as on the GPU).
 pub fn conv2d_grad_input(s: &Conv2dSpec, d: &ConvDims, g: &[f32], w: &[f32], dx: &mut [f32]) {
-    let mut acc = vec![0f64; dx.len()];
-    d.for_each(s, |xi, yi, wi| acc[xi] += g[yi] as f64 * w[wi] as f64);
-    store(&acc, dx);
+    let (cg, og) = (d.c / s.groups, d.o / s.groups);
+    // The output position reading input coordinate `i` at tap `k` along one axis.
+    let source = |axis: usize, i: usize, k: usize, len: usize| -> Option<usize> {
+        let t = (i + s.padding[axis]).checked_sub(k * s.dilation[axis])?;
+        (t % s.stride[axis] == 0 && t / s.stride[axis] < len).then_some(t / s.stride[axis])
+    };
+    let mut at_dx = 0;
+    for n in 0..d.n {
+        for c in 0..d.c {
+            let grp = c / cg;
+            let ci = c % cg;
+            for y in 0..d.h {
+                for x in 0..d.w {
+                    let mut acc = 0f64;
+                    for o in grp * og..(grp + 1) * og {
+                        for ky in 0..d.k[0] {
+                            let oy = source(0, y, ky, d.oh);
+                            for kx in 0..d.k[1] {
+                                let ox = source(1, x, kx, d.ow);
+                                let gi = oy
+                                    .zip(ox)
+                                    .map(|(oy, ox)| ((n * d.o + o) * d.oh + oy) * d.ow + ox);
+                                let wi = ((o * cg + ci) * d.k[0] + ky) * d.k[1] + kx;
+                                acc += at(g, gi) * w[wi] as f64;
+                            }
+                        }
+                    }
+                    dx[at_dx] = acc as f32;
+                    at_dx += 1;
+                }
+            }
+        }
+    }
 }
 
 /// `dw[wi] = Σ x[xi] · g[yi]` over the same index triples as the forward pass.
 pub fn conv2d_grad_weight(s: &Conv2dSpec, d: &ConvDims, x: &[f32], g: &[f32], dw: &mut [f32]) {
     let mut acc = vec![0f64; dw.len()];
-    d.for_each(s, |xi, yi, wi| acc[wi] += x[xi] as f64 * g[yi] as f64);
+    d.for_each(s, |xi, yi, wi| acc[wi] += at(x, xi) * g[yi] as f64);
     store(&acc, dw);
 }
 
