@@ -1,4 +1,4 @@
-//! The differential fuzzer (see `tests/fuzzer/mod.rs`): 1000 seeded random programs over the op
+//! The differential fuzzer (see `tests/fuzzer/mod.rs`): 500 seeded random programs over the op
 //! set, large shapes among them, each on the GPU and on the CPU backend in one process,
 //! outputs and gradients compared, every generated kernel validated by naga.
 //! `WGRAD_FUZZ_CASES` and `WGRAD_FUZZ_SEED` change the run; `cargo run --release --example
@@ -19,7 +19,7 @@ fn gpu_and_cpu_agree_on_random_programs() {
             .unwrap_or(default)
     };
     let (cases, seed) = (
-        var("WGRAD_FUZZ_CASES", 1000) as usize,
+        var("WGRAD_FUZZ_CASES", 500) as usize,
         var("WGRAD_FUZZ_SEED", 1),
     );
     let mut fuzzer = fuzzer::Fuzzer::new().expect("a GPU adapter, since gpu() found one");

@@ -116,7 +116,19 @@ impl Fuzzer {
             let program = case_program(seed, case);
             if let Err(message) = self.check(&program) {
                 let original = program.len();
-                let (program, message) = self.shrink(program, message);
+                // Shrinking checks each candidate on a device of its own, so that the
+                // program printed fails from a fresh start.
+                self.fresh_device();
+                let (program, message) = match self.check(&program) {
+                    Err(message) => self.shrink(program, message),
+                    Ok(()) => (
+                        program,
+                        format!(
+                            "{message}\n(on a fresh device it passes: it reused what earlier \
+                             cases left in the caches; rerun cases 0 to {case} in one process)"
+                        ),
+                    ),
+                };
                 return Err(Box::new(Failure {
                     seed,
                     case,
@@ -134,9 +146,32 @@ impl Fuzzer {
         Ok(())
     }
 
-    /// Runs `program` on both backends and compares; then validates the kernels generated.
+    /// Moves the GPU side to a new device on a new context: empty caches.
+    fn fresh_device(&mut self) {
+        if let Ok(ctx) = Context::new() {
+            self.gpu = GpuBackend::device_on(ctx.clone());
+            self.ctx = ctx;
+            self.validated.clear();
+        }
+    }
+
+    /// Runs `program` on both backends and compares, then the same program with other
+    /// constants (whose kernels are the first one's, found in the caches); then validates the
+    /// kernels generated.
     pub fn check(&mut self, program: &Program) -> Result<(), String> {
-        let result = self.compare(program);
+        let result = self.compare(program).and_then(|_| {
+            let other = program.with_other_constants();
+            match other == *program {
+                true => Ok(()),
+                false => self.compare(&other).map_err(|e| {
+                    format!(
+                        "{e}, with other constants, run after the program with its own (so \
+                         with kernels cached for those):\n{}",
+                        other.rust()
+                    )
+                }),
+            }
+        });
         self.validate_sources()?;
         result
     }
@@ -264,6 +299,7 @@ impl Fuzzer {
                 if !candidate.well_posed() || candidate == program {
                     continue;
                 }
+                self.fresh_device();
                 if let Err(m) = self.check(&candidate) {
                     smaller = Some((candidate, m));
                     break;
@@ -284,8 +320,17 @@ impl Fuzzer {
 /// gradients is `Σ out·w` with fixed random `w`, so that every output element's gradient
 /// differs.
 fn evaluate(dev: &Device, program: &Program) -> Result<Eval, Error> {
-    let v = program.build(dev)?;
-    let out = v.last().expect("a program has values");
+    let mut v = program.build(dev)?;
+    let out = v.pop().expect("a program has values");
+    // Only the leaves stay held, so that intermediate values fuse as they do in real use (a
+    // value someone holds is stored, and a product followed by it takes no epilogue).
+    let v: Vec<Option<Tensor>> = program
+        .values
+        .iter()
+        .zip(v)
+        .map(|(value, t)| matches!(value, Value::Leaf(..)).then_some(t))
+        .collect();
+    let out = &out;
     let (values, dtype) = match out.dtype() {
         DType::F32 => (
             out.to_vec()?.into_iter().map(f64::from).collect(),
@@ -296,14 +341,14 @@ fn evaluate(dev: &Device, program: &Program) -> Result<Eval, Error> {
             DType::U32,
         ),
     };
-    let mut grads = vec![None; v.len()];
+    let mut grads = vec![None; program.len()];
     if out.requires_grad() {
         let mut rng = Rng::new(99);
         let w: Vec<f32> = (0..out.numel()).map(|_| rng.range(-1.0, 1.0)).collect();
         let w = Tensor::from_slice(dev, &w, out.shape())?;
         let g = (out * &w).sum_all().backward();
-        for (i, value) in program.values.iter().enumerate() {
-            if let (Value::Leaf(..), Some(gx)) = (value, g.get(&v[i])) {
+        for (i, leaf) in v.iter().enumerate() {
+            if let Some(gx) = leaf.as_ref().and_then(|t| g.get(t)) {
                 grads[i] = Some(gx.to_vec()?);
             }
         }

@@ -431,6 +431,30 @@ impl Program {
         out
     }
 
+    /// The same program with other constants (scalars, slopes, dropout rates): run after the
+    /// program on one device, it finds kernels cached with the first constants.
+    pub fn with_other_constants(&self) -> Program {
+        let values = self
+            .values
+            .iter()
+            .map(|v| match v {
+                Value::Node(Node::Scalar(op, x, c)) => Value::Node(Node::Scalar(
+                    *op,
+                    *x,
+                    if *c == 0.0 { 0.5 } else { -1.5 * c },
+                )),
+                Value::Node(Node::Unary(UnaryOp::LeakyRelu(s), x)) => {
+                    Value::Node(Node::Unary(UnaryOp::LeakyRelu(0.5 - s), *x))
+                }
+                Value::Node(Node::Dropout(x, p, seed)) => {
+                    Value::Node(Node::Dropout(*x, 0.6 - p, seed.wrapping_add(1)))
+                }
+                v => v.clone(),
+            })
+            .collect();
+        Program { values }
+    }
+
     /// The Rust that builds the program with wgrad's API, one value per line.
     pub fn rust(&self) -> String {
         let mut s = String::new();
