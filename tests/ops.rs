@@ -153,6 +153,9 @@ fn reductions_past_65536() {
     check("max_cols_100000", 1, &[distinct(&[100_000, 2])], |x| {
         x[0].max(&[0], false)
     });
+    check("min_rows_70000", 1, &[distinct(&[3, 70_000])], |x| {
+        x[0].min(&[1], true)
+    });
     // Two reduced runs around a kept axis (a bias gradient's shape), and three (copied into
     // one run first).
     check("sum_nchw_bias", 86_528, &[f(&[128, 2, 26, 26])], |x| {
@@ -608,4 +611,82 @@ fn zero_channel_convolution_gives_zeros() {
         &[f(&[2, 0, 5, 5]), f(&[4, 0, 3, 3]), f(&[4, 1, 1])],
         move |t| (t[0].conv2d(&t[1], s) + &t[2]).relu(),
     );
+}
+
+/// NaN and infinity as PyTorch treats them, on every backend, from bit patterns (a quiet NaN
+/// with a payload, a negative NaN): relu, maximum, minimum, max and min reductions, argmax
+/// and max pooling propagate NaN; comparisons with NaN are false but `!=`; isnan, isinf and
+/// isfinite test bits (a compiler may assume `x != x` is false).
+#[test]
+fn nan_and_inf_follow_pytorch() {
+    let nan = f32::from_bits(0x7fc0_0001);
+    let neg_nan = f32::from_bits(0xffc0_0000);
+    let inf = f32::INFINITY;
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let x = Tensor::from_slice(dev, &[1.0, nan, -2.0, inf, neg_nan, -inf], &[2, 3]).unwrap();
+        let y = Tensor::from_slice(dev, &[0.5, 0.5, nan, 0.5, 0.5, 0.5], &[2, 3]).unwrap();
+        let bits = |t: Tensor| -> Vec<String> {
+            t.to_vec()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    if v.is_nan() {
+                        "nan".into()
+                    } else {
+                        v.to_string()
+                    }
+                })
+                .collect()
+        };
+        let name = dev.name();
+        assert_eq!(
+            bits(x.relu()),
+            ["1", "nan", "0", "inf", "nan", "0"],
+            "{name}"
+        );
+        assert_eq!(
+            bits(x.maximum(&y)),
+            ["1", "nan", "nan", "inf", "nan", "0.5"],
+            "{name}"
+        );
+        assert_eq!(
+            bits(x.minimum(&y)),
+            ["0.5", "nan", "nan", "0.5", "nan", "-inf"],
+            "{name}"
+        );
+        assert_eq!(bits(x.max(&[1], false)), ["nan", "nan"], "{name}");
+        assert_eq!(bits(x.min(&[1], false)), ["nan", "nan"], "{name}");
+        assert_eq!(bits(x.max(&[0], false)), ["inf", "nan", "-2"], "{name}");
+        assert_eq!(x.argmax(1, false).to_vec_u32().unwrap(), [1, 1], "{name}");
+        assert_eq!(
+            x.argmax(0, false).to_vec_u32().unwrap(),
+            [1, 0, 0],
+            "{name}"
+        );
+        assert_eq!(bits(x.ne(&x)), ["0", "1", "0", "0", "1", "0"], "{name}");
+        assert_eq!(bits(x.eq(&x)), ["1", "0", "1", "1", "0", "1"], "{name}");
+        assert_eq!(bits(x.lt(&y)), ["0", "0", "0", "0", "0", "1"], "{name}");
+        assert_eq!(bits(x.isnan()), ["0", "1", "0", "0", "1", "0"], "{name}");
+        assert_eq!(bits(x.isinf()), ["0", "0", "0", "1", "0", "1"], "{name}");
+        assert_eq!(bits(x.isfinite()), ["1", "0", "1", "0", "0", "0"], "{name}");
+        assert_eq!(
+            bits(x.sign()),
+            ["1", "nan", "-1", "1", "nan", "-1"],
+            "{name}"
+        );
+        // Max pooling: the window holding NaN gives NaN, and its gradient goes there.
+        let img = Tensor::param(
+            dev,
+            &[1.0, 5.0, 2.0, nan, 0.0, 3.0, 4.0, 1.0],
+            &[1, 1, 2, 4],
+        )
+        .unwrap();
+        let pooled = img.max_pool2d(wgrad::graph::Pool2dSpec::square(2));
+        assert_eq!(bits(pooled.clone()), ["5", "nan"], "{name}");
+        let g = pooled.sum_all().backward();
+        let dx = g.wrt(&img).to_vec().unwrap();
+        assert_eq!(dx, [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0], "{name}");
+    }
 }

@@ -188,6 +188,13 @@ impl Tensor {
         )
     }
 
+    /// Minimum over `axes` (as `-max(-x)`): NaN propagates, and the gradient is shared
+    /// equally among tied minima.
+    #[track_caller]
+    pub fn min(&self, axes: &[isize], keepdim: bool) -> Tensor {
+        self.neg().max(axes, keepdim).neg()
+    }
+
     /// Mean over `axes` (negative axes count from the end).
     #[track_caller]
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Tensor {
