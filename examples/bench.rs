@@ -17,6 +17,17 @@ use wgrad::graph::{Conv2dSpec, Pool2dSpec};
 use wgrad::nn::{Activation, Adam, Dense, Module, Optimizer, Rng, Sequential};
 use wgrad::{Device, Result, Tensor};
 
+/// The work a kernel row does, for its rate.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Floating-point operations: GFLOP/s.
+    Flop(f64),
+    /// Bytes read: GB/s.
+    Bytes(f64),
+    /// A time only.
+    None,
+}
+
 /// One row of the report.
 #[derive(Clone, Debug)]
 struct Record {
@@ -26,6 +37,7 @@ struct Record {
     median_ms: Option<f64>,
     min_ms: Option<f64>,
     gflops: Option<f64>,
+    gbps: Option<f64>,
     steps_per_s: Option<f64>,
     cold_ms: Option<f64>,
     peak_rss_mb: Option<f64>,
@@ -40,6 +52,7 @@ impl Record {
             median_ms: None,
             min_ms: None,
             gflops: None,
+            gbps: None,
             steps_per_s: None,
             cold_ms: None,
             peak_rss_mb: None,
@@ -49,13 +62,14 @@ impl Record {
     fn json(&self) -> String {
         let num = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x:.4}"));
         format!(
-            "{{\"name\": \"{}\", \"backend\": \"{}\", \"adapter\": \"{}\", \"median_ms\": {}, \"min_ms\": {}, \"gflops\": {}, \"steps_per_s\": {}, \"cold_ms\": {}, \"peak_rss_mb\": {}}}",
+            "{{\"name\": \"{}\", \"backend\": \"{}\", \"adapter\": \"{}\", \"median_ms\": {}, \"min_ms\": {}, \"gflops\": {}, \"gbps\": {}, \"steps_per_s\": {}, \"cold_ms\": {}, \"peak_rss_mb\": {}}}",
             self.name,
             self.backend,
             self.adapter.replace('"', "'"),
             num(self.median_ms),
             num(self.min_ms),
             num(self.gflops),
+            num(self.gbps),
             num(self.steps_per_s),
             num(self.cold_ms),
             num(self.peak_rss_mb)
@@ -137,11 +151,12 @@ impl Bench {
         }
     }
 
-    /// Times `build(device)` on each backend after checking the GPU result against the CPU's.
+    /// Times `build(device)` on each backend after checking the GPU result against the CPU's;
+    /// `work` gives the rate reported.
     fn kernel(
         &mut self,
         name: &str,
-        flop: f64,
+        work: Work,
         atol: f32,
         build: &dyn Fn(&Device) -> Result<Workload>,
     ) -> Result<()> {
@@ -164,8 +179,10 @@ impl Bench {
             let mut r = Record::new(name, &dev);
             r.median_ms = Some(median);
             r.min_ms = Some(min);
-            if flop > 0.0 {
-                r.gflops = Some(flop / (median * 1e-3) / 1e9);
+            match work {
+                Work::Flop(flop) => r.gflops = Some(flop / (median * 1e-3) / 1e9),
+                Work::Bytes(bytes) => r.gbps = Some(bytes / (median * 1e-3) / 1e9),
+                Work::None => {}
             }
             self.push(r);
         }
@@ -185,7 +202,10 @@ impl Bench {
             r.backend,
             fmt(r.median_ms, "ms"),
             fmt(r.min_ms, "ms"),
-            fmt(r.gflops, "GFLOP/s"),
+            match r.gbps {
+                Some(_) => fmt(r.gbps, "GB/s"),
+                None => fmt(r.gflops, "GFLOP/s"),
+            },
             fmt(r.steps_per_s, "steps/s"),
             fmt(r.cold_ms, "ms"),
         );
@@ -362,7 +382,7 @@ fn run() -> Result<()> {
     for &n in sizes {
         b.kernel(
             &format!("matmul_{n}"),
-            2.0 * (n as f64).powi(3),
+            Work::Flop(2.0 * (n as f64).powi(3)),
             1e-4,
             &move |dev| {
                 let a = random(dev, &[n, n], 1)?;
@@ -380,7 +400,7 @@ fn run() -> Result<()> {
         conv("conv2d_a", [64, 1, 28, 28], [32, 1, 3, 3], 0),
         conv("conv2d_b", [16, 64, 56, 56], [64, 64, 3, 3], 1),
     ] {
-        b.kernel(&name, flop, 1e-4, &move |dev| {
+        b.kernel(&name, Work::Flop(flop), 1e-4, &move |dev| {
             let spec = Conv2dSpec {
                 padding: [pad, pad],
                 ..Default::default()
@@ -391,12 +411,31 @@ fn run() -> Result<()> {
             ))
         })?;
     }
-    b.kernel("maxpool", 0.0, 0.0, &|dev| {
+    b.kernel("maxpool", Work::None, 0.0, &|dev| {
         Ok((
             vec![random(dev, &[64, 32, 26, 26], 5)?],
             Box::new(|t: &[Tensor]| t[0].max_pool2d(Pool2dSpec::square(2))),
         ))
     })?;
+    // Reductions, in GB/s of input read: everything into one value (more than 65,536 per
+    // output: split across invocations and passes), rows, columns, and a bias gradient's
+    // axes of an NCHW tensor.
+    for (name, shape, axes) in [
+        ("sum_all_1e6", vec![1 << 20], vec![0]),
+        ("sum_rows", vec![1024, 1024], vec![1]),
+        ("sum_cols", vec![1024, 1024], vec![0]),
+        ("sum_nchw_bias", vec![128, 32, 26, 26], vec![0, 2, 3]),
+    ] {
+        let bytes = 4.0 * shape.iter().product::<usize>() as f64;
+        let atol = 1e-5 * (shape.iter().product::<usize>() as f32).sqrt();
+        b.kernel(name, Work::Bytes(bytes), atol, &move |dev| {
+            let axes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+            Ok((
+                vec![random(dev, &shape, 7)?],
+                Box::new(move |t: &[Tensor]| t[0].sum(&axes, false)),
+            ))
+        })?;
+    }
     b.training("mlp_step", &mlp, &[128, 784], 10)?;
     b.training("cnn_step", &mnist_cnn, &[64, 1, 28, 28], 10)?;
 

@@ -7,6 +7,7 @@
 mod backend;
 mod context;
 mod conv;
+mod conv_gemm;
 mod generated;
 pub mod launch;
 mod matmul;

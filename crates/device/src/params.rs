@@ -65,14 +65,14 @@ pub struct ReduceParams {
     pub l_len: u32,
     /// Element stride of the inner reduced level.
     pub l_stride: u32,
-    /// `parts / l_len`.
-    pub dr: u32,
-    /// `parts % l_len`.
+    /// `parts % l_len`: how far the inner position moves from one element to the next.
     pub dt: u32,
+    /// How far the offset moves from one element to the next.
+    pub step: u32,
+    /// How far the offset moves more when the inner position wraps (modulo 2^32).
+    pub wrap: u32,
     /// `argmax`: 1 when the values come with their indices (a pass over partial results).
     pub indexed: u32,
-    /// Unused; matches the WGSL struct's `_pad`.
-    pub pad: u32,
 }
 
 /// `shaders/layout.wgsl`'s `CopyParams`.

@@ -43,10 +43,11 @@ fn target_invocations(gpu: bool) -> usize {
     }
 }
 
-/// Invocations per output for `n` outputs of `count` elements each: at most [`MAX_TRIP`]
-/// elements each, at least [`MIN_CHUNK`] where the count allows, and near the target.
+/// Invocations per output for `n` outputs of `count` elements each: at most half
+/// [`MAX_TRIP`] elements each (an invocation's loops may take two steps per element), at
+/// least [`MIN_CHUNK`] where the count allows, and near the target.
 fn parts(n: usize, count: usize, gpu: bool) -> usize {
-    let fewest = count.div_ceil(MAX_TRIP);
+    let fewest = count.div_ceil(MAX_TRIP / 2);
     let most = count.div_ceil(MIN_CHUNK);
     let wanted = target_invocations(gpu).div_ceil(n.max(1));
     fewest.max(wanted.min(most)).max(1)
@@ -149,8 +150,10 @@ impl GpuBackend {
             let count = params.count as usize;
             let parts = parts(n, count, gpu);
             params.parts = parts as u32;
-            params.dr = (parts / params.l_len as usize) as u32;
-            params.dt = (parts % params.l_len as usize) as u32;
+            let (l, ls, rs) = (params.l_len, params.l_stride, params.r_stride);
+            params.dt = parts as u32 % l;
+            params.step = params.dt * ls + (parts as u32 / l) * rs;
+            params.wrap = rs.wrapping_sub(l * ls);
             let last = parts == 1;
             // Argmax keeps the values of the last pass too (in scratch, unread).
             let sizes: Vec<usize> = match (how, last) {
@@ -271,7 +274,10 @@ mod tests {
         for &(n, count) in &[(1, 1), (1, 70_000), (3, 100_000), (8, 86_528), (1, 1 << 30)] {
             for gpu in [false, true] {
                 let p = parts(n, count, gpu);
-                assert!(count.div_ceil(p) <= MAX_TRIP, "{n} × {count}: {p} parts");
+                assert!(
+                    2 * count.div_ceil(p) <= MAX_TRIP,
+                    "{n} × {count}: {p} parts"
+                );
                 assert!(p <= count.max(1));
             }
         }
