@@ -2,12 +2,14 @@
 // the size (crates/device/src/reduce.rs plans them). Each output o combines `count` elements
 // at base(o) + r·r_stride + t·l_stride for r < r_len, t < l_len, element k = r·l_len + t: the
 // launcher collapses the reduced axes into these two levels (or first copies the input so
-// that they fit). `parts` invocations share an output: invocation (o, j) takes elements
-// j, j + parts, j + 2·parts, …, so no invocation walks more than ceil(count / parts)
-// elements (nor its loops more than twice that), and neighbouring invocations read
-// neighbouring elements. With parts > 1 each
-// writes its partial result to out[o·parts + j], and the next pass combines those.
-// The order of every combination is fixed by the shape, so results are deterministic.
+// that they fit). `parts` invocations share an output: share j takes elements
+// first = j·first_step, first + k_step, … below min(first + span, count). On CPU-type
+// adapters a share is a contiguous block of elements (k_step = 1: each invocation streams
+// through memory); on GPUs the shares interleave (k_step = parts: neighbouring invocations
+// read neighbouring elements). No share has more than MAX_TRIP / 2 elements. With
+// parts > 1 each share writes its partial result to out[o·parts + j], and the next pass
+// combines those. The order of every combination is fixed by the shape and the adapter
+// type, so results are deterministic.
 
 // Rust twin: ReduceParams in crates/device/src/params.rs
 struct ReduceParams {
@@ -22,12 +24,18 @@ struct ReduceParams {
     r_stride: u32,
     l_len: u32,
     l_stride: u32,
-    // From one element of a share to the next: t grows by dt = parts % l_len and the offset by
-    // step (dt·l_stride + (parts / l_len)·r_stride); past the inner level's end, t wraps and
-    // the offset moves by wrap (r_stride - l_len·l_stride, modulo 2^32).
+    first_step: u32,
+    k_step: u32,
+    span: u32,
+    // From one element of a share to the next: t grows by dt = k_step % l_len and the offset
+    // by step (dt·l_stride + (k_step / l_len)·r_stride); past the inner level's end, t wraps
+    // and the offset moves by wrap (r_stride - l_len·l_stride, modulo 2^32).
     dt: u32,
     step: u32,
     wrap: u32,
+    // 1: neighbouring invocations take neighbouring outputs (the kept axes are innermost);
+    // 0: neighbouring shares of one output.
+    outputs_fastest: u32,
     // argmax: 1 when the values come with their indices (a pass over partial results).
     indexed: u32,
 }
@@ -36,10 +44,14 @@ struct ReduceParams {
 
 const WG: u32 = 64u;
 
-// Output o and share j of invocation i (o varies fastest).
+// Output o and share j of invocation i.
 fn share(i: u32) -> vec2<u32> {
-    let j = quot(i, p.n);
-    return vec2<u32>(i - j * p.n, j);
+    if (p.outputs_fastest != 0u) {
+        let j = quot(i, p.n);
+        return vec2<u32>(i - j * p.n, j);
+    }
+    let o = quot(i, p.parts);
+    return vec2<u32>(o, i - o * p.parts);
 }
 
 // Offset of output o's first element.
@@ -66,16 +78,23 @@ fn rows() -> bool {
     return p.parts == 1u && p.l_stride == 1u;
 }
 
-// Where share j starts: its offset and its position t in the inner level.
-fn start(base: u32, j: u32) -> vec2<u32> {
-    let r = quot(j, p.l_len);
-    let t = j - r * p.l_len;
+// Share j's first element, and the end of its elements (none past `count`).
+fn bounds(j: u32) -> vec2<u32> {
+    let first = min(j * p.first_step, p.count);
+    return vec2<u32>(first, first + min(p.count - first, p.span));
+}
+
+// The offset of element k of the output whose first element is at `base`, and k's inner
+// position t.
+fn start(base: u32, k: u32) -> vec2<u32> {
+    let r = quot(k, p.l_len);
+    let t = k - r * p.l_len;
     return vec2<u32>(base + r * p.r_stride + t * p.l_stride, t);
 }
 
-// Elements of the share from element k (inner position t) on before t wraps.
-fn segment(k: u32, t: u32) -> u32 {
-    let left = quot(p.count - k + p.parts - 1u, p.parts);
+// Elements of the share from element k (inner position t) up to `end`, before t wraps.
+fn segment(k: u32, t: u32, end: u32) -> u32 {
+    let left = quot(end - k + p.k_step - 1u, p.k_step);
     if (p.dt == 0u) {
         return left;
     }
@@ -100,11 +119,13 @@ fn reduce_sum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.n * p.parts) { return; }
     let s = share(i);
-    var w = start(base_offset(s.x), s.y);
+    let base = base_offset(s.x);
+    let b = bounds(s.y);
+    var w = start(base, b.x);
     var acc = 0.0;
     if (rows()) {
         for (var r = 0u; r < p.r_len; r++) {
-            let run = w.x + r * p.r_stride;
+            let run = base + r * p.r_stride;
             for (var t = 0u; t < p.l_len; t++) {
                 acc += a[run + t];
             }
@@ -112,15 +133,15 @@ fn reduce_sum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
         out[s.x] = acc;
         return;
     }
-    for (var k = s.y; k < p.count;) {
-        let n = segment(k, w.y);
+    for (var k = b.x; k < b.y;) {
+        let n = segment(k, w.y, b.y);
         var at = w.x;
         for (var e = 0u; e < n; e++) {
             acc += a[at];
             at += p.step;
         }
         w = past(w.x, w.y, n);
-        k += n * p.parts;
+        k += n * p.k_step;
     }
     out[s.x * p.parts + s.y] = acc;
 }
@@ -131,12 +152,14 @@ fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.n * p.parts) { return; }
     let s = share(i);
-    var w = start(base_offset(s.x), s.y);
+    let base = base_offset(s.x);
+    let b = bounds(s.y);
+    var w = start(base, b.x);
     var acc = -inf();
     var nan_seen = false;
     if (rows()) {
         for (var r = 0u; r < p.r_len; r++) {
-            let run = w.x + r * p.r_stride;
+            let run = base + r * p.r_stride;
             for (var t = 0u; t < p.l_len; t++) {
                 let v = a[run + t];
                 nan_seen = nan_seen || is_nan(v);
@@ -146,8 +169,8 @@ fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
         out[s.x] = select(acc, nan(), nan_seen);
         return;
     }
-    for (var k = s.y; k < p.count;) {
-        let n = segment(k, w.y);
+    for (var k = b.x; k < b.y;) {
+        let n = segment(k, w.y, b.y);
         var at = w.x;
         for (var e = 0u; e < n; e++) {
             let v = a[at];
@@ -156,7 +179,7 @@ fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
             at += p.step;
         }
         w = past(w.x, w.y, n);
-        k += n * p.parts;
+        k += n * p.k_step;
     }
     out[s.x * p.parts + s.y] = select(acc, nan(), nan_seen);
 }
@@ -184,12 +207,14 @@ fn argmax(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) 
     let i = g.x + g.y * nw.x * WG;
     if (i >= p.n * p.parts) { return; }
     let s = share(i);
-    var w = start(base_offset(s.x), s.y);
+    let base = base_offset(s.x);
+    let b = bounds(s.y);
+    var w = start(base, b.x);
     var best_v = -inf();
     var best = 0xffffffffu;
     if (rows()) {
         for (var r = 0u; r < p.r_len; r++) {
-            let run = w.x + r * p.r_stride;
+            let run = base + r * p.r_stride;
             for (var t = 0u; t < p.l_len; t++) {
                 let v = a[run + t];
                 let index = select(r * p.l_len + t, a_index[run + t], p.indexed != 0u);
@@ -203,12 +228,12 @@ fn argmax(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) 
         out_value[s.x] = best_v;
         return;
     }
-    for (var k = s.y; k < p.count;) {
-        let n = segment(k, w.y);
+    for (var k = b.x; k < b.y;) {
+        let n = segment(k, w.y, b.y);
         var at = w.x;
         for (var e = 0u; e < n; e++) {
             let v = a[at];
-            let index = select(k + e * p.parts, a_index[at], p.indexed != 0u);
+            let index = select(k + e * p.k_step, a_index[at], p.indexed != 0u);
             if (beats(v, index, best_v, best)) {
                 best_v = v;
                 best = index;
@@ -216,7 +241,7 @@ fn argmax(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) 
             at += p.step;
         }
         w = past(w.x, w.y, n);
-        k += n * p.parts;
+        k += n * p.k_step;
     }
     let o = s.x * p.parts + s.y;
     out_index[o] = best;

@@ -135,6 +135,13 @@ fn reductions_past_65536() {
         &[range(&[1000, 1000], 1.0, 1.0)],
         |x| x[0].sum_all(),
     );
+    // A count that does not divide into the shares evenly (164,424 = 321.1 · 512).
+    check(
+        "sum_all_164424",
+        164_424,
+        &[range(&[2, 82_212], -3.0, 3.0)],
+        |x| x[0].sum(&[0, 1], true),
+    );
     check("mean_axis0_100000x3", 100_000, &[f(&[100_000, 3])], |x| {
         x[0].mean(&[0], false)
     });

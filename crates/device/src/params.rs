@@ -65,12 +65,20 @@ pub struct ReduceParams {
     pub l_len: u32,
     /// Element stride of the inner reduced level.
     pub l_stride: u32,
-    /// `parts % l_len`: how far the inner position moves from one element to the next.
+    /// Share `j`'s first element is `j · first_step`.
+    pub first_step: u32,
+    /// Elements between one element of a share and the next.
+    pub k_step: u32,
+    /// Elements from a share's first to its end (at most; `count` ends every share).
+    pub span: u32,
+    /// `k_step % l_len`: how far the inner position moves from one element to the next.
     pub dt: u32,
     /// How far the offset moves from one element to the next.
     pub step: u32,
     /// How far the offset moves more when the inner position wraps (modulo 2^32).
     pub wrap: u32,
+    /// 1 when neighbouring invocations take neighbouring outputs, 0 neighbouring shares.
+    pub outputs_fastest: u32,
     /// `argmax`: 1 when the values come with their indices (a pass over partial results).
     pub indexed: u32,
 }

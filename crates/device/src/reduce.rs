@@ -129,6 +129,9 @@ impl GpuBackend {
             params.kept[d] = size as u32;
             params.kept_strides[d] = stride as u32;
         }
+        // Kept axes innermost (a column reduction): neighbouring outputs are neighbours in
+        // memory, so neighbouring invocations take them.
+        params.outputs_fastest = kept.last().is_some_and(|k| k.1 == 1) as u32;
         self.reduce_passes(how, input, params, out)
     }
 
@@ -148,11 +151,22 @@ impl GpuBackend {
         let mut scratch: Vec<BufferId> = Vec::new();
         loop {
             let count = params.count as usize;
-            let parts = parts(n, count, gpu);
+            let mut parts = parts(n, count, gpu);
+            // CPU-type adapters: each share a contiguous block (an invocation streams
+            // through memory), none of them empty; GPUs: interleaved shares (neighbouring
+            // invocations read neighbouring elements).
+            let chunk = count.div_ceil(parts) as u32;
+            if !gpu {
+                parts = count.div_ceil(chunk as usize);
+            }
             params.parts = parts as u32;
+            (params.first_step, params.k_step, params.span) = match gpu {
+                true => (1, parts as u32, params.count),
+                false => (chunk, 1, chunk),
+            };
             let (l, ls, rs) = (params.l_len, params.l_stride, params.r_stride);
-            params.dt = parts as u32 % l;
-            params.step = params.dt * ls + (parts as u32 / l) * rs;
+            params.dt = params.k_step % l;
+            params.step = params.dt * ls + (params.k_step / l) * rs;
             params.wrap = rs.wrapping_sub(l * ls);
             let last = parts == 1;
             // Argmax keeps the values of the last pass too (in scratch, unread).
