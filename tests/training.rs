@@ -288,12 +288,12 @@ fn an_unknown_adapter_is_a_clear_error_and_the_default_falls_back_to_cpu() {
     assert_eq!(Tensor::ones(&dev, &[2]).to_vec().unwrap(), vec![1.0, 1.0]);
 }
 
-/// An application that already owns a wgpu device hands it to wgrad.
-#[test]
-fn runs_on_an_application_supplied_wgpu_device() {
-    if gpu().is_none() {
-        return;
-    }
+/// A device an application opened itself, on the default adapter.
+fn application_device() -> (
+    wgrad::device::wgpu::Device,
+    wgrad::device::wgpu::Queue,
+    wgrad::device::wgpu::AdapterInfo,
+) {
     use wgrad::device::wgpu;
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter =
@@ -302,6 +302,17 @@ fn runs_on_an_application_supplied_wgpu_device() {
     let info = adapter.get_info();
     let (device, queue) =
         pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    (device, queue, info)
+}
+
+/// An application that already owns a wgpu device hands it to wgrad.
+#[test]
+fn runs_on_an_application_supplied_wgpu_device() {
+    if gpu().is_none() {
+        return;
+    }
+    use wgrad::device::wgpu;
+    let (device, queue, info) = application_device();
     let ctx = wgrad::device::Context::from_wgpu(device, queue, info);
     let dev = wgrad::device::GpuBackend::device_on(ctx.clone());
     let x = Tensor::from_slice(&dev, &[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
@@ -325,13 +336,7 @@ fn an_application_keeps_its_error_handler() {
     }
     use std::sync::{Arc, Mutex};
     use wgrad::device::wgpu;
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .expect("an adapter exists, since gpu() found one");
-    let info = adapter.get_info();
-    let (device, queue) =
-        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let (device, queue, info) = application_device();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = seen.clone();
     device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {

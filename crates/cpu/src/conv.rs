@@ -40,7 +40,14 @@ impl ConvDims {
     /// Calls `f(x_index, y_index, w_index)` for every multiply of the convolution over its
     /// zero-padded input: `x_index` is `None` where the tap reads padding, whose product
     /// counts too (0 · ∞ is NaN, as in every GPU plan, which unfolds or masks to zeros).
-    fn for_each(&self, s: &Conv2dSpec, mut f: impl FnMut(Option<usize>, usize, usize)) {
+    /// Without `padding` those are left out: they only matter when the other factor is not
+    /// finite (0 · x is 0 for every finite x).
+    fn for_each(
+        &self,
+        s: &Conv2dSpec,
+        padding: bool,
+        mut f: impl FnMut(Option<usize>, usize, usize),
+    ) {
         let (cg, og) = (self.c / s.groups, self.o / s.groups);
         for n in 0..self.n {
             for o in 0..self.o {
@@ -56,7 +63,9 @@ impl ConvDims {
                                         .tap(s, oy, ox, ky, kx)
                                         .map(|(y, x)| ((n * self.c + c) * self.h + y) * self.w + x);
                                     let wi = ((o * cg + ci) * self.k[0] + ky) * self.k[1] + kx;
-                                    f(xi, yi, wi);
+                                    if padding || xi.is_some() {
+                                        f(xi, yi, wi);
+                                    }
                                 }
                             }
                         }
@@ -75,14 +84,29 @@ fn at(v: &[f32], i: Option<usize>) -> f64 {
 /// `y[n,o,oy,ox] = Σ x[n,c,oy·s+ky·d-p, ox·s+kx·d-p] · w[o,c,ky,kx]` over the group's channels.
 pub fn conv2d(s: &Conv2dSpec, d: &ConvDims, x: &[f32], w: &[f32], y: &mut [f32]) {
     let mut acc = vec![0f64; y.len()];
-    d.for_each(s, |xi, yi, wi| acc[yi] += at(x, xi) * w[wi] as f64);
+    let padding = !all_finite(w);
+    d.for_each(s, padding, |xi, yi, wi| acc[yi] += at(x, xi) * w[wi] as f64);
     store(&acc, y);
+}
+
+/// Whether every value is finite (then products with padding's zeros are zeros).
+fn all_finite(v: &[f32]) -> bool {
+    v.iter().all(|x| x.is_finite())
 }
 
 /// `dx[n,c,y,x] = Σ g[n,o,oy,ox] · w[o,c,ky,kx]` over the group's output channels and the
 /// taps, where `oy·s = y + p - ky·d`: the transposed convolution over g zero-padded and
 /// zero-dilated, so that taps with no output position count with g = 0 (as on the GPU).
 pub fn conv2d_grad_input(s: &Conv2dSpec, d: &ConvDims, g: &[f32], w: &[f32], dx: &mut [f32]) {
+    if all_finite(w) {
+        // The products at missing positions are zeros: the valid ones, scattered.
+        let mut acc = vec![0f64; dx.len()];
+        d.for_each(s, false, |xi, yi, wi| {
+            acc[xi.expect("no padding taps")] += g[yi] as f64 * w[wi] as f64
+        });
+        store(&acc, dx);
+        return;
+    }
     let (cg, og) = (d.c / s.groups, d.o / s.groups);
     // The output position reading input coordinate `i` at tap `k` along one axis.
     let source = |axis: usize, i: usize, k: usize, len: usize| -> Option<usize> {
@@ -121,7 +145,8 @@ pub fn conv2d_grad_input(s: &Conv2dSpec, d: &ConvDims, g: &[f32], w: &[f32], dx:
 /// `dw[wi] = Σ x[xi] · g[yi]` over the same index triples as the forward pass.
 pub fn conv2d_grad_weight(s: &Conv2dSpec, d: &ConvDims, x: &[f32], g: &[f32], dw: &mut [f32]) {
     let mut acc = vec![0f64; dw.len()];
-    d.for_each(s, |xi, yi, wi| acc[wi] += at(x, xi) * g[yi] as f64);
+    let padding = !all_finite(g);
+    d.for_each(s, padding, |xi, yi, wi| acc[wi] += at(x, xi) * g[yi] as f64);
     store(&acc, dw);
 }
 

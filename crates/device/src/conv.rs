@@ -145,11 +145,7 @@ impl GpuBackend {
         if epilogue.is_some() {
             sizes.push(len * 4);
         }
-        let Some(scratch) = self.alloc_all(&sizes) else {
-            return Err(Error::OutOfMemory {
-                bytes: sizes.iter().sum::<usize>() as u64,
-            });
-        };
+        let scratch = self.scratch(&sizes)?;
         for (k, first) in (0..steps).step_by(per_part as usize).enumerate() {
             let end = (first + per_part).min(steps);
             launch((first, end), scratch[0], (k * len) as u32, None);
@@ -172,11 +168,7 @@ impl GpuBackend {
             self.fill(out.buffer, len, 0);
             return Ok(());
         };
-        let Some(zeros) = self.alloc_all(&[len * 4]) else {
-            return Err(Error::OutOfMemory {
-                bytes: len as u64 * 4,
-            });
-        };
+        let zeros = self.scratch(&[len * 4])?;
         self.fill(zeros[0], len, 0);
         let flat = (0, &[1][..]);
         self.record_copy(zeros[0], out.buffer, &[len], flat, flat, Some(e));

@@ -166,6 +166,14 @@ impl GpuBackend {
         Some(ids)
     }
 
+    /// Scratch buffers of these sizes, or an out-of-memory error naming their total (nothing
+    /// kept) when one is refused: for work that has no other plan to fall back on.
+    pub(crate) fn scratch(&self, sizes: &[usize]) -> Result<Vec<BufferId>> {
+        self.alloc_all(sizes).ok_or(Error::OutOfMemory {
+            bytes: sizes.iter().sum::<usize>() as u64,
+        })
+    }
+
     /// Hands scratch buffers back to the pool.
     pub(crate) fn free_all(&self, scratch: impl IntoIterator<Item = BufferId>) {
         use wgrad_graph::Backend;
@@ -394,11 +402,7 @@ pub(crate) fn record(be: &GpuBackend, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) -> 
                 be.push_pool(entry, &params, ids(x), windows);
             } else {
                 // Each window's maximum once, then each input sums the windows it wins.
-                let Some(at) = be.alloc_all(&[windows * 4]) else {
-                    return Err(Error::OutOfMemory {
-                        bytes: windows as u64 * 4,
-                    });
-                };
+                let at = be.scratch(&[windows * 4])?;
                 let params = PoolParams::new(spec, windows, x[0].shape, x[1].shape);
                 be.push_pool(&entries[3], &params, vec![at[0], x[0].buffer], windows);
                 let params = PoolParams::new(spec, n, x[0].shape, x[1].shape);

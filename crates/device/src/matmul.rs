@@ -261,11 +261,7 @@ impl GpuBackend {
         if epilogue.is_some() {
             sizes.push(total * 4);
         }
-        let Some(scratch) = self.alloc_all(&sizes) else {
-            return Err(Error::OutOfMemory {
-                bytes: sizes.iter().sum::<usize>() as u64,
-            });
-        };
+        let scratch = self.scratch(&sizes)?;
         let partial = MatmulParams {
             k_chunk: limit as u32,
             batch_count: batch,

@@ -5,7 +5,7 @@
 //! the shape, so results are deterministic.
 
 use wgrad_graph::shape::{contiguous_strides, numel};
-use wgrad_graph::{BufferId, Error, Family, Result};
+use wgrad_graph::{BufferId, Family, Result};
 
 use crate::backend::GpuBackend;
 use crate::params::ReduceParams;
@@ -176,13 +176,11 @@ impl GpuBackend {
                 (_, true) => vec![],
                 (_, false) => vec![n * parts * 4],
             };
-            let written = match self.alloc_all(&sizes) {
-                Some(w) => w,
-                None => {
+            let written = match self.scratch(&sizes) {
+                Ok(w) => w,
+                Err(e) => {
                     self.free_all(scratch);
-                    return Err(Error::OutOfMemory {
-                        bytes: sizes.iter().sum::<usize>() as u64,
-                    });
+                    return Err(e);
                 }
             };
             let buffers = match how {
@@ -245,11 +243,7 @@ impl GpuBackend {
         let own = contiguous_strides(shape);
         let from: Vec<usize> = order.iter().map(|&d| own[d]).collect();
         let bytes = numel(shape) * 4;
-        let Some(copy) = self.alloc_all(&[bytes]) else {
-            return Err(Error::OutOfMemory {
-                bytes: bytes as u64,
-            });
-        };
+        let copy = self.scratch(&[bytes])?;
         self.copy_strided(
             input,
             copy[0],
