@@ -201,18 +201,28 @@ fn for_windows(
     }
 }
 
-/// Index (within the plane) of the window's first maximum in row-major order.
+/// Plane offset of the window's first maximum in row-major order; its first NaN if it holds
+/// one, so that max
+/// pooling propagates NaN as PyTorch does (a sum of the window, NaN when any value is, finds
+/// those windows without a test per value).
 fn argmax(x: &[f32], w: usize, win: &Window) -> usize {
     let mut best = (win.rows.start * w + win.cols.start, f32::NEG_INFINITY);
+    let mut probe = 0.0f32;
     for r in win.rows.clone() {
         for c in win.cols.clone() {
             let v = x[r * w + c];
-            // The first NaN wins, so that max pooling propagates NaN as PyTorch does.
-            if v.is_nan() {
-                return r * w + c;
-            }
+            probe += v;
             if v > best.1 {
                 best = (r * w + c, v);
+            }
+        }
+    }
+    if probe.is_nan() {
+        for r in win.rows.clone() {
+            for c in win.cols.clone() {
+                if x[r * w + c].is_nan() {
+                    return r * w + c;
+                }
             }
         }
     }
