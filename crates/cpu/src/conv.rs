@@ -202,9 +202,8 @@ fn for_windows(
 }
 
 /// Plane offset of the window's first maximum in row-major order; its first NaN if it holds
-/// one, so that max
-/// pooling propagates NaN as PyTorch does (a sum of the window, NaN when any value is, finds
-/// those windows without a test per value).
+/// one, so that max pooling propagates NaN as PyTorch does (a sum of the window, NaN when
+/// any value is, finds those windows without a test per value).
 fn argmax(x: &[f32], w: usize, win: &Window) -> usize {
     let mut best = (win.rows.start * w + win.cols.start, f32::NEG_INFINITY);
     let mut probe = 0.0f32;
