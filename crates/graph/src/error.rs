@@ -48,7 +48,7 @@ pub enum Error {
     Index {
         /// The op, e.g. `gather`.
         op: &'static str,
-        /// The offending index (the first one found).
+        /// An index out of range (one of them, when there are several).
         index: u64,
         /// The size it must be below.
         size: u64,
