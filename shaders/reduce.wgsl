@@ -114,74 +114,60 @@ fn past(at: u32, t: u32, n: u32) -> vec2<u32> {
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 
-@compute @workgroup_size(64)
-fn reduce_sum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
-    if (i >= p.n * p.parts) { return; }
+// Sum or maximum of invocation i's share, stored: one walk for both, `take_max` a constant
+// in each entry point. The maximum keeps NaN, as in PyTorch: a flag keeps it whatever `max`
+// does with NaN operands.
+fn fold(i: u32, take_max: bool) {
     let s = share(i);
     let base = base_offset(s.x);
     let b = bounds(s.y);
     var w = start(base, b.x);
-    var acc = 0.0;
-    if (rows()) {
-        for (var r = 0u; r < p.r_len; r++) {
-            let run = base + r * p.r_stride;
-            for (var t = 0u; t < p.l_len; t++) {
-                acc += a[run + t];
-            }
-        }
-        out[s.x] = acc;
-        return;
-    }
-    for (var k = b.x; k < b.y;) {
-        let n = segment(k, w.y, b.y);
-        var at = w.x;
-        for (var e = 0u; e < n; e++) {
-            acc += a[at];
-            at += p.step;
-        }
-        w = past(w.x, w.y, n);
-        k += n * p.k_step;
-    }
-    out[s.x * p.parts + s.y] = acc;
-}
-
-// NaN wins, as in PyTorch; the flag keeps it whatever `max` does with NaN operands.
-@compute @workgroup_size(64)
-fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
-    if (i >= p.n * p.parts) { return; }
-    let s = share(i);
-    let base = base_offset(s.x);
-    let b = bounds(s.y);
-    var w = start(base, b.x);
-    var acc = -inf();
+    var acc = select(0.0, -inf(), take_max);
     var nan_seen = false;
     if (rows()) {
         for (var r = 0u; r < p.r_len; r++) {
             let run = base + r * p.r_stride;
             for (var t = 0u; t < p.l_len; t++) {
                 let v = a[run + t];
-                nan_seen = nan_seen || is_nan(v);
-                acc = max(acc, v);
+                if (take_max) {
+                    nan_seen = nan_seen || is_nan(v);
+                    acc = max(acc, v);
+                } else {
+                    acc += v;
+                }
             }
         }
-        out[s.x] = select(acc, nan(), nan_seen);
-        return;
-    }
-    for (var k = b.x; k < b.y;) {
-        let n = segment(k, w.y, b.y);
-        var at = w.x;
-        for (var e = 0u; e < n; e++) {
-            let v = a[at];
-            nan_seen = nan_seen || is_nan(v);
-            acc = max(acc, v);
-            at += p.step;
+    } else {
+        for (var k = b.x; k < b.y;) {
+            let n = segment(k, w.y, b.y);
+            var at = w.x;
+            for (var e = 0u; e < n; e++) {
+                let v = a[at];
+                if (take_max) {
+                    nan_seen = nan_seen || is_nan(v);
+                    acc = max(acc, v);
+                } else {
+                    acc += v;
+                }
+                at += p.step;
+            }
+            w = past(w.x, w.y, n);
+            k += n * p.k_step;
         }
-        w = past(w.x, w.y, n);
-        k += n * p.k_step;
     }
     out[s.x * p.parts + s.y] = select(acc, nan(), nan_seen);
+}
+
+@compute @workgroup_size(64)
+fn reduce_sum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.x + g.y * nw.x * WG;
+    if (i < p.n * p.parts) { fold(i, false); }
+}
+
+@compute @workgroup_size(64)
+fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = g.x + g.y * nw.x * WG;
+    if (i < p.n * p.parts) { fold(i, true); }
 }
 
 // argmax: the index of the largest value, the first on ties; the first NaN if there is one
