@@ -460,7 +460,7 @@ override IM_B_STRIDE: u32 = 1u;
 override IM_R_STRIDE: u32 = 1u;
 override IM_P_STRIDE: u32 = 1u;
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(WORKGROUP, 1, 1)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let fixed = IM_FIXED;
     let ci = select(u.ci, IM_CI, fixed);
@@ -481,7 +481,7 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let r_stride = select(u.r_stride, IM_R_STRIDE, fixed);
     let p_stride = select(u.p_stride, IM_P_STRIDE, fixed);
 
-    let i = gid.x + gid.y * nw.x * 64u;
+    let i = gid.x + gid.y * nw.x * WORKGROUP;
     if (i >= ci * pixels) { return; }
     var c: u32;
     var oy: u32;

@@ -22,10 +22,9 @@ struct IndexParams {
 @group(0) @binding(3) var<storage, read> x: array<u32>;
 @group(0) @binding(4) var<storage, read> y: array<u32>;
 
-const WG: u32 = 64u;
 
 fn linear(g: vec3<u32>, w: vec3<u32>) -> u32 {
-    return g.x + g.y * w.x * WG;
+    return g.x + g.y * w.x * WORKGROUP;
 }
 
 // Whether index v is in range; if not, records it (the first reporter writes its details).
@@ -42,7 +41,7 @@ fn in_range(v: u32) -> bool {
 }
 
 // out[i, j] = table[idx[i], j]: x = table, y = indices.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn gather(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
     if (i >= p.n) { return; }
@@ -57,7 +56,7 @@ fn gather(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // out[i, c] = 1.0 if labels[i] == c: x = labels.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn one_hot(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
     if (i >= p.n) { return; }
@@ -71,7 +70,7 @@ fn one_hot(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups)
     out[i] = select(0u, bitcast<u32>(1.0), label == col);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn cast_f32_u32(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
     if (i >= p.n) { return; }
@@ -80,7 +79,7 @@ fn cast_f32_u32(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgr
     out[i] = select(0u, u32(v), v > 0.0 && !is_nan(v));
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn cast_u32_f32(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
     if (i >= p.n) { return; }

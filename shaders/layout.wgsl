@@ -11,21 +11,20 @@ struct CopyParams {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
-    shape: array<u32, 6>,
-    src_strides: array<u32, 6>,
-    dst_strides: array<u32, 6>,
+    shape: array<u32, MAX_RANK>,
+    src_strides: array<u32, MAX_RANK>,
+    dst_strides: array<u32, MAX_RANK>,
 }
 
 @group(0) @binding(0) var<storage, read> p: CopyParams;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 @group(0) @binding(2) var<storage, read> src: array<u32>;
 
-const WG: u32 = 64u;
 
 // Element i of the copied view: dst[dst_offset + i·dst_strides] = src[src_offset + i·src_strides].
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn copy(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
-    let i = g.x + g.y * w.x * WG;
+    let i = g.x + g.y * w.x * WORKGROUP;
     if (i >= p.n) { return; }
     var r = i;
     var s = p.src_offset;
@@ -41,8 +40,8 @@ fn copy(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w:
     out[t] = src[s];
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn fill(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
-    let i = g.x + g.y * w.x * WG;
+    let i = g.x + g.y * w.x * WORKGROUP;
     if (i < p.n) { out[p.dst_offset + i] = p.value; }
 }

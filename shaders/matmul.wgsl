@@ -130,7 +130,7 @@ fn matmul_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
     mm_vec4(g);
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(WORKGROUP, 1, 1)
 fn matmul_vec4_wide(@builtin(global_invocation_id) g: vec3<u32>) {
     mm_vec4(g);
 }
@@ -202,7 +202,7 @@ fn matmul_vec4_out(@builtin(global_invocation_id) g: vec3<u32>) {
     mm_vec4_out(g);
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(WORKGROUP, 1, 1)
 fn matmul_vec4_out_wide(@builtin(global_invocation_id) g: vec3<u32>) {
     mm_vec4_out(g);
 }
@@ -409,9 +409,9 @@ fn matmul_nt_vec4(@builtin(global_invocation_id) g: vec3<u32>) {
 // write them with k_chunk set), stored as the `_out` kernels store (offset, row length,
 // accumulate). An epilogue is applied by a copy after it (it binds no operand B, after which
 // epilogues bind their buffers). The launcher keeps the splits within its loop bound.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn matmul_sum_splits(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
-    let i = g.x + g.y * w.x * 64u;
+    let i = g.x + g.y * w.x * WORKGROUP;
     let per = p.m * p.out_n;
     if (i >= p.batch_count * per) { return; }
     let z = i / per;

@@ -24,7 +24,6 @@ struct PoolParams {
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 
-const WG: u32 = 64u;
 
 // With PL_FIXED the launcher compiles a pipeline per geometry: every field of `p` but `total`
 // comes from these constants (divisions by them compile to multiplications, window loops
@@ -124,9 +123,9 @@ fn out_coords(i: u32) -> vec3<u32> {
     return vec3<u32>(pl, row - pl * geo_oh(), i - row * geo_ow());
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn max_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.total) { return; }
     let c = out_coords(i);
     let pl = c.x;
@@ -158,9 +157,9 @@ fn pair(i: u32) -> Pair {
     return Pair(at, a2[at], a2[at + geo_w() / 2u]);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn max_pool2d_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.total) { return; }
     let w = pair(i);
     let m = max(max(w.top.x, w.top.y), max(w.bottom.x, w.bottom.y));
@@ -170,9 +169,9 @@ fn max_pool2d_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_work
 
 // Its gradient: the window's gradient goes to its first maximum (row-major), `out` zeroed
 // first. a2 = x as vec2 rows, b = g, out = dx.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn max_pool2d_grad_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.total) { return; }
     let w = pair(i);
     let top = 2u * w.at;
@@ -189,9 +188,9 @@ fn max_pool2d_grad_2x2(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num
 // Disjoint windows (stride >= kernel): one invocation per window adds its gradient at its
 // first maximum; no two windows share an input, so plain stores suffice. `out` must be zero
 // first (the layout family's `fill`). a = x, b = g, out = dx; `total` counts windows here.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.total) { return; }
     let c = out_coords(i);
     let pl = c.x;
@@ -207,18 +206,18 @@ fn max_pool2d_grad_disjoint(@builtin(global_invocation_id) g: vec3<u32>, @builti
 @group(0) @binding(1) var<storage, read_write> out_at: array<u32>;
 @group(0) @binding(2) var<storage, read> win_at: array<u32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn max_pool2d_argmax(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.total) { return; }
     let c = out_coords(i);
     out_at[i] = argmax(c.x * geo_h() * geo_w(), window(c.y, c.z));
 }
 
 // win_at = the windows' maxima, b = g (pooled gradient), out = dx.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.total) { return; }
     let row = pdiv(i, geo_w());
     let x = i - row * geo_w();
@@ -239,9 +238,9 @@ fn max_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_wor
     out[i] = acc;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn avg_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.total) { return; }
     let c = out_coords(i);
     let pl = c.x;
@@ -259,9 +258,9 @@ fn avg_pool2d(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgrou
 }
 
 // a = g (pooled gradient), out = dx.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn avg_pool2d_grad(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.total) { return; }
     let row = pdiv(i, geo_w());
     let x = i - row * geo_w();

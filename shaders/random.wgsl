@@ -23,9 +23,9 @@ fn hash32(v: u32) -> u32 {
     return x;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn rand_uniform(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
-    let i = g.x + g.y * w.x * 64u;
+    let i = g.x + g.y * w.x * WORKGROUP;
     if (i >= p.n) { return; }
     let key = hash32(p.seed_lo ^ hash32(p.seed_hi ^ 0x68bc21ebu));
     let r = hash32(hash32(i ^ key) + key);

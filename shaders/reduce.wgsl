@@ -42,7 +42,6 @@ struct ReduceParams {
 
 @group(0) @binding(0) var<storage, read> p: ReduceParams;
 
-const WG: u32 = 64u;
 
 // Output o and share j of invocation i.
 fn share(i: u32) -> vec2<u32> {
@@ -158,15 +157,15 @@ fn fold(i: u32, take_max: bool) {
     out[s.x * p.parts + s.y] = select(acc, nan(), nan_seen);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn reduce_sum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i < p.n * p.parts) { fold(i, false); }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i < p.n * p.parts) { fold(i, true); }
 }
 
@@ -188,9 +187,9 @@ fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
     return v > bv || (v == bv && i < bi);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn argmax(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-    let i = g.x + g.y * nw.x * WG;
+    let i = g.x + g.y * nw.x * WORKGROUP;
     if (i >= p.n * p.parts) { return; }
     let s = share(i);
     let base = base_offset(s.x);

@@ -11,13 +11,24 @@ mod kernels;
 use std::cell::RefCell;
 
 use wgrad_graph::shape::numel;
-use wgrad_graph::{Arg, Backend, BufferId, Device, Error, Op, Result};
+use wgrad_graph::{Arg, Backend, BufferId, Capabilities, Device, Error, Launch, Op, Result};
 
-/// The CPU reference backend. Buffers are host vectors of 32-bit words.
-#[derive(Default)]
+/// The CPU reference backend. Buffers are host vectors of 32-bit words. It runs one op at a
+/// time and fuses nothing.
 pub struct CpuBackend {
     buffers: RefCell<Vec<Option<Vec<u32>>>>,
     free: RefCell<Vec<BufferId>>,
+    caps: Capabilities,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend {
+            buffers: RefCell::default(),
+            free: RefCell::default(),
+            caps: Capabilities::unfused("CPU (reference backend)", false),
+        }
+    }
 }
 
 impl CpuBackend {
@@ -33,12 +44,8 @@ impl CpuBackend {
 }
 
 impl Backend for CpuBackend {
-    fn name(&self) -> String {
-        "CPU (reference backend)".into()
-    }
-
-    fn is_gpu(&self) -> bool {
-        false
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
     }
 
     fn alloc(&self, bytes: usize) -> Result<BufferId> {
@@ -71,7 +78,22 @@ impl Backend for CpuBackend {
         Ok(bytemuck::cast_slice(words)[..bytes].to_vec())
     }
 
-    fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
+    fn exec(&self, launch: &Launch<'_>) -> Result<()> {
+        match *launch {
+            Launch::Op { op, inputs, out } => self.exec_op(op, inputs, out),
+            _ => Err(Error::Device(
+                "the CPU backend runs one op at a time; it fuses nothing".into(),
+            )),
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl CpuBackend {
+    fn exec_op(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|a| a.shape).collect();
         if let Some((i, size)) = op.index_bound(&shapes) {
             let buffers = self.buffers.borrow();
@@ -102,10 +124,6 @@ impl Backend for CpuBackend {
             kernels::run(op, &ins, out.shape, &mut result);
         }
         self.buffers.borrow_mut()[out.buffer] = Some(result);
-        Ok(())
-    }
-
-    fn flush(&self) -> Result<()> {
         Ok(())
     }
 }

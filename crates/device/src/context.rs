@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use wgrad_graph::{Error, Family, Result};
+use wgrad_graph::{Error, Result};
 
+use crate::kernels::{Entry, Family};
 use crate::shaders;
 
 /// How to pick an adapter. `Default` reads `WGRAD_ADAPTER` and `WGRAD_BACKEND`.
@@ -40,7 +41,8 @@ pub struct Context {
     /// The device's limits as granted (possibly below the adapter's).
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(Family, String), Arc<wgpu::ComputePipeline>>>,
+    /// By entry point and the bits of its pipeline-overridable constants.
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Pipelines of generated kernels and their sources, keyed by a text naming everything
     /// their source depends on.
     generated: Mutex<HashMap<String, Generated>>,
@@ -50,6 +52,9 @@ pub struct Context {
     /// for CPU-type adapters: by adapter type, or `WGRAD_KERNELS=gpu|cpu`.
     pub gpu_kernels: bool,
 }
+
+/// A family pipeline's entry point and the bits of its pipeline-overridable constants.
+type PipelineKey = (Entry, Vec<u64>);
 
 /// A generated kernel's pipeline and the source it was compiled from.
 type Generated = (Arc<wgpu::ComputePipeline>, Arc<str>);
@@ -310,29 +315,25 @@ impl Context {
         cache.values().map(|(_, source)| source.clone()).collect()
     }
 
-    /// The compiled pipeline for `entry` of `family`, compiled on first use.
-    pub fn pipeline(&self, family: Family, entry: &str) -> Arc<wgpu::ComputePipeline> {
-        self.pipeline_with(family, entry, &[])
+    /// The compiled pipeline of `entry`, compiled on first use.
+    pub fn pipeline(&self, entry: Entry) -> Arc<wgpu::ComputePipeline> {
+        self.pipeline_with(entry, &[])
     }
 
-    /// The pipeline for `entry` of `family` with its pipeline-overridable constants set to
-    /// `constants`, compiled once per distinct set.
+    /// The pipeline of `entry` with its pipeline-overridable constants set to `constants`,
+    /// compiled once per distinct set.
     pub fn pipeline_with(
         &self,
-        family: Family,
-        entry: &str,
+        entry: Entry,
         constants: &[(&str, f64)],
     ) -> Arc<wgpu::ComputePipeline> {
-        let key = if constants.is_empty() {
-            entry.to_string()
-        } else {
-            format!("{entry} {constants:?}")
-        };
+        let key = (entry, constants.iter().map(|c| c.1.to_bits()).collect());
         let mut pipelines = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = pipelines.get(&(family, key.clone())) {
+        if let Some(p) = pipelines.get(&key) {
             return p.clone();
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let family = entry.family;
         let pipeline = self.scoped(|| {
             let module = modules.entry(family).or_insert_with(|| {
                 self.device
@@ -344,10 +345,10 @@ impl Context {
             Arc::new(
                 self.device
                     .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(entry),
+                        label: Some(entry.name),
                         layout: None,
                         module,
-                        entry_point: Some(entry),
+                        entry_point: Some(entry.name),
                         compilation_options: wgpu::PipelineCompilationOptions {
                             constants,
                             ..Default::default()
@@ -356,7 +357,40 @@ impl Context {
                     }),
             )
         });
-        pipelines.insert((family, key), pipeline.clone());
+        pipelines.insert(key, pipeline.clone());
         pipeline
+    }
+
+    /// The first error wgpu reported since the last check, as an [`Error`].
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.take_error() {
+            None => Ok(()),
+            Some(msg) if msg.to_lowercase().contains("out of memory") => {
+                Err(Error::OutOfMemory { bytes: 0 })
+            }
+            Some(msg) => Err(Error::Device(msg)),
+        }
+    }
+
+    /// Maps `staging` (after the work that fills it was submitted), waits, and copies out its
+    /// first `bytes` bytes.
+    pub(crate) fn map_read(&self, staging: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>> {
+        let slice = staging.slice(..);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("waiting for the device failed: {e}")))?;
+        futures::executor::block_on(rx)
+            .map_err(|_| Error::Map("the map request was dropped".into()))?
+            .map_err(|e| Error::Map(e.to_string()))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Map(e.to_string()))?[..bytes]
+            .to_vec();
+        staging.unmap();
+        Ok(data)
     }
 }

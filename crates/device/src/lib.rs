@@ -1,24 +1,27 @@
-//! wgrad's GPU backend on wgpu: the device [`Context`], a pooled-buffer [`GpuBackend`] that
-//! batches every dispatch of a realisation into one submission, and the WGSL kernels in
-//! `shaders/`, one file per family.
+//! wgrad's GPU backend on wgpu, in layers, each module using only those below it:
+//!
+//! 1. the [`Context`] (adapter, device, limits, shader modules and pipelines), with the
+//!    kernel table (`kernels`), the WGSL sources (`shaders`) and the parameter structs
+//!    (`params`) it compiles and binds;
+//! 2. the recorder (`recorder/`): the command list, the parameter arena, pooled buffers, and
+//!    their encoding into one submission per flush;
+//! 3. the kernel families (`family/`): elementwise, layout, index, reduce, pool, matmul,
+//!    convolution and generated kernels, each with its launcher;
+//! 4. [`GpuBackend`]: the graph's `Backend` on top.
 
 #![warn(missing_docs)]
 
 mod backend;
 mod context;
-mod conv;
-mod conv_gemm;
-mod generated;
-pub mod launch;
-mod matmul;
+mod family;
+pub mod kernels;
 pub mod params;
-mod profile;
-mod reduce;
+mod recorder;
 pub mod shaders;
 
 pub use backend::GpuBackend;
 pub use context::{AdapterOptions, Context};
-pub use profile::{KernelTime, ProfileClock};
+pub use recorder::profile::{KernelTime, ProfileClock};
 pub use wgpu;
 
 /// The most iterations one kernel invocation's main loop runs, whatever the tensor sizes:

@@ -455,6 +455,10 @@ impl PoolParams {
     }
 }
 
+/// Most scalar constants one fused kernel reads from its parameters (`MAX_FUSED_CONSTANTS`
+/// in the WGSL prelude).
+pub const MAX_FUSED_CONSTANTS: usize = 16;
+
 /// `FusedParams` of the generated elementwise kernels (`fused_source`).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -464,7 +468,7 @@ pub struct FusedParams {
     /// Padding to 16 bytes.
     pub pad: [u32; 3],
     /// The group's scalar constants (`p.c[slot]` in the generated source).
-    pub constants: [f32; wgrad_graph::MAX_FUSED_CONSTANTS],
+    pub constants: [f32; MAX_FUSED_CONSTANTS],
 }
 
 /// `GenCopyParams` of the generated strided copies.

@@ -1,8 +1,14 @@
-//! Every WGSL file parses and validates with naga, and every op's entry points exist in its
-//! family's file. Needs no GPU.
+//! The kernel table against the WGSL, with naga and without a GPU: every family's source
+//! (prelude included) validates; every entry point in `kernels::ALL` exists with the
+//! workgroup size the table gives, and every entry point of the files is in the table; every
+//! parameter struct has the size of its WGSL twin.
 
+use std::mem::size_of;
+
+use wgrad_device::kernels::{self, Family};
+use wgrad_device::params::*;
 use wgrad_device::shaders;
-use wgrad_graph::op::{BinaryOp, Conv2dSpec, DType, Family, Op, Pool2dSpec, ReduceOp, UnaryOp};
+use wgrad_graph::{BinaryOp, UnaryOp};
 
 fn module(family: Family) -> naga::Module {
     let src = shaders::source(family);
@@ -18,7 +24,7 @@ fn module(family: Family) -> naga::Module {
 }
 
 #[test]
-fn every_shader_file_validates() {
+fn every_family_validates() {
     for family in Family::ALL {
         let m = module(family);
         assert!(
@@ -29,69 +35,43 @@ fn every_shader_file_validates() {
     }
 }
 
-/// One op of every variant. The exhaustive match makes a new variant fail to compile here
-/// until it is added to the list.
-fn all_ops() -> Vec<Op> {
-    let mut ops = vec![
-        Op::Full {
-            value: 0.0,
-            shape: vec![],
-            dtype: DType::F32,
-        },
-        Op::RandUniform {
-            seed: 0,
-            shape: vec![],
-        },
-        Op::Where,
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: vec![],
-            keepdim: false,
-        },
-        Op::Reduce {
-            op: ReduceOp::Max,
-            axes: vec![],
-            keepdim: false,
-        },
-        Op::Argmax {
-            axis: 0,
-            keepdim: false,
-        },
-        Op::MatMul {
-            ta: false,
-            tb: false,
-        },
-        Op::Reshape { shape: vec![] },
-        Op::Permute { perm: vec![] },
-        Op::Expand { shape: vec![] },
-        Op::Slice { ranges: vec![] },
-        Op::Pad {
-            before: vec![],
-            after: vec![],
-        },
-        Op::Concat { axis: 0 },
-        Op::Gather,
-        Op::OneHot { classes: 1 },
-        Op::Cast { to: DType::F32 },
-        Op::Conv2d(Conv2dSpec::default()),
-        Op::Conv2dGradInput {
-            spec: Conv2dSpec::default(),
-            input_hw: [1, 1],
-        },
-        Op::Conv2dGradWeight {
-            spec: Conv2dSpec::default(),
-            kernel: [1, 1],
-        },
-        Op::MaxPool2d(Pool2dSpec::square(2)),
-        Op::MaxPool2dGrad(Pool2dSpec::square(2)),
-        Op::AvgPool2d(Pool2dSpec::square(2)),
-        Op::AvgPool2dGrad {
-            spec: Pool2dSpec::square(2),
-            input_hw: [2, 2],
-        },
-    ];
+#[test]
+fn the_kernel_table_matches_the_wgsl() {
+    let mut checked = 0;
+    for family in Family::ALL {
+        let m = module(family);
+        let table: Vec<_> = kernels::ALL.iter().filter(|e| e.family == family).collect();
+        for entry in &table {
+            let found = m.entry_points.iter().find(|e| e.name == entry.name);
+            let found = found.unwrap_or_else(|| {
+                panic!("{}: entry point `{}` is missing", family.file(), entry.name)
+            });
+            assert_eq!(
+                found.workgroup_size,
+                entry.workgroup,
+                "{}: `{}` has another workgroup size than the table's",
+                family.file(),
+                entry.name
+            );
+            checked += 1;
+        }
+        for ep in &m.entry_points {
+            assert!(
+                table.iter().any(|e| e.name == ep.name),
+                "{}: entry point `{}` is not in kernels.rs",
+                family.file(),
+                ep.name
+            );
+        }
+    }
+    assert_eq!(checked, kernels::ALL.len());
+    assert!(checked >= 60, "only {checked} entry points checked");
+}
+
+#[test]
+fn each_function_has_its_own_kernel() {
     use UnaryOp::*;
-    for u in [
+    let unary = [
         Neg,
         Exp,
         Log,
@@ -107,11 +87,12 @@ fn all_ops() -> Vec<Op> {
         IsNan,
         IsInf,
         IsFinite,
-    ] {
-        ops.push(Op::Unary(u));
+    ];
+    for u in unary {
+        assert_eq!(kernels::unary(u).name, format!("unary_{}", u.name()));
     }
     use BinaryOp::*;
-    for b in [
+    let binary = [
         Add,
         Sub,
         Mul,
@@ -125,61 +106,48 @@ fn all_ops() -> Vec<Op> {
         Le,
         Gt,
         Ge,
-    ] {
-        ops.push(Op::Binary(b));
+    ];
+    for b in binary {
+        assert_eq!(kernels::binary(b).name, format!("binary_{}", b.name()));
     }
-    for op in &ops {
-        match op {
-            Op::Full { .. }
-            | Op::RandUniform { .. }
-            | Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Where
-            | Op::Reduce { .. }
-            | Op::Argmax { .. }
-            | Op::MatMul { .. }
-            | Op::Reshape { .. }
-            | Op::Permute { .. }
-            | Op::Expand { .. }
-            | Op::Slice { .. }
-            | Op::Pad { .. }
-            | Op::Concat { .. }
-            | Op::Gather
-            | Op::OneHot { .. }
-            | Op::Cast { .. }
-            | Op::Conv2d(_)
-            | Op::Conv2dGradInput { .. }
-            | Op::Conv2dGradWeight { .. }
-            | Op::MaxPool2d(_)
-            | Op::MaxPool2dGrad(_)
-            | Op::AvgPool2d(_)
-            | Op::AvgPool2dGrad { .. } => {}
-        }
-    }
-    ops
+}
+
+/// The size naga lays out for struct `name` of `family`'s module.
+fn wgsl_size(family: Family, name: &str) -> usize {
+    let m = module(family);
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(m.to_ctx()).expect("layout");
+    let (handle, _) = m
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{}: no struct {name}", family.file()));
+    layouter[handle].size as usize
 }
 
 #[test]
-fn every_op_entry_point_exists() {
-    let modules: Vec<(Family, naga::Module)> =
-        Family::ALL.iter().map(|&f| (f, module(f))).collect();
-    let mut checked = 0;
-    for op in all_ops() {
-        let (family, entries) = op.kernels();
-        let module = &modules
-            .iter()
-            .find(|(f, _)| *f == family)
-            .expect("family has a module")
-            .1;
-        for entry in entries {
-            assert!(
-                module.entry_points.iter().any(|e| e.name == entry),
-                "{}: entry point `{entry}` for op `{}` is missing",
-                family.file(),
-                op.name()
-            );
-            checked += 1;
-        }
+fn parameter_structs_match_their_wgsl_twins() {
+    let twins = [
+        (Family::Elementwise, "EwParams", size_of::<EwParams>()),
+        (Family::Index, "IndexParams", size_of::<IndexParams>()),
+        (Family::Reduce, "ReduceParams", size_of::<ReduceParams>()),
+        (Family::Layout, "CopyParams", size_of::<CopyParams>()),
+        (Family::Matmul, "MatmulParams", size_of::<MatmulParams>()),
+        (Family::Random, "RandParams", size_of::<RandParams>()),
+        (Family::Conv, "ConvParams", size_of::<ConvParams>()),
+        (
+            Family::Conv,
+            "ConvLanesParams",
+            size_of::<ConvLanesParams>(),
+        ),
+        (Family::Conv, "Im2colParams", size_of::<Im2colParams>()),
+        (Family::Pool, "PoolParams", size_of::<PoolParams>()),
+    ];
+    for (family, name, rust) in twins {
+        assert_eq!(
+            wgsl_size(family, name),
+            rust,
+            "{name}: Rust and WGSL sizes differ"
+        );
     }
-    assert!(checked >= 40, "only {checked} entry points checked");
 }

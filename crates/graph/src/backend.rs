@@ -1,13 +1,11 @@
-//! The contract between the graph and a compute backend: allocate, copy, launch, flush.
+//! The contract between the graph and a compute backend: allocate, upload, read back, launch,
+//! flush, and the capabilities the planner needs.
 //!
-//! A backend knows buffers by id and ops by their [`Op`] value; it never sees tensors or graphs.
-
-use std::cell::RefCell;
-use std::rc::Rc;
+//! A backend knows buffers by id and work by [`Launch`] descriptions; it never sees tensors
+//! or graphs, and the graph never sees its kernels.
 
 use crate::error::Result;
 use crate::op::{DType, Op};
-use crate::tensor::Tensor;
 
 /// A backend's handle to one of its buffers.
 pub type BufferId = usize;
@@ -23,15 +21,88 @@ pub struct Arg<'a> {
     pub dtype: DType,
 }
 
+/// What a backend can do, as far as the graph's planner needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Human-readable description, e.g. the adapter's name and API.
+    pub name: String,
+    /// True for GPU backends (used in messages and tests).
+    pub gpu: bool,
+    /// How many distinct inputs a [`Launch::Fused`] kernel may read; 0 when the backend does
+    /// not fuse. The scheduler only builds fused groups within this bound.
+    pub fused_inputs: usize,
+    /// Most elementwise ops in one fused group.
+    pub fused_ops: usize,
+    /// Most scalar constants one fused group reads (see [`Fused::constants`]).
+    pub fused_constants: usize,
+    /// How many buffers, inputs and outputs together, the group after a product may use in a
+    /// [`Launch::Epilogue`]; 0 when the backend does not fuse products with what follows them.
+    pub epilogue_buffers: usize,
+}
+
+impl Capabilities {
+    /// A backend that runs one op at a time and fuses nothing.
+    pub fn unfused(name: impl Into<String>, gpu: bool) -> Self {
+        Capabilities {
+            name: name.into(),
+            gpu,
+            fused_inputs: 0,
+            fused_ops: 0,
+            fused_constants: 0,
+            epilogue_buffers: 0,
+        }
+    }
+}
+
+/// One unit of work handed to [`Backend::exec`].
+#[derive(Clone, Copy, Debug)]
+pub enum Launch<'a> {
+    /// `op` on `inputs`, writing `out`.
+    Op {
+        /// The primitive.
+        op: &'a Op,
+        /// Its inputs, in the op's order.
+        inputs: &'a [Arg<'a>],
+        /// Where its value goes.
+        out: &'a Arg<'a>,
+    },
+    /// A fused group of elementwise ops on `inputs` (each read as its [`FusedRead`] says),
+    /// writing the values `fused.outputs` names to `outs`, all of one shape.
+    Fused {
+        /// The group.
+        fused: &'a Fused,
+        /// The buffers its [`FusedValue::Input`]s read.
+        inputs: &'a [Arg<'a>],
+        /// One per stored value.
+        outs: &'a [Arg<'a>],
+    },
+    /// `op` (an [`Op::MatMul`] or an [`Op::Conv2d`], the *product*) on `operands`, with a fused
+    /// group as its epilogue: each product element is read by `fused` as
+    /// [`FusedValue::Product`], never stored on its own, and the values `fused.outputs` names
+    /// are written to `outs`, all of the product's shape. A bias and an activation after a
+    /// dense or convolution layer cost no pass over memory of their own.
+    Epilogue {
+        /// The product.
+        op: &'a Op,
+        /// Its two operands.
+        operands: &'a [Arg<'a>],
+        /// The group applied to each product element.
+        fused: &'a Fused,
+        /// The buffers the group's [`FusedValue::Input`]s read.
+        inputs: &'a [Arg<'a>],
+        /// One per stored value.
+        outs: &'a [Arg<'a>],
+    },
+}
+
 /// A place ops run: the CPU reference loops or a wgpu device.
 ///
 /// `exec` may record work instead of running it; `flush` makes everything recorded happen,
-/// and `read` always sees the result of every earlier `exec`.
+/// and `read` always sees the result of every earlier `exec`. Fused launches come only
+/// within the bounds [`Backend::capabilities`] gives.
 pub trait Backend {
-    /// Human-readable description, e.g. the adapter's name and API.
-    fn name(&self) -> String;
-    /// True for GPU backends (used in messages and tests).
-    fn is_gpu(&self) -> bool;
+    /// What the backend is and what its planner may ask of it.
+    fn capabilities(&self) -> &Capabilities;
     /// A buffer of at least `bytes` bytes with undefined contents.
     fn alloc(&self, bytes: usize) -> Result<BufferId>;
     /// Returns a buffer to the backend; it may be handed out again by `alloc`.
@@ -40,55 +111,11 @@ pub trait Backend {
     fn write(&self, id: BufferId, data: &[u8]) -> Result<()>;
     /// Copies `bytes` bytes of a buffer to the host, after all recorded work.
     fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>>;
-    /// Runs or records `op` on `inputs`, writing `out`.
-    fn exec(&self, op: &Op, inputs: &[Arg<'_>], out: &Arg<'_>) -> Result<()>;
+    /// Runs or records one launch.
+    fn exec(&self, launch: &Launch<'_>) -> Result<()>;
     /// Submits recorded work.
     fn flush(&self) -> Result<()>;
-
-    /// How many distinct inputs a kernel from [`Backend::exec_fused`] may read; 0 when the
-    /// backend does not fuse. The scheduler only builds fused groups within this bound.
-    fn fusion_inputs(&self) -> usize {
-        0
-    }
-
-    /// Runs a fused group of elementwise ops on `inputs` (each read as its [`FusedRead`]
-    /// says), writing the values `fused.outputs` names to `outs`, all of one shape.
-    fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) -> Result<()> {
-        let _ = (fused, inputs, outs);
-        Err(crate::Error::Device(
-            "this backend does not fuse ops".into(),
-        ))
-    }
-
-    /// How many buffers, inputs and outputs together, the elementwise group after a matmul or
-    /// a convolution may use in [`Backend::exec_with_epilogue`]; 0 when the backend does not
-    /// fuse products with what follows them.
-    fn epilogue_buffers(&self) -> usize {
-        0
-    }
-
-    /// Runs `op` (an [`Op::MatMul`] or an [`Op::Conv2d`], the *product*) on `operands` with a
-    /// fused group as its epilogue: each product element is read by `fused` as
-    /// [`FusedValue::Product`], never stored on its own, and the values `fused.outputs` names
-    /// are written to `outs`, all of the product's shape. A bias and an activation after a
-    /// dense or convolution layer cost no pass over memory of their own.
-    fn exec_with_epilogue(
-        &self,
-        op: &Op,
-        operands: &[Arg<'_>],
-        fused: &Fused,
-        inputs: &[Arg<'_>],
-        outs: &[Arg<'_>],
-    ) -> Result<()> {
-        let _ = (op, operands, fused, inputs, outs);
-        Err(crate::Error::Device(
-            "this backend does not run epilogues".into(),
-        ))
-    }
 }
-
-/// Most scalar constants one fused kernel reads from its parameters.
-pub const MAX_FUSED_CONSTANTS: usize = 16;
 
 /// A group of elementwise ops computed in one kernel: values in topological order, some of
 /// them stored. Fusion is an optimisation only: the values are those the ops give one at a
@@ -97,7 +124,7 @@ pub const MAX_FUSED_CONSTANTS: usize = 16;
 pub struct Fused {
     /// The values, each from an input, a constant or an op on earlier values.
     pub values: Vec<FusedValue>,
-    /// Scalar constants (at most [`MAX_FUSED_CONSTANTS`]), passed with the launch rather than
+    /// Scalar constants (at most [`Capabilities::fused_constants`]), passed with the launch rather than
     /// compiled in, so that a kernel serves every value.
     pub constants: Vec<f32>,
     /// The values stored, one per output buffer, in order; the last value is always stored.
@@ -109,7 +136,7 @@ pub struct Fused {
 pub enum FusedValue {
     /// Kernel input `index`, read as `read` says.
     Input {
-        /// Position in the `inputs` of [`Backend::exec_fused`].
+        /// Position in the launch's `inputs`.
         index: usize,
         /// Which of the input's elements output element `i` reads.
         read: FusedRead,
@@ -119,7 +146,7 @@ pub enum FusedValue {
         /// Position in [`Fused::constants`].
         slot: usize,
     },
-    /// The element of the product a [`Backend::exec_with_epilogue`] kernel has just computed
+    /// The element of the product a [`Launch::Epilogue`] kernel has just computed
     /// (in no other kind of kernel).
     Product,
     /// An elementwise op (`Unary`, `Binary` or `Where`) applied to earlier values.
@@ -171,85 +198,5 @@ impl FusedRead {
         }
         let inner = out[lead + d + 1..].iter().product();
         Some(FusedRead::Axis { inner, len })
-    }
-}
-
-/// A cheap, clonable handle to a backend. Tensors on one device can only be combined with
-/// tensors on the same device.
-#[derive(Clone)]
-pub struct Device {
-    pub(crate) backend: Rc<dyn Backend>,
-    /// Tensors to compute with the next batch on this device (e.g. running statistics).
-    deferred: Rc<RefCell<Vec<Tensor>>>,
-    /// Fusion plans of recent batches, by their structure (see `fusion::Plans`).
-    pub(crate) plans: Rc<RefCell<crate::fusion::Plans>>,
-}
-
-impl Device {
-    /// A new handle owning `backend`.
-    pub fn new(backend: impl Backend + 'static) -> Self {
-        Device {
-            backend: Rc::new(backend),
-            deferred: Rc::default(),
-            plans: Rc::default(),
-        }
-    }
-
-    /// The backend's human-readable description.
-    pub fn name(&self) -> String {
-        self.backend.name()
-    }
-
-    /// Whether the backend runs on a GPU.
-    pub fn is_gpu(&self) -> bool {
-        self.backend.is_gpu()
-    }
-
-    /// The backend behind this handle.
-    pub fn backend(&self) -> &dyn Backend {
-        &*self.backend
-    }
-
-    /// Whether two handles name the same backend instance.
-    pub fn same(&self, other: &Device) -> bool {
-        std::ptr::addr_eq(Rc::as_ptr(&self.backend), Rc::as_ptr(&other.backend))
-    }
-
-    /// Computes `t` together with the next batch realised on this device, so state updates
-    /// such as batch-norm running statistics ride along with the training step's submission.
-    pub fn realize_later(&self, t: &Tensor) {
-        self.deferred.borrow_mut().push(t.clone());
-    }
-
-    pub(crate) fn take_deferred(&self) -> Vec<Tensor> {
-        std::mem::take(&mut *self.deferred.borrow_mut())
-    }
-}
-
-impl std::fmt::Debug for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Device({})", self.name())
-    }
-}
-
-/// A backend buffer owned by the graph; dropping it hands the buffer back to the backend.
-pub struct Buffer {
-    pub(crate) id: BufferId,
-    pub(crate) device: Device,
-}
-
-impl Buffer {
-    pub(crate) fn alloc(device: &Device, bytes: usize) -> Result<Rc<Buffer>> {
-        let id = device.backend.alloc(bytes)?;
-        Ok(Rc::new(Buffer {
-            id,
-            device: device.clone(),
-        }))
-    }
-}
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        self.device.backend.free(self.id);
     }
 }

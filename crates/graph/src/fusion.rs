@@ -3,11 +3,13 @@
 //! a matmul or convolution takes the elementwise group after it as its epilogue. Plans are
 //! kept per device under the batch's structure, so a repeated step is planned once.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::backend::{Device, Fused, FusedRead, FusedValue, MAX_FUSED_CONSTANTS};
+use crate::backend::{Capabilities, Fused, FusedRead, FusedValue};
 use crate::op::{DType, Op};
+use crate::plan::{Group, Plan, Plans};
 use crate::tensor::Tensor;
 
 /// The fusion plan of the batch `order` (inputs before users; `index` maps node ids to
@@ -15,66 +17,39 @@ use crate::tensor::Tensor;
 /// each node, the group it roots. Found among the device's recent plans when a batch of the
 /// same structure was planned before.
 pub(crate) fn plan(
-    device: &Device,
+    (caps, plans): (&Capabilities, &RefCell<Plans>),
     order: &[Tensor],
     index: &HashMap<u64, usize>,
     uses: &[usize],
     keep: &[bool],
 ) -> Plan {
-    let backend = device.backend();
-    let max_inputs = backend.fusion_inputs();
-    if max_inputs == 0 {
+    if caps.fused_inputs == 0 {
         return Rc::new(vec![None; order.len()]);
     }
     let structure = structure(order, index, keep);
-    if let Some(plan) = device.plans.borrow().find(&structure) {
+    if let Some(plan) = plans.borrow().find(&structure) {
         return plan;
     }
     // The inputs of a one-output kernel, or inputs and outputs together.
-    let mut groups = plan_fusion(order, index, uses, keep, max_inputs + 1);
-    match backend.epilogue_buffers() {
-        0 => {}
-        max => plan_epilogues(order, index, uses, keep, &mut groups, max),
+    let limits = Limits {
+        ops: caps.fused_ops,
+        constants: caps.fused_constants,
+    };
+    let mut groups = plan_fusion(order, index, uses, keep, (caps.fused_inputs + 1, limits));
+    if caps.epilogue_buffers > 0 {
+        let max = (caps.epilogue_buffers, limits);
+        plan_epilogues(order, index, uses, keep, &mut groups, max);
     }
     let plan = Rc::new(groups);
-    device.plans.borrow_mut().insert(structure, plan.clone());
+    plans.borrow_mut().insert(structure, plan.clone());
     plan
 }
 
-/// For each node of a batch, the group it roots (see [`plan_fusion`]).
-pub(crate) type Plan = Rc<Vec<Option<Group>>>;
-
-/// The fusion plans of recent batches, each under the structure it was made for: a training
-/// loop realises the same graph every step, and finds its plan here instead of planning again.
-#[derive(Default)]
-pub(crate) struct Plans {
-    /// (structure, groups), the most recently made last.
-    recent: Vec<(Vec<u64>, Plan)>,
-}
-
-/// Plans kept: a training step, an evaluation batch, a last partial batch of each, and more.
-const MAX_PLANS: usize = 8;
-
-impl Plans {
-    fn find(&self, structure: &[u64]) -> Option<Plan> {
-        self.recent
-            .iter()
-            .find(|(s, _)| s == structure)
-            .map(|(_, groups)| groups.clone())
-    }
-
-    /// How many plans are kept.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.recent.len()
-    }
-
-    fn insert(&mut self, structure: Vec<u64>, groups: Plan) {
-        if self.recent.len() == MAX_PLANS {
-            self.recent.remove(0);
-        }
-        self.recent.push((structure, groups));
-    }
+/// The most ops and constants one fused kernel may take (see [`Capabilities`]).
+#[derive(Clone, Copy)]
+struct Limits {
+    ops: usize,
+    constants: usize,
 }
 
 /// Everything of a batch that its fusion plan depends on, as numbers: per node (in order) the
@@ -111,9 +86,6 @@ fn structure(order: &[Tensor], index: &HashMap<u64, usize>, keep: &[bool]) -> Ve
     }
     s
 }
-
-/// Most ops fused into one kernel.
-const MAX_FUSED_OPS: usize = 24;
 
 /// An elementwise node whose inputs a fused kernel can index (see [`FusedRead`]).
 fn fusable(t: &Tensor) -> bool {
@@ -167,40 +139,12 @@ fn fits(
     members: &[usize],
     product: Option<usize>,
     outputs: usize,
-    max_buffers: usize,
+    (max_buffers, limits): (usize, Limits),
 ) -> bool {
     let (buffers, constants) = leaves_of(order, members, product);
-    members.len() <= MAX_FUSED_OPS
+    members.len() <= limits.ops
         && buffers.len() + outputs <= max_buffers
-        && constants.len() <= MAX_FUSED_CONSTANTS
-}
-
-/// A fused kernel: its members in topological order (the root last), and the members whose
-/// values it stores (the root last). With a `product`, the kernel is that matmul's, and the
-/// members are its epilogue.
-#[derive(Clone, Default)]
-pub(crate) struct Group {
-    pub(crate) members: Vec<usize>,
-    pub(crate) outputs: Vec<usize>,
-    pub(crate) product: Option<usize>,
-}
-
-impl Group {
-    /// A group of one node, storing it.
-    fn single(node: usize) -> Group {
-        Group {
-            members: vec![node],
-            outputs: vec![node],
-            product: None,
-        }
-    }
-
-    /// The nodes computed inside the root's kernel, the root aside.
-    pub(crate) fn inner(&self) -> impl Iterator<Item = &usize> {
-        self.members[..self.members.len() - 1]
-            .iter()
-            .chain(&self.product)
-    }
+        && constants.len() <= limits.constants
 }
 
 /// For each node that roots a fused group, the group; `None` for nodes that run alone or
@@ -214,7 +158,7 @@ fn plan_fusion(
     index: &HashMap<u64, usize>,
     uses: &[usize],
     keep: &[bool],
-    max_buffers: usize,
+    bounds: (usize, Limits),
 ) -> Vec<Option<Group>> {
     let mut groups: Vec<Option<Group>> = vec![None; order.len()];
     let mut taken = vec![false; order.len()];
@@ -236,7 +180,7 @@ fn plan_fusion(
                     continue;
                 }
                 members.push(j);
-                if !fits(order, &members, None, 1, max_buffers) {
+                if !fits(order, &members, None, 1, bounds) {
                     members.pop();
                     continue;
                 }
@@ -301,7 +245,7 @@ fn plan_fusion(
                 .filter(|&o| keep[o])
                 .collect();
             outputs.extend(&group.outputs);
-            if !fits(order, &members, None, outputs.len(), max_buffers) {
+            if !fits(order, &members, None, outputs.len(), bounds) {
                 tried.push(j);
                 continue;
             }
@@ -330,7 +274,7 @@ fn plan_epilogues(
     uses: &[usize],
     keep: &[bool],
     groups: &mut [Option<Group>],
-    max_buffers: usize,
+    bounds: (usize, Limits),
 ) {
     let none = usize::MAX;
     // The consumer of each node (the last one, which is the only one for nodes used once),
@@ -361,13 +305,7 @@ fn plan_epilogues(
         let r = if root[c] == none { c } else { root[c] };
         let group = groups[r].clone().unwrap_or_else(|| Group::single(c));
         if group.product.is_none()
-            && fits(
-                order,
-                &group.members,
-                Some(i),
-                group.outputs.len(),
-                max_buffers,
-            )
+            && fits(order, &group.members, Some(i), group.outputs.len(), bounds)
         {
             root[c] = r;
             groups[r] = Some(Group {

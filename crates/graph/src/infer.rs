@@ -2,25 +2,16 @@
 //! the op and the shapes when the inputs do not fit.
 
 use crate::geometry::{check_conv, check_pool, nchw};
-use crate::op::{reduced_shape, DType, Meta, Op, ReduceOp};
+use crate::op::{reduced_shape, Arity, DType, Meta, Op, ReduceOp};
 use crate::shape::{broadcast_shapes, checked_numel, numel, MAX_RANK};
 
 impl Op {
     /// Output shape and dtype from the inputs', or a message saying what is wrong.
     pub fn infer(&self, inputs: &[Meta]) -> Result<Meta, String> {
         let name = self.name();
-        let arity_ok = match self {
-            Op::Full { .. } | Op::RandUniform { .. } => inputs.is_empty(),
-            Op::Binary(_)
-            | Op::MatMul { .. }
-            | Op::Gather
-            | Op::Conv2d(_)
-            | Op::Conv2dGradInput { .. }
-            | Op::Conv2dGradWeight { .. }
-            | Op::MaxPool2dGrad(_) => inputs.len() == 2,
-            Op::Where => inputs.len() == 3,
-            Op::Concat { .. } => !inputs.is_empty(),
-            _ => inputs.len() == 1,
+        let arity_ok = match self.signature().arity {
+            Arity::Exactly(n) => inputs.len() == n,
+            Arity::AtLeastOne => !inputs.is_empty(),
         };
         if !arity_ok {
             return Err(format!("{name}: wrong number of inputs ({})", inputs.len()));

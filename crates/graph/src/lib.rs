@@ -6,21 +6,25 @@
 mod autodiff;
 mod backend;
 mod composite;
+mod device;
 mod error;
 mod fusion;
 mod geometry;
 mod infer;
 pub mod op;
 mod ops;
+mod plan;
 mod schedule;
 pub mod shape;
 mod tensor;
 
 pub use autodiff::Grads;
-pub use backend::{
-    Arg, Backend, BufferId, Device, Fused, FusedRead, FusedValue, MAX_FUSED_CONSTANTS,
-};
+pub use backend::{Arg, Backend, BufferId, Capabilities, Fused, FusedRead, FusedValue, Launch};
 pub use composite::{bce_with_logits, cross_entropy, mse_loss};
+pub use device::Device;
 pub use error::{Error, Result};
-pub use op::{BinaryOp, Conv2dSpec, DType, Family, Op, Pool2dSpec, ReduceOp, UnaryOp};
-pub use tensor::{grad_enabled, no_grad, realize_all, Tensor};
+pub use op::{
+    Arity, BinaryOp, Conv2dSpec, DType, Indices, Op, Pool2dSpec, ReduceOp, Signature, UnaryOp,
+};
+pub use schedule::realize_all;
+pub use tensor::{grad_enabled, no_grad, Tensor};

@@ -1,5 +1,6 @@
-//! The closed set of primitive ops. Everything about a primitive that is not a backend's lowering
-//! or its derivative sits here: name, arity, output-shape rule, kernel family and entry point.
+//! The closed set of primitive ops and what the graph knows of each: its name, arity,
+//! differentiability and index inputs ([`Op::signature`]), and its output-shape rule
+//! (`infer.rs`). How an op runs is each backend's business; the graph never names a kernel.
 //!
 //! Composite ops (softmax, losses, …) are `Tensor` methods that combine these and need neither a
 //! kernel nor a backward rule of their own.
@@ -61,6 +62,27 @@ pub enum UnaryOp {
 }
 
 impl UnaryOp {
+    /// The function's name, as in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Erf => "erf",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::LeakyRelu(_) => "leaky_relu",
+            UnaryOp::IsNan => "isnan",
+            UnaryOp::IsInf => "isinf",
+            UnaryOp::IsFinite => "isfinite",
+        }
+    }
+
     /// Whether the op tests its input (output 0.0 or 1.0, not differentiable).
     pub fn is_test(self) -> bool {
         matches!(self, UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsFinite)
@@ -99,6 +121,25 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    /// The function's name, as in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Maximum => "maximum",
+            BinaryOp::Minimum => "minimum",
+            BinaryOp::Eq => "eq",
+            BinaryOp::Ne => "ne",
+            BinaryOp::Lt => "lt",
+            BinaryOp::Le => "le",
+            BinaryOp::Gt => "gt",
+            BinaryOp::Ge => "ge",
+        }
+    }
+
     /// Whether the op is a comparison (output 0.0 or 1.0, not differentiable).
     pub fn is_comparison(self) -> bool {
         use BinaryOp::*;
@@ -113,55 +154,6 @@ pub enum ReduceOp {
     Sum,
     /// Largest of the values.
     Max,
-}
-
-/// Shader file a kernel lives in; the device crate maps each to its WGSL source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// Unary and binary functions and `where`.
-    Elementwise,
-    /// Sum, max and argmax reductions.
-    Reduce,
-    /// Batched matrix product.
-    Matmul,
-    /// Fill and strided copy (full, permute, expand, slice, pad, concat).
-    Layout,
-    /// Kernels that produce or consume `u32`: gather, one-hot, casts.
-    Index,
-    /// Counter-based uniform random numbers.
-    Random,
-    /// 2-D convolution and its gradients.
-    Conv,
-    /// 2-D max and average pooling and their gradients.
-    Pool,
-}
-
-impl Family {
-    /// Every family, in declaration order.
-    pub const ALL: [Family; 8] = [
-        Family::Elementwise,
-        Family::Reduce,
-        Family::Matmul,
-        Family::Layout,
-        Family::Index,
-        Family::Random,
-        Family::Conv,
-        Family::Pool,
-    ];
-
-    /// File name under `shaders/`.
-    pub fn file(self) -> &'static str {
-        match self {
-            Family::Elementwise => "elementwise.wgsl",
-            Family::Reduce => "reduce.wgsl",
-            Family::Matmul => "matmul.wgsl",
-            Family::Layout => "layout.wgsl",
-            Family::Index => "index.wgsl",
-            Family::Random => "random.wgsl",
-            Family::Conv => "conv.wgsl",
-            Family::Pool => "pool.wgsl",
-        }
-    }
 }
 
 /// A primitive op. Inputs are the node's input tensors; parameters that fix the output shape
@@ -298,170 +290,129 @@ pub enum Op {
 /// Shape and dtype of a node.
 pub type Meta = (Vec<usize>, DType);
 
+/// How many inputs an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many.
+    Exactly(usize),
+    /// One or more (concatenation).
+    AtLeastOne,
+}
+
+/// Where an op's `u32` indices must stay below. Every backend reports an index past the bound
+/// as an [`Error::Index`](crate::Error::Index), never as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indices {
+    /// Input `input` indexes the rows (axis 0) of input `table`.
+    RowsOf {
+        /// The input holding the indices.
+        input: usize,
+        /// The input whose first axis they index.
+        table: usize,
+    },
+    /// Input `input` holds indices below `bound`.
+    Below {
+        /// The input holding the indices.
+        input: usize,
+        /// The first index out of range.
+        bound: usize,
+    },
+}
+
+/// What the graph knows of a primitive besides its shape rule (`infer.rs`) and its derivative
+/// (`autodiff.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// Name in messages, e.g. `"conv2d"`.
+    pub name: &'static str,
+    /// How many inputs it takes.
+    pub arity: Arity,
+    /// Whether gradients flow through it. Non-differentiable ops cut the graph: their outputs
+    /// never require a gradient.
+    pub differentiable: bool,
+    /// The input holding `u32` indices, for ops that index.
+    pub indices: Option<Indices>,
+}
+
 impl Op {
-    /// Name used in messages and as the kernel entry point's stem.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Full { .. } => "full",
-            Op::RandUniform { .. } => "rand_uniform",
-            Op::Unary(u) => match u {
-                UnaryOp::Neg => "neg",
-                UnaryOp::Exp => "exp",
-                UnaryOp::Log => "log",
-                UnaryOp::Sqrt => "sqrt",
-                UnaryOp::Abs => "abs",
-                UnaryOp::Sign => "sign",
-                UnaryOp::Relu => "relu",
-                UnaryOp::Sigmoid => "sigmoid",
-                UnaryOp::Tanh => "tanh",
-                UnaryOp::Erf => "erf",
-                UnaryOp::Gelu => "gelu",
-                UnaryOp::LeakyRelu(_) => "leaky_relu",
-                UnaryOp::IsNan => "isnan",
-                UnaryOp::IsInf => "isinf",
-                UnaryOp::IsFinite => "isfinite",
+    /// The op's name, arity, differentiability and index input: one arm per primitive.
+    pub fn signature(&self) -> Signature {
+        use Arity::Exactly;
+        let (name, arity, differentiable) = match self {
+            Op::Full { .. } => ("full", Exactly(0), false),
+            Op::RandUniform { .. } => ("rand_uniform", Exactly(0), false),
+            Op::Unary(u) => (u.name(), Exactly(1), !u.is_test()),
+            Op::Binary(b) => (b.name(), Exactly(2), !b.is_comparison()),
+            Op::Where => ("where", Exactly(3), true),
+            Op::Reduce { op, .. } => match op {
+                ReduceOp::Sum => ("sum", Exactly(1), true),
+                ReduceOp::Max => ("max", Exactly(1), true),
             },
-            Op::Binary(b) => match b {
-                BinaryOp::Add => "add",
-                BinaryOp::Sub => "sub",
-                BinaryOp::Mul => "mul",
-                BinaryOp::Div => "div",
-                BinaryOp::Pow => "pow",
-                BinaryOp::Maximum => "maximum",
-                BinaryOp::Minimum => "minimum",
-                BinaryOp::Eq => "eq",
-                BinaryOp::Ne => "ne",
-                BinaryOp::Lt => "lt",
-                BinaryOp::Le => "le",
-                BinaryOp::Gt => "gt",
-                BinaryOp::Ge => "ge",
-            },
-            Op::Where => "where",
-            Op::Reduce {
-                op: ReduceOp::Sum, ..
-            } => "sum",
-            Op::Reduce {
-                op: ReduceOp::Max, ..
-            } => "max",
-            Op::Argmax { .. } => "argmax",
-            Op::MatMul { .. } => "matmul",
-            Op::Reshape { .. } => "reshape",
-            Op::Permute { .. } => "permute",
-            Op::Expand { .. } => "expand",
-            Op::Slice { .. } => "slice",
-            Op::Pad { .. } => "pad",
-            Op::Concat { .. } => "concat",
-            Op::Gather => "gather",
-            Op::OneHot { .. } => "one_hot",
-            Op::Cast { .. } => "cast",
-            Op::Conv2d(_) => "conv2d",
-            Op::Conv2dGradInput { .. } => "conv2d_grad_input",
-            Op::Conv2dGradWeight { .. } => "conv2d_grad_weight",
-            Op::MaxPool2d(_) => "max_pool2d",
-            Op::MaxPool2dGrad(_) => "max_pool2d_grad",
-            Op::AvgPool2d(_) => "avg_pool2d",
-            Op::AvgPool2dGrad { .. } => "avg_pool2d_grad",
-        }
-    }
-
-    /// Whether gradients flow through this op. Non-differentiable ops cut the graph: their
-    /// outputs never require a gradient.
-    pub fn differentiable(&self) -> bool {
-        match self {
-            Op::Full { .. } | Op::RandUniform { .. } => false,
-            Op::Unary(u) => !u.is_test(),
-            Op::Binary(b) => !b.is_comparison(),
-            Op::Argmax { .. } | Op::OneHot { .. } | Op::Cast { .. } => false,
+            Op::Argmax { .. } => ("argmax", Exactly(1), false),
+            Op::MatMul { .. } => ("matmul", Exactly(2), true),
+            Op::Reshape { .. } => ("reshape", Exactly(1), true),
+            Op::Permute { .. } => ("permute", Exactly(1), true),
+            Op::Expand { .. } => ("expand", Exactly(1), true),
+            Op::Slice { .. } => ("slice", Exactly(1), true),
+            Op::Pad { .. } => ("pad", Exactly(1), true),
+            Op::Concat { .. } => ("concat", Arity::AtLeastOne, true),
+            Op::Gather => {
+                let indices = Indices::RowsOf { input: 1, table: 0 };
+                return Signature::indexing("gather", Exactly(2), true, indices);
+            }
+            Op::OneHot { classes } => {
+                let indices = Indices::Below {
+                    input: 0,
+                    bound: *classes,
+                };
+                return Signature::indexing("one_hot", Exactly(1), false, indices);
+            }
+            Op::Cast { .. } => ("cast", Exactly(1), false),
+            Op::Conv2d(_) => ("conv2d", Exactly(2), true),
+            Op::Conv2dGradInput { .. } => ("conv2d_grad_input", Exactly(2), true),
+            Op::Conv2dGradWeight { .. } => ("conv2d_grad_weight", Exactly(2), true),
+            Op::MaxPool2d(_) => ("max_pool2d", Exactly(1), true),
             // Second derivatives through max pooling are not supported.
-            Op::MaxPool2dGrad(_) => false,
-            Op::Where
-            | Op::Reduce { .. }
-            | Op::MatMul { .. }
-            | Op::Reshape { .. }
-            | Op::Permute { .. }
-            | Op::Expand { .. }
-            | Op::Slice { .. }
-            | Op::Pad { .. }
-            | Op::Concat { .. }
-            | Op::Gather
-            | Op::Conv2d(_)
-            | Op::Conv2dGradInput { .. }
-            | Op::Conv2dGradWeight { .. }
-            | Op::MaxPool2d(_)
-            | Op::AvgPool2d(_)
-            | Op::AvgPool2dGrad { .. } => true,
-        }
-    }
-
-    /// The input holding `u32` indices and the size they must stay below, for ops that index
-    /// (gather: the table's rows; one-hot: the classes). Every backend reports an index past
-    /// it as an [`Error::Index`](crate::Error::Index), never as zeros.
-    pub fn index_bound(&self, inputs: &[&[usize]]) -> Option<(usize, usize)> {
-        match self {
-            Op::Gather => Some((1, inputs[0][0])),
-            Op::OneHot { classes } => Some((0, *classes)),
-            _ => None,
-        }
-    }
-
-    /// Shader family and entry points of the kernels that implement this op on the GPU.
-    /// Reshape needs none (a buffer copy); Pad and Concat reuse the layout copy; Cast lists
-    /// its `f32 → u32` entry first.
-    pub fn kernels(&self) -> (Family, Vec<String>) {
-        let (family, entries): (Family, &[&str]) = match self {
-            Op::Full { .. } => (Family::Layout, &["fill"]),
-            Op::RandUniform { .. } => (Family::Random, &["rand_uniform"]),
-            Op::Unary(_) => return (Family::Elementwise, vec![format!("unary_{}", self.name())]),
-            Op::Binary(_) => return (Family::Elementwise, vec![format!("binary_{}", self.name())]),
-            Op::Where => (Family::Elementwise, &["where_select"]),
-            Op::Reduce { .. } => return (Family::Reduce, vec![format!("reduce_{}", self.name())]),
-            Op::Argmax { .. } => (Family::Reduce, &["argmax"]),
-            // The vec4 variants serve k and n that are multiples of 4; the tiled one is for
-            // GPUs (see crates/device).
-            Op::MatMul { .. } => (
-                Family::Matmul,
-                &[
-                    "matmul",
-                    "matmul_vec4",
-                    "matmul_vec4_wide",
-                    "matmul_tiled",
-                    "matmul_tn_vec4",
-                    "matmul_nt_vec4",
-                ],
-            ),
-            Op::Reshape { .. } => (Family::Layout, &[]),
-            Op::Permute { .. } | Op::Expand { .. } | Op::Slice { .. } | Op::Concat { .. } => {
-                (Family::Layout, &["copy"])
-            }
-            Op::Pad { .. } => (Family::Layout, &["fill", "copy"]),
-            Op::Gather => (Family::Index, &["gather"]),
-            Op::OneHot { .. } => (Family::Index, &["one_hot"]),
-            Op::Cast { .. } => (Family::Index, &["cast_f32_u32", "cast_u32_f32"]),
-            // `conv2d_lanes` serves the forward pass and stride-1 input gradients whose output
-            // channels per group are a multiple of 4.
-            Op::Conv2d(_) => (Family::Conv, &["conv2d", "conv2d_lanes", "conv2d_lanes_ua"]),
-            Op::Conv2dGradInput { .. } => (
-                Family::Conv,
-                &["conv2d_grad_input", "conv2d_lanes", "conv2d_lanes_ua"],
-            ),
-            Op::Conv2dGradWeight { .. } => (Family::Conv, &["conv2d_grad_weight"]),
-            // With stride >= kernel the windows are disjoint, and a kernel per window (after the
-            // layout family's zero fill) writes each gradient once.
-            Op::MaxPool2dGrad(_) => (
-                Family::Pool,
-                &[
-                    "max_pool2d_grad",
-                    "max_pool2d_grad_disjoint",
-                    "max_pool2d_grad_2x2",
-                    "max_pool2d_argmax",
-                ],
-            ),
-            Op::MaxPool2d(_) => (Family::Pool, &["max_pool2d", "max_pool2d_2x2"]),
-            Op::AvgPool2d(_) | Op::AvgPool2dGrad { .. } => {
-                return (Family::Pool, vec![self.name().to_string()])
-            }
+            Op::MaxPool2dGrad(_) => ("max_pool2d_grad", Exactly(2), false),
+            Op::AvgPool2d(_) => ("avg_pool2d", Exactly(1), true),
+            Op::AvgPool2dGrad { .. } => ("avg_pool2d_grad", Exactly(1), true),
         };
-        (family, entries.iter().map(|e| e.to_string()).collect())
+        Signature {
+            name,
+            arity,
+            differentiable,
+            indices: None,
+        }
+    }
+
+    /// Name used in messages.
+    pub fn name(&self) -> &'static str {
+        self.signature().name
+    }
+
+    /// Whether gradients flow through this op (see [`Signature::differentiable`]).
+    pub fn differentiable(&self) -> bool {
+        self.signature().differentiable
+    }
+
+    /// The input holding `u32` indices and the size they must stay below, for ops that index,
+    /// given the inputs' shapes.
+    pub fn index_bound(&self, inputs: &[&[usize]]) -> Option<(usize, usize)> {
+        match self.signature().indices? {
+            Indices::RowsOf { input, table } => Some((input, inputs[table][0])),
+            Indices::Below { input, bound } => Some((input, bound)),
+        }
+    }
+}
+
+impl Signature {
+    fn indexing(name: &'static str, arity: Arity, differentiable: bool, indices: Indices) -> Self {
+        Signature {
+            name,
+            arity,
+            differentiable,
+            indices: Some(indices),
+        }
     }
 }
 

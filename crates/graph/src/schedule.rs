@@ -5,12 +5,45 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::backend::{Arg, Buffer};
+use crate::backend::{Arg, Launch};
+use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
 use crate::fusion::{self, build_fused};
 use crate::tensor::Tensor;
 
-pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
+impl Tensor {
+    /// Computes this tensor (and whatever it needs that is not computed yet) in one batch.
+    pub fn realize(&self) -> Result<&Self> {
+        realize(&[self])?;
+        Ok(self)
+    }
+}
+
+/// Computes several tensors in one batch (one submission on a GPU).
+pub fn realize_all(tensors: &[&Tensor]) -> Result<()> {
+    realize(tensors)
+}
+
+impl Device {
+    /// Computes `t` together with the next batch realised on this device, so state updates
+    /// such as batch-norm running statistics ride along with the training step's submission.
+    pub fn realize_later(&self, t: &Tensor) {
+        self.deferred.borrow_mut().push(Rc::new(t.clone()));
+    }
+
+    fn take_deferred(&self) -> Vec<Tensor> {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        deferred
+            .into_iter()
+            .map(|t| {
+                let t = t.downcast::<Tensor>().expect("only tensors are deferred");
+                Rc::unwrap_or_clone(t)
+            })
+            .collect()
+    }
+}
+
+fn realize(roots: &[&Tensor]) -> Result<()> {
     if let Some(first) = roots.first() {
         if roots.iter().any(|r| !r.device().same(first.device())) {
             // One batch per device.
@@ -55,7 +88,8 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
         .collect();
 
     let backend = device.backend();
-    let groups = fusion::plan(&device, &order, &index, &uses, &keep);
+    let planner = (device.capabilities(), &*device.plans);
+    let groups = fusion::plan(planner, &order, &index, &uses, &keep);
     // Nodes computed inside another node's kernel.
     let inlined: Vec<bool> = {
         let mut v = vec![false; order.len()];
@@ -119,16 +153,30 @@ pub(crate) fn realize(roots: &[&Tensor]) -> Result<()> {
                     let operands = product.0.inputs.borrow();
                     let operand_bufs: Vec<Rc<Buffer>> = operands.iter().map(buffer_of).collect();
                     let operand_args = args_of(&operands, &operand_bufs);
-                    backend.exec_with_epilogue(op, &operand_args, &fused, &args, &out_args)?;
+                    backend.exec(&Launch::Epilogue {
+                        op,
+                        operands: &operand_args,
+                        fused: &fused,
+                        inputs: &args,
+                        outs: &out_args,
+                    })?;
                 }
-                None => backend.exec_fused(&fused, &args, &out_args)?,
+                None => backend.exec(&Launch::Fused {
+                    fused: &fused,
+                    inputs: &args,
+                    outs: &out_args,
+                })?,
             }
         } else {
             let op = t.0.op.as_ref().expect("pending nodes have an op");
             let inputs = t.0.inputs.borrow();
             let in_bufs: Vec<Rc<Buffer>> = inputs.iter().map(buffer_of).collect();
             let args = args_of(&inputs, &in_bufs);
-            backend.exec(op, &args, &out_args[0])?;
+            backend.exec(&Launch::Op {
+                op,
+                inputs: &args,
+                out: &out_args[0],
+            })?;
         }
         for (&o, b) in outputs.iter().zip(outs) {
             buffers[o] = Some(b);
@@ -226,23 +274,19 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::backend::{Backend, BufferId, Device, Fused, FusedValue};
-    use crate::op::Op;
+    use crate::backend::{Backend, BufferId, Capabilities, Fused, FusedValue};
 
     /// A backend that computes nothing and logs each launch: which kernels the scheduler asks
     /// for. Values are checked against the CPU backend in the GPU tests.
     struct Recorder {
         log: Rc<RefCell<Vec<String>>>,
         next: Cell<BufferId>,
-        epilogues: usize,
+        caps: Capabilities,
     }
 
     impl Backend for Recorder {
-        fn name(&self) -> String {
-            "recorder".into()
-        }
-        fn is_gpu(&self) -> bool {
-            false
+        fn capabilities(&self) -> &Capabilities {
+            &self.caps
         }
         fn alloc(&self, _bytes: usize) -> Result<BufferId> {
             self.next.set(self.next.get() + 1);
@@ -255,47 +299,41 @@ mod tests {
         fn read(&self, _id: BufferId, bytes: usize) -> Result<Vec<u8>> {
             Ok(vec![0; bytes])
         }
-        fn exec(&self, op: &Op, _inputs: &[Arg<'_>], _out: &Arg<'_>) -> Result<()> {
-            self.log.borrow_mut().push(op.name().to_string());
+        fn exec(&self, launch: &Launch<'_>) -> Result<()> {
+            let log = match *launch {
+                Launch::Op { op, .. } => op.name().to_string(),
+                Launch::Fused {
+                    fused,
+                    inputs,
+                    outs,
+                } => format!(
+                    "fused ({} ops, {} inputs, {} outputs)",
+                    ops(fused),
+                    inputs.len(),
+                    outs.len()
+                ),
+                Launch::Epilogue {
+                    op,
+                    operands,
+                    fused,
+                    inputs,
+                    outs,
+                } => {
+                    assert_eq!(fused.values[0], FusedValue::Product);
+                    assert_eq!(operands.len(), 2);
+                    format!(
+                        "{} + epilogue ({} ops, {} inputs, {} outputs)",
+                        op.name(),
+                        ops(fused),
+                        inputs.len(),
+                        outs.len()
+                    )
+                }
+            };
+            self.log.borrow_mut().push(log);
             Ok(())
         }
         fn flush(&self) -> Result<()> {
-            Ok(())
-        }
-        fn fusion_inputs(&self) -> usize {
-            6
-        }
-        fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) -> Result<()> {
-            let log = format!(
-                "fused ({} ops, {} inputs, {} outputs)",
-                ops(fused),
-                inputs.len(),
-                outs.len()
-            );
-            self.log.borrow_mut().push(log);
-            Ok(())
-        }
-        fn epilogue_buffers(&self) -> usize {
-            self.epilogues
-        }
-        fn exec_with_epilogue(
-            &self,
-            op: &Op,
-            operands: &[Arg<'_>],
-            fused: &Fused,
-            inputs: &[Arg<'_>],
-            outs: &[Arg<'_>],
-        ) -> Result<()> {
-            assert_eq!(fused.values[0], FusedValue::Product);
-            assert_eq!(operands.len(), 2);
-            let log = format!(
-                "{} + epilogue ({} ops, {} inputs, {} outputs)",
-                op.name(),
-                ops(fused),
-                inputs.len(),
-                outs.len()
-            );
-            self.log.borrow_mut().push(log);
             Ok(())
         }
     }
@@ -311,7 +349,13 @@ mod tests {
         let dev = Device::new(Recorder {
             log: log.clone(),
             next: Cell::new(0),
-            epilogues,
+            caps: Capabilities {
+                fused_inputs: 6,
+                fused_ops: 24,
+                fused_constants: 16,
+                epilogue_buffers: epilogues,
+                ..Capabilities::unfused("recorder", false)
+            },
         });
         let t = |shape: &[usize]| {
             Tensor::from_slice(&dev, &vec![0.5; shape.iter().product()], shape).unwrap()

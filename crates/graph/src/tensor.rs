@@ -5,10 +5,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::{Buffer, Device};
+use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
 use crate::op::{DType, Op};
-use crate::schedule;
 use crate::shape::{checked_numel, numel};
 
 pub(crate) struct Node {
@@ -301,12 +300,6 @@ impl Tensor {
         self.0.buffer.borrow().is_some()
     }
 
-    /// Computes this tensor (and whatever it needs that is not computed yet) in one batch.
-    pub fn realize(&self) -> Result<&Self> {
-        schedule::realize(&[self])?;
-        Ok(self)
-    }
-
     /// Copies the values to the host. Panics if the tensor is not `f32`.
     #[track_caller]
     pub fn to_vec(&self) -> Result<Vec<f32>> {
@@ -398,11 +391,6 @@ impl Tensor {
         self.0.constant.set(value.0.constant.get());
         Ok(())
     }
-}
-
-/// Computes several tensors in one batch (one submission on a GPU).
-pub fn realize_all(tensors: &[&Tensor]) -> Result<()> {
-    schedule::realize(tensors)
 }
 
 impl std::fmt::Debug for Tensor {

@@ -6,13 +6,24 @@
 
 use std::fmt::Write;
 
-use wgrad_graph::op::{Family, Op};
+use bytemuck::Pod;
+use wgrad_graph::op::Op;
 use wgrad_graph::shape::numel;
-use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp, MAX_FUSED_CONSTANTS};
+use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp};
 
-use crate::backend::GpuBackend;
-use crate::launch::Epilogue;
-use crate::params::{FusedParams, GenCopyParams};
+use crate::kernels::{Entry, Family};
+use crate::params::{FusedParams, GenCopyParams, MAX_FUSED_CONSTANTS};
+use crate::recorder::Recorder;
+use crate::shaders;
+
+/// A fused group of elementwise ops applied to each element a kernel stores (see
+/// `Launch::Epilogue`): its expression, and the buffers of its other outputs and of its
+/// inputs, bound after the kernel's own.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub fused: &'a Fused,
+    pub buffers: &'a [BufferId],
+}
 
 /// Everything a generated kernel's source depends on: its source is made from this alone
 /// ([`Kernel::source`]), and its pipeline is cached under [`Kernel::key`], which writes out
@@ -25,8 +36,7 @@ pub(crate) enum Kernel<'a> {
     /// Entry point `entry` of the matmul or convolution family storing through the epilogue
     /// `fused`, whose buffers are bound from binding `first` on.
     Epilogue {
-        family: Family,
-        entry: &'a str,
+        entry: Entry,
         fused: &'a Fused,
         first: u32,
     },
@@ -44,9 +54,9 @@ const COPY_FIRST_EPILOGUE_BINDING: u32 = 3;
 
 impl Kernel<'_> {
     /// The kernel's entry point.
-    fn entry(&self) -> &str {
+    fn entry(&self) -> &'static str {
         match self {
-            Kernel::Epilogue { entry, .. } => entry,
+            Kernel::Epilogue { entry, .. } => entry.name,
             Kernel::Fused { .. } | Kernel::Copy { .. } => "main",
         }
     }
@@ -57,11 +67,15 @@ impl Kernel<'_> {
         match self {
             Kernel::Fused { fused, lanes } => format!("fused {lanes} {}", fused_key(fused)),
             Kernel::Epilogue {
-                family,
                 entry,
                 fused,
                 first,
-            } => format!("{family:?} {entry} from {first}, {}", fused_key(fused)),
+            } => format!(
+                "{:?} {} from {first}, {}",
+                entry.family,
+                entry.name,
+                fused_key(fused)
+            ),
             Kernel::Copy {
                 dims,
                 word,
@@ -78,17 +92,14 @@ impl Kernel<'_> {
         match *self {
             Kernel::Fused { fused, lanes } => fused_source(fused, lanes),
             Kernel::Epilogue {
-                family,
                 entry,
                 fused,
                 first,
             } => {
                 let stores = epilogue_stores(fused, first);
-                match family {
-                    Family::Matmul => {
-                        crate::shaders::matmul_source(&stores, entry.ends_with("_ua"))
-                    }
-                    Family::Conv => crate::shaders::conv_source(&stores),
+                match entry.family {
+                    Family::Matmul => shaders::matmul_source(&stores, entry.name.ends_with("_ua")),
+                    Family::Conv => shaders::conv_source(&stores),
                     other => unreachable!("{other:?} kernels take no epilogue"),
                 }
             }
@@ -97,87 +108,118 @@ impl Kernel<'_> {
                 word,
                 epilogue,
             } => match epilogue {
-                None => copy_source(dims, word, None),
+                None => format!("{}{}", shaders::constants(), copy_source(dims, word, None)),
                 Some(fused) => {
                     let stores = epilogue_stores(fused, COPY_FIRST_EPILOGUE_BINDING);
                     let copy = copy_source(dims, word, Some(&stores));
-                    format!("{}{copy}", crate::shaders::COMMON)
+                    format!("{}{copy}", shaders::prelude())
                 }
             },
         }
     }
 }
 
-impl GpuBackend {
-    /// The pipeline of a generated kernel, compiled on first use.
-    pub(crate) fn generated(&self, kernel: &Kernel<'_>) -> std::sync::Arc<wgpu::ComputePipeline> {
-        self.ctx
-            .generated_with(&kernel.key(), kernel.entry(), || kernel.source())
-    }
+/// The pipeline of a generated kernel, compiled on first use.
+pub(crate) fn pipeline(
+    rec: &Recorder,
+    kernel: &Kernel<'_>,
+) -> std::sync::Arc<wgpu::ComputePipeline> {
+    rec.ctx()
+        .generated_with(&kernel.key(), kernel.entry(), || kernel.source())
+}
 
-    /// Records a generated kernel computing a fused group of elementwise ops.
-    pub(crate) fn record_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) {
-        let n = numel(outs[0].shape);
-        if n == 0 {
-            return;
-        }
-        let lanes = fused_lanes(n);
-        let pipeline = self.generated(&Kernel::Fused { fused, lanes });
-        let mut params = FusedParams {
-            n: (n / lanes) as u32,
-            pad: [0; 3],
-            constants: [0.0; MAX_FUSED_CONSTANTS],
-        };
-        params.constants[..fused.constants.len()].copy_from_slice(&fused.constants);
-        let buffers = outs.iter().chain(inputs).map(|a| a.buffer).collect();
-        let groups = self.linear_groups(n / lanes);
-        self.push_pipeline(pipeline, "fused", &params, (buffers, &[]), groups);
-    }
-
-    /// Records a generated strided copy (see [`GpuBackend::copy_strided`]), of whole aligned
-    /// vec4s where both sides allow, of words otherwise; or, with `epilogue`, of f32 values
-    /// with the epilogue applied to each value it stores.
-    pub(crate) fn record_copy(
-        &self,
-        src: BufferId,
-        dst: BufferId,
-        view: &[usize],
-        from: (usize, &[usize]),
-        to: (usize, &[usize]),
-        epilogue: Option<Epilogue<'_>>,
-    ) {
-        if numel(view) == 0 {
-            return;
-        }
-        let dims = collapse(view, from.1, to.1);
-        let quads = in_quads(&dims, (from.0, to.0)).filter(|_| epilogue.is_none());
-        let (dims, offsets, word, lanes) = match quads {
-            Some((quads, offsets)) => (quads, offsets, "vec4<u32>", 4),
-            None if epilogue.is_some() => (dims, (from.0, to.0), "f32", 1),
-            None => (dims, (from.0, to.0), "u32", 1),
-        };
-        let mut buffers = vec![dst, src];
-        let mut constants: &[f32] = &[];
-        if let Some(e) = epilogue {
+/// Records one dispatch of product kernel `entry` (matmul or convolution), with `epilogue`
+/// applied to what it stores: then its pipeline is generated, and the epilogue's buffers are
+/// bound after the kernel's own `buffers`.
+pub(crate) fn push_stored<P: Pod>(
+    rec: &Recorder,
+    entry: Entry,
+    epilogue: Option<Epilogue<'_>>,
+    params: &P,
+    mut buffers: Vec<BufferId>,
+    groups: [u32; 3],
+) {
+    let (pipeline, constants) = match epilogue {
+        Some(e) => {
+            let first = buffers.len() as u32 + 1;
             buffers.extend_from_slice(e.buffers);
-            constants = &e.fused.constants;
+            let kernel = Kernel::Epilogue {
+                entry,
+                fused: e.fused,
+                first,
+            };
+            (pipeline(rec, &kernel), &e.fused.constants[..])
         }
-        let pipeline = self.generated(&Kernel::Copy {
+        None => (rec.pipeline(entry), &[][..]),
+    };
+    rec.push_pipeline(pipeline, entry.name, params, (buffers, constants), groups);
+}
+
+/// Records a generated kernel computing a fused group of elementwise ops.
+pub(crate) fn record_fused(rec: &Recorder, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) {
+    let n = numel(outs[0].shape);
+    if n == 0 {
+        return;
+    }
+    let lanes = fused_lanes(n);
+    let pipeline = pipeline(rec, &Kernel::Fused { fused, lanes });
+    let mut params = FusedParams {
+        n: (n / lanes) as u32,
+        pad: [0; 3],
+        constants: [0.0; MAX_FUSED_CONSTANTS],
+    };
+    params.constants[..fused.constants.len()].copy_from_slice(&fused.constants);
+    let buffers = outs.iter().chain(inputs).map(|a| a.buffer).collect();
+    let groups = rec.linear_groups(n / lanes);
+    rec.push_pipeline(pipeline, "fused", &params, (buffers, &[]), groups);
+}
+
+/// Records a generated strided copy (see `layout::copy_strided`), of whole aligned vec4s
+/// where both sides allow, of words otherwise; or, with `epilogue`, of f32 values with the
+/// epilogue applied to each value it stores.
+pub(crate) fn record_copy(
+    rec: &Recorder,
+    src: BufferId,
+    dst: BufferId,
+    view: &[usize],
+    from: (usize, &[usize]),
+    to: (usize, &[usize]),
+    epilogue: Option<Epilogue<'_>>,
+) {
+    if numel(view) == 0 {
+        return;
+    }
+    let dims = collapse(view, from.1, to.1);
+    let quads = in_quads(&dims, (from.0, to.0)).filter(|_| epilogue.is_none());
+    let (dims, offsets, word, lanes) = match quads {
+        Some((quads, offsets)) => (quads, offsets, "vec4<u32>", 4),
+        None if epilogue.is_some() => (dims, (from.0, to.0), "f32", 1),
+        None => (dims, (from.0, to.0), "u32", 1),
+    };
+    let mut buffers = vec![dst, src];
+    let mut constants: &[f32] = &[];
+    if let Some(e) = epilogue {
+        buffers.extend_from_slice(e.buffers);
+        constants = &e.fused.constants;
+    }
+    let pipeline = pipeline(
+        rec,
+        &Kernel::Copy {
             dims: &dims,
             word,
             epilogue: epilogue.map(|e| e.fused),
-        });
-        let n = numel(view) / lanes;
-        let params = GenCopyParams {
-            n: n as u32,
-            src_offset: offsets.0 as u32,
-            dst_offset: offsets.1 as u32,
-            pad: 0,
-        };
-        let groups = self.linear_groups(n);
-        let label = "copy (generated)";
-        self.push_pipeline(pipeline, label, &params, (buffers, constants), groups);
-    }
+        },
+    );
+    let n = numel(view) / lanes;
+    let params = GenCopyParams {
+        n: n as u32,
+        src_offset: offsets.0 as u32,
+        dst_offset: offsets.1 as u32,
+        pad: 0,
+    };
+    let groups = rec.linear_groups(n);
+    let label = "copy (generated)";
+    rec.push_pipeline(pipeline, label, &params, (buffers, constants), groups);
 }
 
 /// The view's dimensions as (size, source stride, destination stride), without dimensions of
@@ -246,9 +288,9 @@ fn copy_source(dims: &[(usize, usize, usize)], word: &str, stores: Option<&str>)
          @group(0) @binding(1) var<storage, read_write> out: array<{word}>;\n\
          @group(0) @binding(2) var<storage, read> src: array<{word}>;\n\
          {}\n\
-         @compute @workgroup_size(64)\n\
+         @compute @workgroup_size(WORKGROUP)\n\
          fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {{\n\
-         \x20   let i = g.x + g.y * w.x * 64u;\n\
+         \x20   let i = g.x + g.y * w.x * WORKGROUP;\n\
          \x20   if (i >= p.n) {{ return; }}\n\
          \x20   var r = i;\n\
          \x20   var s = p.src_offset;\n\
@@ -285,10 +327,10 @@ fn reads_vec4(read: &FusedRead) -> bool {
 /// 4, see [`fused_lanes`]) elements per invocation.
 fn fused_source(fused: &Fused, lanes: usize) -> String {
     let (vec4, scalar) = ("array<vec4<f32>>", "array<f32>");
-    let mut src = String::from(crate::shaders::COMMON);
+    let mut src = String::from(shaders::prelude());
     src.push_str(
         "\n// Rust twin: FusedParams in crates/device/src/params.rs\n\
-         struct FusedParams { n: u32, _p0: u32, _p1: u32, _p2: u32, c: array<f32, 16> }\n\
+         struct FusedParams { n: u32, _p0: u32, _p1: u32, _p2: u32, c: array<f32, MAX_FUSED_CONSTANTS> }\n\
          @group(0) @binding(0) var<storage, read> p: FusedParams;\n",
     );
     for k in 0..fused.outputs.len() {
@@ -316,9 +358,9 @@ fn fused_source(fused: &Fused, lanes: usize) -> String {
         );
     }
     src.push_str(
-        "@compute @workgroup_size(64)\n\
+        "@compute @workgroup_size(WORKGROUP)\n\
          fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {\n\
-         \x20   let i = g.x + g.y * w.x * 64u;\n\
+         \x20   let i = g.x + g.y * w.x * WORKGROUP;\n\
          \x20   if (i >= p.n) { return; }\n",
     );
     src += &value_lets(fused, "in", &|slot| format!("p.c[{slot}]"), lanes);

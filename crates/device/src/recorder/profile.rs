@@ -161,7 +161,7 @@ impl Profile {
         done.resolve_query_set(&stamps.set, 0..2 * n, &stamps.resolve, 0);
         done.copy_buffer_to_buffer(&stamps.resolve, 0, &stamps.staging, 0, 16 * n as u64);
         ctx.queue.submit([done.finish()]);
-        let bytes = crate::backend::map_read(ctx, &stamps.staging, 16 * n as usize)?;
+        let bytes = ctx.map_read(&stamps.staging, 16 * n as usize)?;
         let ticks: Vec<u64> = bytes
             .chunks_exact(8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))

@@ -1,0 +1,305 @@
+//! Matrix products: the choice of kernel by shape and adapter, and the uniform-window
+//! products for CPU-type adapters (A read through 64 KiB uniform windows, B packed in panels
+//! when several dispatches read it). Convolutions run their products through here too.
+
+use wgrad_graph::op::Op;
+use wgrad_graph::shape::{broadcast_strides, numel};
+use wgrad_graph::{Arg, BufferId, Error, Result};
+
+use super::generated::{self, Epilogue};
+use super::layout;
+use super::reduce::{self, Reduction};
+use crate::kernels::{self, Entry, UA_LANES, UA_WINDOWS, UA_WINDOW_BYTES};
+use crate::params::{dims, MatmulParams};
+use crate::recorder::Recorder;
+use crate::MAX_TRIP;
+
+/// Records the product `params` describes with A read through uniform windows of 64 KiB
+/// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch fills up to
+/// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
+/// transposed is first transposed into scratch, and a B that several dispatches read is
+/// first packed in panels (`MatmulParams::b_panel`). `strided` takes the kernel that stores
+/// through an offset and row length. False (nothing recorded) where it does not apply:
+/// kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4, k above
+/// 2048 (a window holds 8 rows at least).
+pub(crate) fn matmul_ua(
+    rec: &Recorder,
+    params: &MatmulParams,
+    (a, b, out): (BufferId, BufferId, BufferId),
+    strided: bool,
+    epilogue: Option<Epilogue<'_>>,
+) -> bool {
+    const WINDOW: u64 = UA_WINDOW_BYTES;
+    let (m, n, k) = (params.m, params.n, params.k);
+    let rank = params.batch_rank as usize;
+    let shared_a = params.sa[..rank].iter().all(|&s| s == 0);
+    // Whole 8-row blocks per window.
+    let window_rows = ((WINDOW / 4) as u32 / k.max(1)) / 8 * 8;
+    let fits = !rec.gpu_kernels()
+        && rec.limits().max_uniform_buffer_binding_size >= WINDOW
+        && rec.limits().max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32
+        && params.tb == 0
+        && shared_a
+        && k % 4 == 0
+        && n % 4 == 0
+        && k > 0
+        && window_rows >= 8
+        && m > 0;
+    if !fits {
+        return false;
+    }
+    let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
+    let batch: u32 = params.batch[..rank].iter().product();
+    let per_dispatch = window_rows * used as u32;
+    // B read by more than one dispatch is first packed in panels of one workgroup's
+    // columns, each panel's rows together, so that a workgroup reads its panel as one
+    // contiguous run (docs/performance.md).
+    let width = 4 * UA_LANES;
+    let pack = batch == 1 && m > per_dispatch;
+    // Scratch: the windows; A stored [k, m] transposed once, whose rows the windows copy;
+    // B packed.
+    let (m_, n_, k_) = (m as usize, n as usize, k as usize);
+    let mut sizes = vec![WINDOW as usize; used];
+    if params.ta != 0 {
+        sizes.push(m_ * k_ * 4);
+    }
+    if pack {
+        sizes.push(n.div_ceil(width) as usize * k_ * width as usize * 4);
+    }
+    let Some(mut scratch) = rec.alloc_all(&sizes) else {
+        return false;
+    };
+    let packed = pack.then(|| scratch.pop().expect("allocated"));
+    let transposed = (params.ta != 0).then(|| scratch.pop().expect("allocated"));
+    let windows = scratch;
+    // Recorded only once all scratch is in hand, so a refusal records nothing.
+    if let Some(pb) = packed {
+        // Whole panels, then the last one's columns.
+        let (w, full) = (width as usize, n_ / width as usize);
+        let to = (0, &[w, k_ * w, 1][..]);
+        layout::copy_strided(rec, b, pb, &[k_, full, w], (0, &[n_, w, 1]), to);
+        if n_ % w != 0 {
+            let to = (full * k_ * w, &[w, 1][..]);
+            layout::copy_strided(rec, b, pb, &[k_, n_ % w], (full * w, &[n_, 1]), to);
+        }
+    }
+    if let Some(t) = transposed {
+        layout::copy_strided(rec, a, t, &[m_, k_], (0, &[1, m_]), (0, &[k_, 1]));
+    }
+    let a_rows = transposed.unwrap_or(a);
+    let entry = if strided {
+        kernels::MATMUL_VEC4_OUT_UA
+    } else {
+        kernels::MATMUL_VEC4_UA
+    };
+    let b = packed.unwrap_or(b);
+    for row0 in (0..m).step_by(per_dispatch as usize) {
+        let count = per_dispatch.min(m - row0);
+        for (w, &window) in windows.iter().enumerate() {
+            let first = row0 + w as u32 * window_rows;
+            if first >= row0 + count {
+                break;
+            }
+            let rows = window_rows.min(row0 + count - first);
+            let bytes = rows as u64 * k as u64 * 4;
+            rec.copy(a_rows, first as u64 * k as u64 * 4, window, bytes);
+        }
+        let p = MatmulParams {
+            a_row0: row0,
+            a_rows: count,
+            window_rows,
+            b_panel: if packed.is_some() { UA_LANES } else { 0 },
+            ..*params
+        };
+        // Bindings: out, window 0, B, windows 1..; unused ones repeat window 0.
+        let mut buffers = vec![out, windows[0], b];
+        buffers.extend((1..UA_WINDOWS).map(|w| *windows.get(w).unwrap_or(&windows[0])));
+        let groups = [count.div_ceil(8), (n / 4).div_ceil(UA_LANES), batch];
+        generated::push_stored(rec, entry, epilogue, &p, buffers, groups);
+    }
+    // Work recorded later runs after these dispatches, so the scratch can be reused.
+    rec.free_all(windows.into_iter().chain(transposed).chain(packed));
+    true
+}
+
+/// Records the dispatches of an [`Op::MatMul`], with `epilogue` applied to its stores.
+pub(crate) fn record(
+    rec: &Recorder,
+    op: &Op,
+    x: &[Arg<'_>],
+    out: &Arg<'_>,
+    epilogue: Option<Epilogue<'_>>,
+) -> Result<()> {
+    let Op::MatMul { ta, tb } = *op else {
+        unreachable!("matmul::record takes a matmul")
+    };
+    let (a, b) = (x[0].shape, x[1].shape);
+    let r = out.shape.len();
+    let k = if ta { a[a.len() - 2] } else { a[a.len() - 1] };
+    let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
+    let batch = &out.shape[..r - 2];
+    if m * n * numel(batch) == 0 {
+        return Ok(());
+    }
+    let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch)
+        .iter()
+        .map(|s| s * m * k)
+        .collect();
+    let sb: Vec<usize> = broadcast_strides(&b[..b.len() - 2], batch)
+        .iter()
+        .map(|s| s * k * n)
+        .collect();
+    let params = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch_rank: batch.len() as u32,
+        batch: dims(batch),
+        sa: dims(&sa),
+        sb: dims(&sb),
+        out_offset: 0,
+        out_n: n as u32,
+        accumulate: 0,
+        ta: ta as u32,
+        tb: tb as u32,
+        a_row0: 0,
+        a_rows: 0,
+        window_rows: 0,
+        b_panel: 0,
+        k_chunk: 0,
+        batch_count: 0,
+    };
+    let operands = (x[0].buffer, x[1].buffer, out.buffer);
+    if matmul_ua(rec, &params, operands, false, epilogue) {
+        return Ok(());
+    }
+    let entry = select(rec.gpu_kernels(), (ta, tb), [m, n, k], false);
+    push_product(rec, entry, &params, operands, epilogue)
+}
+
+/// The product kernel for `[m, n, k]` with A and B read as `(ta, tb)` say, storing through
+/// an offset and row length where `strided` (convolutions; A and B plain): the one choice of
+/// kernel for plain products and convolutions alike. The vec4 variants read rows as vec4, so
+/// the dimensions they read along must be multiples of 4. Wide workgroups win while B (k·n
+/// values) stays in cache (docs/performance.md).
+pub(crate) fn select(
+    gpu: bool,
+    (ta, tb): (bool, bool),
+    [m, n, k]: [usize; 3],
+    strided: bool,
+) -> Entry {
+    let four = |v: usize| v.is_multiple_of(4) && v > 0;
+    let cached = k * n <= 1 << 20;
+    if strided {
+        debug_assert!(!ta && !tb);
+        return if cached {
+            kernels::MATMUL_VEC4_OUT_WIDE
+        } else {
+            kernels::MATMUL_VEC4_OUT
+        };
+    }
+    match (ta, tb) {
+        (false, false) if four(k) && four(n) => match (gpu, cached) {
+            (true, _) => kernels::MATMUL_TILED,
+            (false, true) => kernels::MATMUL_VEC4_WIDE,
+            (false, false) => kernels::MATMUL_VEC4,
+        },
+        (true, false) if four(m) && four(n) => kernels::MATMUL_TN_VEC4,
+        (false, true) if four(k) && four(n) => kernels::MATMUL_NT_VEC4,
+        _ => kernels::MATMUL,
+    }
+}
+
+/// The most of k one invocation of product kernel `entry` walks within [`MAX_TRIP`]
+/// iterations: one k per iteration for the scalar kernels, 4 for the vec4 ones, 16 per 5 for
+/// the tiled one (a step of 16 staged, then 4 inner steps).
+fn k_limit(entry: Entry) -> usize {
+    match entry {
+        kernels::MATMUL | kernels::MATMUL_TN_VEC4 => MAX_TRIP,
+        kernels::MATMUL_TILED => MAX_TRIP / 5 * 16,
+        _ => 4 * MAX_TRIP,
+    }
+}
+
+/// Records product kernel `entry` for `params`; each invocation computes a 4×4 block, so a
+/// workgroup covers 4× its size in columns and rows. Where k passes the kernel's [`k_limit`], k is split: every split writes its partial
+/// product to scratch in one dispatch, and `matmul_sum_splits` adds them up in order and
+/// stores the sum as `params` says (offset, row length, accumulate), through `epilogue`.
+pub(crate) fn push_product(
+    rec: &Recorder,
+    entry: Entry,
+    params: &MatmulParams,
+    (a, b, out): (BufferId, BufferId, BufferId),
+    epilogue: Option<Epilogue<'_>>,
+) -> Result<()> {
+    let rank = params.batch_rank as usize;
+    let batch: u32 = params.batch[..rank].iter().product();
+    let (m, n, k) = (params.m, params.n, params.k as usize);
+    let limit = k_limit(entry);
+    let tile = [4 * entry.workgroup[0], 4 * entry.workgroup[1]];
+    let columns = [n.div_ceil(tile[0]), m.div_ceil(tile[1])];
+    if k <= limit {
+        let groups = [columns[0], columns[1], batch];
+        generated::push_stored(rec, entry, epilogue, params, vec![out, a, b], groups);
+        return Ok(());
+    }
+    let splits = k.div_ceil(limit);
+    let grid = rec.limits().max_compute_workgroups_per_dimension as usize;
+    if splits * batch as usize > grid {
+        return Err(Error::Device(format!(
+            "matmul: {batch} products split {splits} ways along k = {k} exceed the \
+             device's {grid} workgroups per dimension; use fewer or smaller products"
+        )));
+    }
+    let per = batch as usize * m as usize * n as usize;
+    let total = batch as usize * m as usize * params.out_n as usize;
+    // Past MAX_TRIP splits, the sum pass reads their sum from a reduction instead; with
+    // an epilogue, it stores to scratch that a generated copy applies the epilogue to.
+    let mut sizes = vec![splits * per * 4];
+    if splits > MAX_TRIP {
+        sizes.push(per * 4);
+    }
+    if epilogue.is_some() {
+        sizes.push(total * 4);
+    }
+    let scratch = rec.scratch(&sizes)?;
+    let partial = MatmulParams {
+        k_chunk: limit as u32,
+        batch_count: batch,
+        out_offset: 0,
+        out_n: n,
+        accumulate: 0,
+        ..*params
+    };
+    let groups = [columns[0], columns[1], batch * splits as u32];
+    let buffers = vec![scratch[0], a, b];
+    generated::push_stored(rec, entry, None, &partial, buffers, groups);
+    let (sums, k_chunk) = if splits > MAX_TRIP {
+        let shape = [splits, per];
+        reduce::reduce(rec, Reduction::Sum, scratch[0], &shape, &[0], scratch[1])?;
+        (scratch[1], params.k)
+    } else {
+        (scratch[0], limit as u32)
+    };
+    let mut sum = MatmulParams {
+        k_chunk,
+        batch_count: batch,
+        ..*params
+    };
+    let dst = match epilogue {
+        Some(_) => {
+            sum.out_offset = 0;
+            *scratch.last().expect("allocated")
+        }
+        None => out,
+    };
+    let groups = rec.linear_groups(total);
+    rec.push(kernels::MATMUL_SUM_SPLITS, &sum, vec![dst, sums], groups);
+    if epilogue.is_some() {
+        let flat = &[1][..];
+        let to = (params.out_offset as usize, flat);
+        generated::record_copy(rec, dst, out, &[total], (0, flat), to, epilogue);
+    }
+    rec.free_all(scratch);
+    Ok(())
+}
