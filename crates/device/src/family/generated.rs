@@ -534,3 +534,7 @@ fn value_lets(
     }
     src
 }
+
+#[cfg(test)]
+#[path = "generated_tests.rs"]
+mod tests;
