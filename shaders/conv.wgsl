@@ -349,7 +349,7 @@ fn conv2d_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 // once per workgroup, against once per invocation from a storage buffer
 // (docs/performance.md). The arithmetic is conv2d_lanes' line for line; only the input's
 // binding and the image numbering differ.
-@group(0) @binding(2) var<uniform> xu: array<vec4<f32>, 4096>;
+@group(0) @binding(2) var<uniform> xu: array<vec4<f32>, UA_WINDOW_VEC4S>;
 
 @compute @workgroup_size(8, 1, 1)
 fn conv2d_lanes_ua(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: vec3<u32>) {
