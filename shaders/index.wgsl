@@ -1,4 +1,5 @@
-// Kernels that produce or consume u32 indices: gather (embedding rows), one-hot, casts.
+// Kernels that produce or consume u32 indices: gather (embedding rows), scatter-add (its
+// gradient), one-hot, casts.
 // Buffers are raw 32-bit words; f32 values are bitcast.
 
 // Rust twin: IndexParams in crates/device/src/params.rs
@@ -8,8 +9,14 @@ struct IndexParams {
     count: u32,
     // The size indices must stay below: the table's rows, the classes.
     bound: u32,
-    // The op's code in the index flags: 1 gather, 2 one_hot.
+    // The op's code in the index flags (crates/device/src/family/index.rs).
     code: u32,
+    // The indices one `scatter_add` dispatch walks, and whether it adds to what the one
+    // before it stored.
+    begin: u32,
+    end: u32,
+    accumulate: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> p: IndexParams;
@@ -53,6 +60,29 @@ fn gather(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     out[i] = x[v * p.count + col];
+}
+
+// out[r, j] += x[t, j] for the indices t in begin..end with y[t] = r, in index order, so the
+// sums have the same bits every run: x = rows, y = indices. Each dispatch walks one range
+// (the launcher keeps it within the loop bound) and adds to the previous one's result.
+// Invocation 0 checks the range's indices.
+@compute @workgroup_size(WORKGROUP)
+fn scatter_add(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
+    let i = linear(g, w);
+    if (i >= p.n) { return; }
+    let r = quot(i, p.count);
+    let col = i - r * p.count;
+    var sum = select(0.0, bitcast<f32>(out[i]), p.accumulate != 0u);
+    for (var t = p.begin; t < p.end; t++) {
+        let v = y[t];
+        if (i == 0u) {
+            _ = in_range(v);
+        }
+        if (v == r) {
+            sum += bitcast<f32>(x[t * p.count + col]);
+        }
+    }
+    out[i] = bitcast<u32>(sum);
 }
 
 // out[i, c] = 1.0 if labels[i] == c: x = labels.

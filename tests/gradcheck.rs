@@ -76,6 +76,9 @@ fn layout_rules() {
     gradcheck("gather", &[f(&[4, 3]), idx(&[5], 4)], |x| {
         x[0].gather(&x[1])
     });
+    gradcheck("scatter_add", &[f(&[5, 3]), idx(&[5], 4)], |x| {
+        x[0].scatter_add(&x[1], 4)
+    });
 }
 
 #[test]

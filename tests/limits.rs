@@ -261,3 +261,54 @@ fn nan_and_inf_follow_pytorch() {
         assert_eq!(dx, [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0], "{name}");
     }
 }
+
+/// Scatter-add (the embedding gradient) over more indices than one kernel loop may walk:
+/// against the CPU backend, against a hand-computed case, with the same bits on every run,
+/// and with an index out of range an error naming it.
+#[test]
+fn scatter_add_past_the_loop_bound() {
+    check(
+        "scatter_add_70000",
+        10_000,
+        &[f(&[70_000, 3]), idx(&[70_000], 7)],
+        |x| x[0].scatter_add(&x[1], 7),
+    );
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let rows = Tensor::from_slice(dev, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]).unwrap();
+        let idx = Tensor::from_u32(dev, &[2, 0, 2], &[3]).unwrap();
+        let table = rows.scatter_add(&idx, 3).to_vec().unwrap();
+        assert_eq!(table, [3.0, 4.0, 0.0, 0.0, 6.0, 8.0], "{}", dev.name());
+        // 9,000 indices (three loop ranges) of values whose sum depends on the order.
+        let n = 9_000;
+        let values: Vec<f32> = (0..n).map(|i| 1.0 + (i as f32) * 1e-3).collect();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
+        let rows = Tensor::from_slice(dev, &values, &[n, 1]).unwrap();
+        let idx = Tensor::from_u32(dev, &labels, &[n]).unwrap();
+        let first = rows.scatter_add(&idx, 5).to_vec().unwrap();
+        let again = rows.scatter_add(&idx, 5).to_vec().unwrap();
+        assert_eq!(
+            first.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            again.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        // An index computed on the device past the rows: flagged by the kernel.
+        let bad = Tensor::from_slice(dev, &[0.0, 9.0], &[2])
+            .unwrap()
+            .cast(DType::U32);
+        let two = Tensor::from_slice(dev, &[1.0, 2.0], &[2, 1]).unwrap();
+        let e = two.scatter_add(&bad, 4).to_vec().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                wgrad::Error::Index {
+                    op: "scatter_add",
+                    index: 9,
+                    size: 4
+                }
+            ),
+            "{}: {e}",
+            dev.name()
+        );
+    }
+}

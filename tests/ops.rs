@@ -347,6 +347,15 @@ fn layout() {
     check("gather_repeats", 1, &[f(&[3, 2]), idx(&[10], 3)], |x| {
         x[0].gather(&x[1])
     });
+    check("scatter_add", 4, &[f(&[10, 2]), idx(&[10], 3)], |x| {
+        x[0].scatter_add(&x[1], 3)
+    });
+    check(
+        "scatter_add_rows",
+        4,
+        &[f(&[3, 4, 5]), idx(&[3, 4], 6)],
+        |x| x[0].scatter_add(&x[1], 6),
+    );
     check("one_hot", 1, &[idx(&[9], 5)], |x| x[0].one_hot(5));
     check("cast_roundtrip", 1, &[range(&[20], -3.0, 30.0)], |x| {
         x[0].cast(DType::U32).cast(DType::F32)

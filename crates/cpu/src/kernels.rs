@@ -167,6 +167,20 @@ pub fn run(op: &Op, x: &[In], out_shape: &[usize], out: &mut [u32]) {
                 dst.copy_from_slice(&x[0].data[v * row_len..(v + 1) * row_len]);
             }
         }
+        Op::ScatterAdd { rows } => {
+            let row_len = n / rows.max(&1);
+            let (src, mut sums) = (x[0].f32(), vec![0f64; n]);
+            // The backend has checked every index against the rows.
+            for (i, &v) in x[1].data[..numel(x[1].shape)].iter().enumerate() {
+                let dst = &mut sums[v as usize * row_len..][..row_len];
+                for (d, &s) in dst.iter_mut().zip(&src[i * row_len..][..row_len]) {
+                    *d += s as f64;
+                }
+            }
+            for (o, s) in out.iter_mut().zip(sums) {
+                *o = (s as f32).to_bits();
+            }
+        }
         Op::OneHot { classes } => {
             out.fill(0);
             for (i, &label) in x[0].data[..numel(x[0].shape)].iter().enumerate() {

@@ -37,8 +37,16 @@ pub struct IndexParams {
     pub count: u32,
     /// The size indices must stay below: the table's rows, the classes.
     pub bound: u32,
-    /// The op's code in the index flags (see `backend.rs`): 1 gather, 2 one-hot.
+    /// The op's code in the index flags (see `family/index.rs`).
     pub code: u32,
+    /// The indices one `scatter_add` dispatch walks: `begin..end`.
+    pub begin: u32,
+    /// End of the walked indices.
+    pub end: u32,
+    /// Whether `scatter_add` adds to what the dispatch before it stored.
+    pub accumulate: u32,
+    /// Padding to 16 bytes.
+    pub pad: u32,
 }
 
 /// `shaders/reduce.wgsl`'s `ReduceParams`: one pass of a reduction (see `reduce.rs`).

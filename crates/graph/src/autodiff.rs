@@ -282,15 +282,10 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
                 })
                 .collect()
         }
-        // d table[v] = Σ over positions i with idx[i] = v of g[i]  (one_hot(idx)ᵀ · G)
-        Op::Gather => {
-            let (table, idx) = (&x[0], &x[1]);
-            let n = idx.numel();
-            let row: usize = table.shape()[1..].iter().product();
-            let onehot = idx.reshape(&[n]).one_hot(table.shape()[0]);
-            let gt = onehot.t().matmul(&g.reshape(&[n, row]));
-            vec![Some(gt.reshape(table.shape())), None]
-        }
+        // d table[v] = Σ over positions i with idx[i] = v of g[i]
+        Op::Gather => vec![Some(g.scatter_add(&x[1], x[0].shape()[0])), None],
+        // y[v] = Σ over positions i with idx[i] = v of src[i]:  d src[i] = g[idx[i]]
+        Op::ScatterAdd { .. } => vec![Some(g.gather(&x[1])), None],
         Op::OneHot { .. } | Op::Cast { .. } => vec![],
         // y = conv(x, w):  dx = conv_grad_input(g, w),  dw = conv_grad_weight(x, g)
         Op::Conv2d(spec) => {

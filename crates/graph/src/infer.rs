@@ -192,6 +192,22 @@ impl Op {
                 s.extend_from_slice(&table.0[1..]);
                 (s, DType::F32)
             }
+            Op::ScatterAdd { rows } => {
+                need_f32(0)?;
+                let (src, idx) = (&inputs[0], &inputs[1]);
+                if idx.1 != DType::U32 || !src.0.starts_with(&idx.0) {
+                    return Err(format!(
+                        "scatter_add: needs u32 indices whose shape begins the rows' shape, got \
+                         rows {:?} and {} indices {:?}",
+                        src.0,
+                        idx.1.name(),
+                        idx.0
+                    ));
+                }
+                let mut s = vec![*rows];
+                s.extend_from_slice(&src.0[idx.0.len()..]);
+                (s, DType::F32)
+            }
             Op::OneHot { classes } => {
                 if inputs[0].1 != DType::U32 {
                     return Err("one_hot: labels must be u32".into());

@@ -243,6 +243,14 @@ pub enum Op {
     /// Rows of a table picked by `u32` indices: `table[v, ...]`, `idx[...]` → `[idx..., ...]`.
     /// An index past the table is an [`Error::Index`](crate::Error::Index).
     Gather,
+    /// Rows added into a table of zeros at `u32` indices: `(src [idx..., ...], idx [...])` →
+    /// `[rows, ...]`, row `v` the sum, in index order, of the rows of `src` whose index is
+    /// `v`: the transpose of [`Op::Gather`], and its gradient. An index past `rows` is an
+    /// [`Error::Index`](crate::Error::Index).
+    ScatterAdd {
+        /// Rows of the table.
+        rows: usize,
+    },
     /// `u32` labels `[...]` → `f32` `[..., classes]`; a label past `classes` is an
     /// [`Error::Index`](crate::Error::Index).
     OneHot {
@@ -359,6 +367,13 @@ impl Op {
             Op::Gather => {
                 let indices = Indices::RowsOf { input: 1, table: 0 };
                 return Signature::indexing("gather", Exactly(2), true, indices);
+            }
+            Op::ScatterAdd { rows } => {
+                let indices = Indices::Below {
+                    input: 1,
+                    bound: *rows,
+                };
+                return Signature::indexing("scatter_add", Exactly(2), true, indices);
             }
             Op::OneHot { classes } => {
                 let indices = Indices::Below {

@@ -366,6 +366,15 @@ impl Tensor {
         Tensor::from_op(Op::Gather, &[self, idx])
     }
 
+    /// Rows of this tensor added into a table of `rows` zero rows at `u32` indices: `[idx...,
+    /// ...]` with `idx` `[...]` gives `[rows, ...]`, row `v` the sum (in index order, so the
+    /// same bits every run) of the rows whose index is `v`. PyTorch's `index_add` into zeros;
+    /// the gradient of [`Tensor::gather`].
+    #[track_caller]
+    pub fn scatter_add(&self, idx: &Tensor, rows: usize) -> Tensor {
+        Tensor::from_op(Op::ScatterAdd { rows }, &[self, idx])
+    }
+
     /// `u32` labels to one-hot `f32` rows.
     #[track_caller]
     pub fn one_hot(&self, classes: usize) -> Tensor {

@@ -1,5 +1,5 @@
 //! The index family (`shaders/index.wgsl`): kernels that read or write `u32` indices
-//! (gather, one-hot, casts). Kernels that index record an index out of range in the index
+//! (gather, scatter-add, one-hot, casts). Kernels that index record an index out of range in the index
 //! flags ([`IndexFlags`]), which the backend reads back with every result and reports as an
 //! [`Error::Index`], never as zeros.
 
@@ -13,9 +13,10 @@ use wgrad_graph::{Arg, BufferId, Error, Result};
 use crate::kernels;
 use crate::params::IndexParams;
 use crate::recorder::Recorder;
+use crate::MAX_TRIP;
 
 /// The ops that check their indices, by their code in the flags (code = position + 1).
-const CHECKED: [&str; 2] = ["gather", "one_hot"];
+const CHECKED: [&str; 3] = ["gather", "one_hot", "scatter_add"];
 
 /// Records an index op; `flags` is where its kernel records an index out of range.
 pub(crate) fn record(rec: &Recorder, flags: &IndexFlags, op: &Op, x: &[Arg<'_>], out: &Arg<'_>) {
@@ -47,6 +48,7 @@ pub(crate) fn record(rec: &Recorder, flags: &IndexFlags, op: &Op, x: &[Arg<'_>],
                 count: count as u32,
                 bound: bound as u32,
                 code: code(op.name()),
+                ..Zeroable::zeroed()
             };
             (entry, params)
         }
@@ -54,6 +56,39 @@ pub(crate) fn record(rec: &Recorder, flags: &IndexFlags, op: &Op, x: &[Arg<'_>],
     };
     buffers.extend(x.iter().map(|a| a.buffer));
     rec.push_linear(entry, &params, buffers, n);
+}
+
+/// Records a scatter-add into `rows` rows: one dispatch per range of indices the loop bound
+/// allows, each adding to the sums of the ranges before it, so every sum runs in index order.
+pub(crate) fn scatter_add(
+    rec: &Recorder,
+    flags: &IndexFlags,
+    rows: usize,
+    x: &[Arg<'_>],
+    out: &Arg<'_>,
+) {
+    let n = numel(out.shape);
+    let indices = numel(x[1].shape);
+    let buffers = vec![out.buffer, flags.buffer(rec), x[0].buffer, x[1].buffer];
+    let mut begin = 0;
+    loop {
+        let end = (begin + MAX_TRIP).min(indices);
+        let params = IndexParams {
+            n: n as u32,
+            count: n.checked_div(rows).unwrap_or(0) as u32,
+            bound: rows as u32,
+            code: code("scatter_add"),
+            begin: begin as u32,
+            end: end as u32,
+            accumulate: (begin > 0) as u32,
+            pad: 0,
+        };
+        rec.push_linear(kernels::SCATTER_ADD, &params, buffers.clone(), n);
+        if end == indices {
+            return;
+        }
+        begin = end;
+    }
 }
 
 /// An op's code in the index flags.
