@@ -25,7 +25,7 @@ struct ConvParams {
     // The range of the kernel's reduction this dispatch walks (input channels of the group
     // for conv2d, output channels for the input gradient, rows (image, output row) for the
     // weight gradient), and where its results go: the launcher splits long reductions so
-    // that no loop passes its bound, then adds the parts (crates/device/src/conv.rs).
+    // that no loop passes its bound, then adds the parts (crates/device/src/family/conv.rs).
     red_begin: u32,
     red_end: u32,
     out_base: u32,

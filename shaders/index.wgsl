@@ -23,7 +23,7 @@ struct IndexParams {
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 // Index flags, kept by the backend and read back with the next result: [count of indices
 // out of range, the op's code, the first one recorded, its bound]. A bad index is an error
-// there, never a row of zeros taken for data (crates/device/src/backend.rs).
+// there, never a row of zeros taken for data (crates/device/src/family/index.rs).
 @group(0) @binding(2) var<storage, read_write> flags: array<atomic<u32>, 4>;
 @group(0) @binding(2) var<storage, read> src: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<u32>;

@@ -48,7 +48,7 @@ struct MatmulParams {
 
 // Grid z of a product: (batch matrix, first k, end k). Without split-K every z is a matrix
 // over the whole of k; with it, z also numbers the split, so that no invocation's loop over
-// k passes the launcher's bound (crates/device/src/matmul.rs).
+// k passes the launcher's bound (crates/device/src/family/matmul.rs).
 fn k_split(z: u32) -> vec3<u32> {
     if (p.k_chunk == 0u) {
         return vec3<u32>(z, 0u, p.k);

@@ -1,7 +1,7 @@
 // 2-D max and average pooling over NCHW tensors, and their gradients. Forward passes run one
 // invocation per output element; gradients one per input element, visiting every window that
 // covers it, so no atomics are needed. The launcher refuses windows whose loops would pass
-// its bound (crates/device/src/launch.rs).
+// its bound (crates/device/src/family/pool.rs).
 
 // Rust twin: PoolParams in crates/device/src/params.rs
 struct PoolParams {

@@ -1,5 +1,5 @@
 // Reductions (sum, max, argmax) over any axes, in passes whose loops are bounded whatever
-// the size (crates/device/src/reduce.rs plans them). Each output o combines `count` elements
+// the size (crates/device/src/family/reduce.rs plans them). Each output o combines `count` elements
 // at base(o) + r·r_stride + t·l_stride for r < r_len, t < l_len, element k = r·l_len + t: the
 // launcher collapses the reduced axes into these two levels (or first copies the input so
 // that they fit). `parts` invocations share an output: share j takes elements

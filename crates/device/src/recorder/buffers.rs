@@ -54,7 +54,7 @@ impl Buffers {
                 label: None,
                 size: class,
                 // Uniform too: windows of matmul operands are read as uniform buffers on
-                // CPU-type adapters (see matmul.rs).
+                // CPU-type adapters (see family/matmul.rs).
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::UNIFORM
                     | wgpu::BufferUsages::COPY_SRC
