@@ -97,7 +97,8 @@ pub(crate) fn record(
             // Blocks of 4 weight taps (x) × 4 output channels (y); the loop walks rows
             // (image, output row) of the gradient, in parts of bounded length.
             let taps = (params.cg * params.kh * params.kw).div_ceil(4);
-            let groups = [taps.div_ceil(16), params.groups * params.og.div_ceil(4), 1];
+            let wg = kernels::CONV2D_GRAD_WEIGHT.workgroup[0];
+            let groups = [taps.div_ceil(wg), params.groups * params.og.div_ceil(4), 1];
             let rows = (params.n * params.oh, 1 + params.ow);
             let launch = |range: (u32, u32), dst: BufferId, out_base: u32, _| {
                 let part = ConvParams {
@@ -236,7 +237,7 @@ fn conv_generic(
     epilogue: Option<Epilogue<'_>>,
 ) -> Result<()> {
     let groups = [
-        pixels.div_ceil(4).div_ceil(16),
+        pixels.div_ceil(4).div_ceil(entry.workgroup[0]),
         params.groups * channels.div_ceil(4),
         params.n,
     ];
@@ -269,7 +270,8 @@ pub(crate) fn conv_lanes(
     let quads = geo.cgo / 4;
     let groups = [
         (geo.oh * geo.ow).div_ceil(4),
-        geo.groups * quads.div_ceil(8),
+        // A workgroup's invocations take neighbouring quads of output channels.
+        geo.groups * quads.div_ceil(kernels::CONV2D_LANES.workgroup[0]),
         geo.n,
     ];
     let launch = |range: (u32, u32), dst: BufferId, out_base: u32, ep| {
