@@ -124,8 +124,8 @@ pub trait Backend {
 pub struct Fused {
     /// The values, each from an input, a constant or an op on earlier values.
     pub values: Vec<FusedValue>,
-    /// Scalar constants (at most [`Capabilities::fused_constants`]), passed with the launch rather than
-    /// compiled in, so that a kernel serves every value.
+    /// Scalar constants (at most [`Capabilities::fused_constants`]), passed with the launch
+    /// rather than compiled in, so that a kernel serves every value.
     pub constants: Vec<f32>,
     /// The values stored, one per output buffer, in order; the last value is always stored.
     pub outputs: Vec<usize>,

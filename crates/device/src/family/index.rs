@@ -1,7 +1,7 @@
 //! The index family (`shaders/index.wgsl`): kernels that read or write `u32` indices
-//! (gather, scatter-add, one-hot, casts). Kernels that index record an index out of range in the index
-//! flags ([`IndexFlags`]), which the backend reads back with every result and reports as an
-//! [`Error::Index`], never as zeros.
+//! (gather, scatter-add, one-hot, casts). Kernels that index record an index out of range in
+//! the index flags ([`IndexFlags`]), which the backend reads back with every result and
+//! reports as an [`Error::Index`], never as zeros.
 
 use std::cell::Cell;
 

@@ -222,9 +222,10 @@ fn k_limit(entry: Entry) -> usize {
 }
 
 /// Records product kernel `entry` for `params`; each invocation computes a 4×4 block, so a
-/// workgroup covers 4× its size in columns and rows. Where k passes the kernel's [`k_limit`], k is split: every split writes its partial
-/// product to scratch in one dispatch, and `matmul_sum_splits` adds them up in order and
-/// stores the sum as `params` says (offset, row length, accumulate), through `epilogue`.
+/// workgroup covers 4× its size in columns and rows. Where k passes the kernel's [`k_limit`],
+/// k is split: every split writes its partial product to scratch in one dispatch, and
+/// `matmul_sum_splits` adds them up in order and stores the sum as `params` says (offset, row
+/// length, accumulate), through `epilogue`.
 pub(crate) fn push_product(
     rec: &Recorder,
     entry: Entry,
