@@ -86,7 +86,7 @@ impl Backend for Capture {
     }
 }
 
-fn validate(what: &str, source: &str) {
+fn validate(what: &str, source: &str) -> naga::Module {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{what}: {}\n{source}", e.emit_to_string(source)));
     naga::valid::Validator::new(
@@ -95,6 +95,22 @@ fn validate(what: &str, source: &str) {
     )
     .validate(&module)
     .unwrap_or_else(|e| panic!("{what}: {}\n{source}", e.emit_to_string(source)));
+    module
+}
+
+/// Fails unless struct `name` of `module` has `size` bytes (its Rust twin's).
+fn check_twin(module: &naga::Module, name: &str, size: usize) {
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).expect("layout");
+    let (handle, _) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no struct {name}"));
+    assert_eq!(
+        layouter[handle].size as usize, size,
+        "{name}: Rust and WGSL sizes differ"
+    );
 }
 
 /// Realises representative graphs on a capturing device and returns what it saw.
@@ -158,7 +174,8 @@ fn every_generated_kernel_validates() {
     for (i, f) in fused.iter().enumerate() {
         for lanes in [1, 4] {
             let source = Kernel::Fused { fused: f, lanes }.source();
-            validate(&format!("fused group {i}, {lanes} lanes"), &source);
+            let module = validate(&format!("fused group {i}, {lanes} lanes"), &source);
+            check_twin(&module, "FusedParams", std::mem::size_of::<FusedParams>());
         }
     }
     // Each product kernel with each epilogue, bound after its own buffers as `push_stored`
@@ -176,7 +193,7 @@ fn every_generated_kernel_validates() {
                 first,
             }
             .source();
-            validate(&format!("{} with an epilogue", entry.name), &source);
+            let _ = validate(&format!("{} with an epilogue", entry.name), &source);
         }
     }
     let copies = seen.copies.borrow();
@@ -197,7 +214,12 @@ fn every_generated_kernel_validates() {
                 epilogue,
             }
             .source();
-            validate(&format!("copy of {word} over {dims:?}"), &source);
+            let module = validate(&format!("copy of {word} over {dims:?}"), &source);
+            check_twin(
+                &module,
+                "GenCopyParams",
+                std::mem::size_of::<GenCopyParams>(),
+            );
         }
     }
 }
