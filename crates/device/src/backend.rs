@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use wgrad_graph::{Arg, Backend, BufferId, Capabilities, Device, Error, Launch, Result};
+use wgrad_graph::{
+    Arg, Backend, BufferId, Capabilities, Device, Error, Fused, FusedValue, Launch, Op, Result,
+};
 
 use crate::context::Context;
+use crate::family;
 use crate::family::generated::{self, Epilogue};
 use crate::family::index::{IndexFlags, INDEX_FLAG_BYTES};
-use crate::family::{self};
 use crate::params::MAX_FUSED_CONSTANTS;
 use crate::recorder::profile::{KernelTime, Profile, ProfileClock};
 use crate::recorder::{Recorder, Settings};
@@ -96,12 +98,31 @@ impl GpuBackend {
         self.rec.ctx()
     }
 
-    fn exec_fused(
+    fn exec_epilogue(
         &self,
-        fused: &wgrad_graph::Fused,
-        inputs: &[Arg<'_>],
-        outs: &[Arg<'_>],
+        op: &Op,
+        operands: &[Arg<'_>],
+        fused: &Fused,
+        (inputs, outs): (&[Arg<'_>], &[Arg<'_>]),
     ) -> Result<()> {
+        let product = matches!(op, Op::MatMul { .. } | Op::Conv2d(_));
+        if !product || outs.is_empty() || self.caps.epilogue_buffers == 0 {
+            return Err(Error::Device(format!(
+                "an epilogue follows a matmul or a convolution and stores 1 or more outputs \
+                 on a backend that fuses, got {} and {}",
+                op.name(),
+                outs.len()
+            )));
+        }
+        let extra: Vec<BufferId> = outs[1..].iter().chain(inputs).map(|a| a.buffer).collect();
+        let epilogue = Epilogue {
+            fused,
+            buffers: &extra,
+        };
+        family::record_product(&self.rec, op, operands, &outs[0], epilogue)
+    }
+
+    fn exec_fused(&self, fused: &Fused, inputs: &[Arg<'_>], outs: &[Arg<'_>]) -> Result<()> {
         if fused.constants.len() > self.caps.fused_constants || outs.is_empty() {
             return Err(Error::Device(format!(
                 "a fused kernel takes 1 or more outputs and at most {} constants, got {} and {}",
@@ -110,7 +131,7 @@ impl GpuBackend {
                 fused.constants.len()
             )));
         }
-        if fused.values.contains(&wgrad_graph::FusedValue::Product) {
+        if fused.values.contains(&FusedValue::Product) {
             return Err(Error::Device(
                 "a fused kernel reads a product only as the epilogue of a matmul or a convolution"
                     .into(),
@@ -195,26 +216,7 @@ impl Backend for GpuBackend {
                 fused,
                 inputs,
                 outs,
-            } => {
-                let products = matches!(
-                    op,
-                    wgrad_graph::Op::MatMul { .. } | wgrad_graph::Op::Conv2d(_)
-                );
-                if !products || outs.is_empty() || self.caps.epilogue_buffers == 0 {
-                    return Err(Error::Device(format!(
-                        "an epilogue follows a matmul or a convolution and stores 1 or more outputs, got {} and {}",
-                        op.name(),
-                        outs.len()
-                    )));
-                }
-                let extra: Vec<BufferId> =
-                    outs[1..].iter().chain(inputs).map(|a| a.buffer).collect();
-                let epilogue = Epilogue {
-                    fused,
-                    buffers: &extra,
-                };
-                family::record_product(&self.rec, op, operands, &outs[0], epilogue)
-            }
+            } => self.exec_epilogue(op, operands, fused, (inputs, outs)),
         }
     }
 
