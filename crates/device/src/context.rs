@@ -9,6 +9,7 @@ use wgrad_graph::{Error, Result};
 
 use crate::kernels::{Entry, Family};
 use crate::shaders;
+use crate::tune::Tuning;
 
 /// How to pick an adapter. `Default` reads `WGRAD_ADAPTER` and `WGRAD_BACKEND`.
 #[derive(Clone, Debug, Default)]
@@ -51,6 +52,8 @@ pub struct Context {
     /// Whether kernels built for GPUs (workgroup-memory tiling) are chosen over those built
     /// for CPU-type adapters: by adapter type, or `WGRAD_KERNELS=gpu|cpu`.
     pub gpu_kernels: bool,
+    /// Kernel choices measured on this adapter (see `tune.rs`).
+    pub tuning: Tuning,
 }
 
 /// A family pipeline's entry point and the bits of its pipeline-overridable constants.
@@ -217,6 +220,7 @@ impl Context {
         };
         Arc::new(Context {
             gpu_kernels,
+            tuning: Tuning::from_env(&info),
             device,
             queue,
             info,

@@ -1,8 +1,8 @@
 //! wgrad's GPU backend on wgpu, in layers, each module using only those below it:
 //!
 //! 1. the [`Context`] (adapter, device, limits, shader modules and pipelines), with the
-//!    kernel table (`kernels`), the WGSL sources (`shaders`) and the parameter structs
-//!    (`params`) it compiles and binds;
+//!    kernel table (`kernels`), the WGSL sources (`shaders`), the parameter structs
+//!    (`params`) it compiles and binds, and the measured kernel choices (`tune`);
 //! 2. the recorder (`recorder/`): the command list, the parameter arena, pooled buffers, and
 //!    their encoding into one submission per flush;
 //! 3. the kernel families (`family/`): elementwise, layout, index, reduce, pool, matmul,
@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod params;
 mod recorder;
 pub mod shaders;
+pub mod tune;
 
 pub use backend::GpuBackend;
 pub use context::{AdapterOptions, Context};

@@ -159,12 +159,7 @@ fn matmul_out(
         k_chunk: 0,
         batch_count: 0,
     };
-    if matmul::matmul_ua(rec, &params, (a, b, out), true, epilogue) {
-        return Ok(());
-    }
-    let shape = [m as usize, n as usize, k as usize];
-    let entry = matmul::select(rec.gpu_kernels(), (false, false), shape, true);
-    matmul::push_product(rec, entry, &params, (a, b, out), epilogue)
+    matmul::product(rec, &params, (a, b, out), true, epilogue)
 }
 
 /// Whether [`conv_gemm`] takes `geo`: one group, and the product's inner

@@ -2,6 +2,8 @@
 //! products for CPU-type adapters (A read through 64 KiB uniform windows, B packed in panels
 //! when several dispatches read it). Convolutions run their products through here too.
 
+use std::time::{Duration, Instant};
+
 use wgrad_graph::op::Op;
 use wgrad_graph::shape::{broadcast_strides, numel};
 use wgrad_graph::{Arg, BufferId, Error, Result};
@@ -11,7 +13,8 @@ use super::layout;
 use super::reduce::{self, Reduction};
 use crate::kernels::{self, Entry, UA_LANES, UA_WINDOWS, UA_WINDOW_BYTES};
 use crate::params::{dims, MatmulParams};
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, Settings};
+use crate::tune::Choice;
 use crate::MAX_TRIP;
 
 /// Records the product `params` describes with A read through uniform windows of 64 KiB
@@ -22,7 +25,7 @@ use crate::MAX_TRIP;
 /// through an offset and row length. False (nothing recorded) where it does not apply:
 /// kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4, k above
 /// 2048 (a window holds 8 rows at least).
-pub(crate) fn matmul_ua(
+fn matmul_ua(
     rec: &Recorder,
     params: &MatmulParams,
     (a, b, out): (BufferId, BufferId, BufferId),
@@ -32,20 +35,8 @@ pub(crate) fn matmul_ua(
     const WINDOW: u64 = UA_WINDOW_BYTES;
     let (m, n, k) = (params.m, params.n, params.k);
     let rank = params.batch_rank as usize;
-    let shared_a = params.sa[..rank].iter().all(|&s| s == 0);
-    // Whole 8-row blocks per window.
-    let window_rows = ((WINDOW / 4) as u32 / k.max(1)) / 8 * 8;
-    let fits = !rec.gpu_kernels()
-        && rec.limits().max_uniform_buffer_binding_size >= WINDOW
-        && rec.limits().max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32
-        && params.tb == 0
-        && shared_a
-        && k % 4 == 0
-        && n % 4 == 0
-        && k > 0
-        && window_rows >= 8
-        && m > 0;
-    if !fits {
+    let window_rows = window_rows(k);
+    if !windows_fit(rec, params) {
         return false;
     }
     let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
@@ -122,6 +113,27 @@ pub(crate) fn matmul_ua(
     true
 }
 
+/// Rows of A one uniform window holds: whole 8-row blocks.
+fn window_rows(k: u32) -> u32 {
+    ((UA_WINDOW_BYTES / 4) as u32 / k.max(1)) / 8 * 8
+}
+
+/// Whether the uniform-window kernels can run `params` (see [`matmul_ua`]).
+fn windows_fit(rec: &Recorder, params: &MatmulParams) -> bool {
+    let rank = params.batch_rank as usize;
+    let (m, n, k) = (params.m, params.n, params.k);
+    !rec.gpu_kernels()
+        && rec.limits().max_uniform_buffer_binding_size >= UA_WINDOW_BYTES
+        && rec.limits().max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32
+        && params.tb == 0
+        && params.sa[..rank].iter().all(|&s| s == 0)
+        && k % 4 == 0
+        && n % 4 == 0
+        && k > 0
+        && window_rows(k) >= 8
+        && m > 0
+}
+
 /// Records the dispatches of an [`Op::MatMul`], with `epilogue` applied to its stores.
 pub(crate) fn record(
     rec: &Recorder,
@@ -170,11 +182,246 @@ pub(crate) fn record(
         batch_count: 0,
     };
     let operands = (x[0].buffer, x[1].buffer, out.buffer);
-    if matmul_ua(rec, &params, operands, false, epilogue) {
-        return Ok(());
+    product(rec, &params, operands, false, epilogue)
+}
+
+/// A way to run a product: A read through uniform windows, or one storage kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    Windows,
+    Kernel(Entry),
+}
+
+impl Plan {
+    fn name(self) -> &'static str {
+        match self {
+            Plan::Windows => "uniform_windows",
+            Plan::Kernel(e) => e.name,
+        }
     }
-    let entry = select(rec.gpu_kernels(), (ta, tb), [m, n, k], false);
-    push_product(rec, entry, &params, operands, epilogue)
+}
+
+/// Records the product `params` describes, plain or, where `strided`, storing through an
+/// offset and row length (see the `_out` kernels), with `epilogue` applied to its stores:
+/// run the way chosen for its shape class (see [`choose`]). Plain products and
+/// convolutions' products alike come here.
+pub(crate) fn product(
+    rec: &Recorder,
+    params: &MatmulParams,
+    operands: (BufferId, BufferId, BufferId),
+    strided: bool,
+    epilogue: Option<Epilogue<'_>>,
+) -> Result<()> {
+    let plan = choose(rec, params, strided);
+    run(rec, plan, params, operands, strided, epilogue)
+}
+
+fn run(
+    rec: &Recorder,
+    plan: Plan,
+    params: &MatmulParams,
+    operands: (BufferId, BufferId, BufferId),
+    strided: bool,
+    epilogue: Option<Epilogue<'_>>,
+) -> Result<()> {
+    let entry = match plan {
+        // Refused only when its scratch is: then the rule's storage kernel.
+        Plan::Windows if matmul_ua(rec, params, operands, strided, epilogue) => return Ok(()),
+        Plan::Windows => select(
+            rec.gpu_kernels(),
+            transposes(params),
+            shape(params),
+            strided,
+        ),
+        Plan::Kernel(entry) => entry,
+    };
+    push_product(rec, entry, params, operands, epilogue)
+}
+
+fn transposes(params: &MatmulParams) -> (bool, bool) {
+    (params.ta != 0, params.tb != 0)
+}
+
+fn shape(params: &MatmulParams) -> [usize; 3] {
+    [params.m as usize, params.n as usize, params.k as usize]
+}
+
+/// The ways `params` can run, the built-in rule's first: uniform windows where they fit
+/// (CPU-type adapters), then the storage kernels that read its layout.
+fn candidates(rec: &Recorder, params: &MatmulParams, strided: bool) -> Vec<Plan> {
+    let gpu = rec.gpu_kernels();
+    let rule = select(gpu, transposes(params), shape(params), strided);
+    let mut plans = Vec::with_capacity(4);
+    if windows_fit(rec, params) {
+        plans.push(Plan::Windows);
+    }
+    plans.push(Plan::Kernel(rule));
+    let [_, n, k] = shape(params);
+    let four = |v: usize| v.is_multiple_of(4) && v > 0;
+    let others: &[Entry] = match (strided, transposes(params)) {
+        (true, _) => &[kernels::MATMUL_VEC4_OUT_WIDE, kernels::MATMUL_VEC4_OUT],
+        (false, (false, false)) if four(k) && four(n) && gpu => &[
+            kernels::MATMUL_TILED,
+            kernels::MATMUL_VEC4_WIDE,
+            kernels::MATMUL_VEC4,
+        ],
+        (false, (false, false)) if four(k) && four(n) => {
+            &[kernels::MATMUL_VEC4_WIDE, kernels::MATMUL_VEC4]
+        }
+        _ => &[],
+    };
+    for &entry in others {
+        if !plans.contains(&Plan::Kernel(entry)) {
+            plans.push(Plan::Kernel(entry));
+        }
+    }
+    plans
+}
+
+/// Products of fewer flops than this take the built-in rule: measuring would cost more
+/// than any choice saves.
+const TUNE_FLOPS: u64 = 1 << 24;
+
+/// How `params` runs: where several ways can, the fastest measured on this adapter for its
+/// shape class (dimensions rounded up to powers of two, batched or not), measured on first
+/// use within the process's budget and kept on disk (see `tune.rs`); else the built-in rule.
+fn choose(rec: &Recorder, params: &MatmulParams, strided: bool) -> Plan {
+    let plans = candidates(rec, params, strided);
+    let names: Vec<&str> = plans.iter().map(|p| p.name()).collect();
+    let tuning = &rec.ctx().tuning;
+    if let Some(at) = tuning.pinned(&names) {
+        return plans[at];
+    }
+    let [m, n, k] = shape(params);
+    let batch = batch_count(params);
+    let flops = 2 * (batch * m * n * k) as u64;
+    if plans.len() < 2 || flops < TUNE_FLOPS {
+        return plans[0];
+    }
+    let (ta, tb) = transposes(params);
+    let pow = |v: usize| v.next_power_of_two();
+    let key = format!(
+        "matmul{} ta{} tb{} m{} n{} k{} batched {}: {}",
+        if strided { " strided" } else { "" },
+        ta as u8,
+        tb as u8,
+        pow(m),
+        pow(n),
+        pow(k),
+        batch > 1,
+        names.join(",")
+    );
+    match tuning.choice(&key, &names) {
+        Choice::Known(name) => plans
+            .into_iter()
+            .find(|p| p.name() == name)
+            .expect("a known choice is a candidate"),
+        Choice::Rule => plans[0],
+        Choice::Measure(left) => match measure(rec, params, strided, &plans, left) {
+            Ok((best, times)) => {
+                let spent: Duration = times.iter().map(|t| t.1).sum();
+                tuning.keep(&key, best.name(), spent);
+                log::info!(
+                    target: "wgrad::tune",
+                    "{key} -> {} (measured at m {m}, n {n}, k {k}: {})",
+                    best.name(),
+                    times
+                        .iter()
+                        .map(|(p, _, t)| format!("{} {:.2} ms", p.name(), t.as_secs_f64() * 1e3))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                best
+            }
+            Err(spent) => {
+                tuning.charge(spent);
+                log::info!(
+                    target: "wgrad::tune",
+                    "{key} -> {} (the built-in rule: measuring would pass the time left)",
+                    plans[0].name()
+                );
+                plans[0]
+            }
+        },
+    }
+}
+
+fn batch_count(params: &MatmulParams) -> usize {
+    let rank = params.batch_rank as usize;
+    params.batch[..rank].iter().product::<u32>() as usize
+}
+
+/// Times each plan on scratch operands of `params`' shape, on a recorder of its own: one run
+/// to compile and warm up, then two timed. The best plan, and per plan (plan, time spent on
+/// it, time per run); or, when a warm-up shows the plans would take more than `left`, the
+/// time spent.
+#[allow(clippy::type_complexity)]
+fn measure(
+    rec: &Recorder,
+    params: &MatmulParams,
+    strided: bool,
+    plans: &[Plan],
+    left: Duration,
+) -> std::result::Result<(Plan, Vec<(Plan, Duration, Duration)>), Duration> {
+    let start = Instant::now();
+    let trial = Recorder::new(
+        rec.ctx().clone(),
+        Settings {
+            specialize: rec.specialize(),
+            poison: false,
+            profile: None,
+        },
+    );
+    // Operand sizes from the strides the kernels read with.
+    let rank = params.batch_rank as usize;
+    let span = |strides: &[u32]| -> usize {
+        (0..rank)
+            .map(|d| (params.batch[d] as usize - 1) * strides[d] as usize)
+            .sum()
+    };
+    let [m, n, k] = shape(params);
+    let a_len = m * k + span(&params.sa);
+    let b_len = k * n + span(&params.sb);
+    let out_len = params.out_offset as usize + batch_count(params) * m * params.out_n as usize;
+    let sizes = [a_len * 4, b_len * 4, out_len * 4];
+    let Some(ids) = trial.alloc_all(&sizes) else {
+        return Err(start.elapsed());
+    };
+    for (&id, &bytes) in ids.iter().zip(&sizes) {
+        trial.clear(id, bytes as u64);
+    }
+    let operands = (ids[0], ids[1], ids[2]);
+    let ctx = rec.ctx();
+    let wait = || ctx.device.poll(wgpu::PollType::wait_indefinitely()).is_ok();
+    let mut times = Vec::with_capacity(plans.len());
+    for &plan in plans {
+        let warm = Instant::now();
+        let ran = ctx.scoped(|| {
+            run(&trial, plan, params, operands, strided, None).and_then(|_| trial.submit())
+        });
+        if ran.is_err() || !wait() || ctx.check().is_err() {
+            return Err(start.elapsed());
+        }
+        // Three runs of each plan (one warm, two timed) must fit the time left.
+        if warm.elapsed() * 3 * plans.len() as u32 > left {
+            return Err(start.elapsed());
+        }
+        let timed = Instant::now();
+        for _ in 0..2 {
+            let _ = run(&trial, plan, params, operands, strided, None);
+        }
+        let ran = ctx.scoped(|| trial.submit());
+        if ran.is_err() || !wait() {
+            return Err(start.elapsed());
+        }
+        times.push((plan, warm.elapsed(), timed.elapsed() / 2));
+    }
+    let best = times
+        .iter()
+        .min_by_key(|t| t.2)
+        .map(|t| t.0)
+        .expect("two plans or more");
+    Ok((best, times))
 }
 
 /// The product kernel for `[m, n, k]` with A and B read as `(ta, tb)` say, storing through

@@ -1,0 +1,150 @@
+//! Measured kernel choices: a product's shape class is measured once, kept on disk and read
+//! back by the next context (which measures nothing), `WGRAD_AUTOTUNE=0` measures nothing,
+//! and every candidate kernel, pinned, gives the CPU backend's values. One test, since it
+//! sets the environment the contexts read.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use wgrad::graph::{Backend, BufferId, Capabilities, Conv2dSpec, Launch, Result};
+use wgrad::{Device, Tensor};
+use wgrad_device::{AdapterOptions, Context, GpuBackend, ProfileClock};
+
+/// A fresh context, or None (and a skip line) without an adapter.
+fn context() -> Option<Arc<Context>> {
+    match Context::with_options(&AdapterOptions::from_env()) {
+        Ok(ctx) => Some(ctx),
+        Err(e) if std::env::var("WGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("WGRAD_REQUIRE_GPU=1 but no GPU adapter could be opened: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED (no GPU adapter): {e}");
+            None
+        }
+    }
+}
+
+/// A device on a profiled backend that the test keeps a handle to, to see which kernels ran.
+struct Watched(Rc<GpuBackend>);
+
+impl Backend for Watched {
+    fn capabilities(&self) -> &Capabilities {
+        self.0.capabilities()
+    }
+    fn alloc(&self, bytes: usize) -> Result<BufferId> {
+        self.0.alloc(bytes)
+    }
+    fn free(&self, id: BufferId) {
+        self.0.free(id)
+    }
+    fn write(&self, id: BufferId, data: &[u8]) -> Result<()> {
+        self.0.write(id, data)
+    }
+    fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>> {
+        self.0.read(id, bytes)
+    }
+    fn exec(&self, launch: &Launch<'_>) -> Result<()> {
+        self.0.exec(launch)
+    }
+    fn flush(&self) -> Result<()> {
+        self.0.flush()
+    }
+}
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n as u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+/// A plain product of 512³ and a convolution whose products store strided, on `dev`,
+/// against the CPU backend.
+fn products_match_cpu(dev: &Device, what: &str) {
+    let cpu = wgrad::cpu();
+    let run = |dev: &Device| {
+        let a = Tensor::from_slice(dev, &values(512 * 512, 1), &[512, 512]).unwrap();
+        let b = Tensor::from_slice(dev, &values(512 * 512, 2), &[512, 512]).unwrap();
+        let x = Tensor::from_slice(dev, &values(8 * 16 * 20 * 20, 3), &[8, 16, 20, 20]).unwrap();
+        let w = Tensor::from_slice(dev, &values(32 * 16 * 9, 4), &[32, 16, 3, 3]).unwrap();
+        let c = x.conv2d(&w, Conv2dSpec::default());
+        (a.matmul(&b).to_vec().unwrap(), c.to_vec().unwrap())
+    };
+    let (got, want) = (run(dev), run(&cpu));
+    for (g, w, k) in [(&got.0, &want.0, 512.0), (&got.1, &want.1, 144.0)] {
+        assert_eq!(g.len(), w.len());
+        for (i, (x, y)) in g.iter().zip(w).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * k + 1e-4 * y.abs(),
+                "{what}: element {i} is {x}, the CPU backend gives {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn choices_are_measured_once_kept_and_each_candidate_is_right() {
+    let dir = std::env::temp_dir().join(format!("wgrad-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("WGRAD_CACHE_DIR", &dir);
+    std::env::set_var("WGRAD_AUTOTUNE", "1");
+    let Some(first) = context() else { return };
+    products_match_cpu(&GpuBackend::device_on(first.clone()), "measured");
+    assert!(
+        first.tuning.spent() > std::time::Duration::ZERO,
+        "nothing was measured"
+    );
+    let kept = std::fs::read_to_string(dir.join("tuning.tsv")).expect("choices kept on disk");
+    assert!(kept.contains("m512 n512 k512"), "{kept}");
+    assert!(kept.contains("matmul strided"), "{kept}");
+
+    // A new context reads the choices and measures nothing.
+    let second = context().expect("opened before");
+    products_match_cpu(&GpuBackend::device_on(second.clone()), "from the cache");
+    assert_eq!(second.tuning.spent(), std::time::Duration::ZERO);
+
+    // Measuring off: nothing measured, nothing written.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::env::set_var("WGRAD_AUTOTUNE", "0");
+    let off = context().expect("opened before");
+    products_match_cpu(&GpuBackend::device_on(off.clone()), "built-in rules");
+    assert_eq!(off.tuning.spent(), std::time::Duration::ZERO);
+    assert!(!dir.join("tuning.tsv").exists());
+
+    // Every candidate, whichever the measurements pick on this machine: pinned, checked
+    // against the CPU backend, and seen among the kernels that ran.
+    let sets = [
+        (
+            "cpu",
+            ["uniform_windows", "matmul_vec4", "matmul_vec4_wide"],
+        ),
+        ("gpu", ["matmul_tiled", "matmul_vec4", "matmul_vec4_wide"]),
+    ];
+    for (kernels, plain) in sets {
+        std::env::set_var("WGRAD_KERNELS", kernels);
+        let ctx = context().expect("opened before");
+        let strided = ["matmul_vec4_out", "matmul_vec4_out_wide"];
+        for plan in plain.into_iter().chain(strided) {
+            ctx.tuning.pin(Some(plan));
+            let backend = Rc::new(GpuBackend::profiled(ctx.clone(), ProfileClock::Host));
+            let dev = Device::new(Watched(backend.clone()));
+            products_match_cpu(&dev, &format!("{plan} ({kernels} kernels)"));
+            let ran: Vec<String> = backend
+                .kernel_times()
+                .0
+                .into_iter()
+                .map(|t| t.name)
+                .collect();
+            let name = if plan == "uniform_windows" {
+                "matmul_vec4_ua"
+            } else {
+                plan
+            };
+            assert!(
+                ran.iter().any(|r| r.starts_with(&format!("{name} "))),
+                "{plan} pinned, but these ran: {ran:?}"
+            );
+        }
+    }
+    std::env::remove_var("WGRAD_KERNELS");
+    let _ = std::fs::remove_dir_all(&dir);
+}
