@@ -2,7 +2,7 @@
 //! conv2d, ms of pooling, training steps per second, cost per dispatch, cold start and peak
 //! memory. Every workload's result is checked against the CPU backend before it is timed.
 //!
-//! `cargo run --release --example bench [-- --json FILE] [--quick] [--skip-cpu]`
+//! `cargo run --release --example bench [-- --json FILE] [--quick] [--big] [--skip-cpu]`
 //!
 //! Training steps also report `NAME_host` on the GPU: the host's share of a step (graph,
 //! backward pass, scheduling, recording, submitting), the device's work waited for outside
@@ -323,10 +323,11 @@ fn run() -> Result<()> {
         return first_result();
     }
     let args = common::Args::parse(
-        "usage: bench [--json FILE] [--quick] [--skip-cpu] [--only NAME,...] [--repeats N]",
+        "usage: bench [--json FILE] [--quick] [--big] [--skip-cpu] [--only NAME,...] [--repeats N]",
         &[
             ("json", true, "also write the records as a JSON array"),
             ("quick", false, "fewer repeats and smaller matmuls"),
+            ("big", false, "also matmul_4096 (for real GPUs)"),
             (
                 "skip-cpu",
                 false,
@@ -374,10 +375,10 @@ fn run() -> Result<()> {
         "name", "", "median", "min", "GFLOP/s", "steps/s", "cold"
     );
 
-    let sizes: &[usize] = if b.quick {
-        &[256, 512]
-    } else {
-        &[256, 512, 1024, 2048]
+    let sizes: &[usize] = match (b.quick, args.flag("big")) {
+        (true, _) => &[256, 512],
+        (false, false) => &[256, 512, 1024, 2048],
+        (false, true) => &[256, 512, 1024, 2048, 4096],
     };
     for &n in sizes {
         b.kernel(
