@@ -313,6 +313,116 @@ fn matmul_tiled(
     if (row + 3u < p.m) { put4(base + 3u * n4, acc3); }
 }
 
+// Variant for GPUs with more work per invocation (k and n multiples of 4): a workgroup of
+// 16×16 invocations computes a 128×128 block of C, staging 128×8 of A and 8×128 of B in
+// workgroup memory (8 KiB) per step of 8 along k, so each value loaded from memory is used
+// by 16 (B) or 32 (A) invocations. Each invocation holds an 8×8 block: 8 rows of two vec4
+// columns, 16 columns apart so that neighbouring invocations read neighbouring vec4s of B.
+// Loads past an edge are clamped and zeroed, stores guarded.
+var<workgroup> tile_a8: array<vec4<f32>, 256>;
+var<workgroup> tile_b8: array<vec4<f32>, 256>;
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul_tiled_128(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let local = lid.y * 16u + lid.x;
+    let row0 = wg.y * 128u;
+    let col0 = wg.x * 32u;
+    let ks = k_split(wg.z);
+    let offsets = batch_offsets(ks.x);
+    let a0 = offsets.x / 4u;
+    let b0 = offsets.y / 4u;
+    // This invocation's share of each staged tile: one vec4 of A (row la_row, k quad la_k)
+    // and one of B (k row lb_k, column quad lb_c).
+    let la_row = local / 2u;
+    let la_k = local % 2u;
+    let a_row = min(row0 + la_row, p.m - 1u);
+    let lb_k = local / 32u;
+    let lb_c = min(col0 + local % 32u, n4 - 1u);
+
+    var c0a = vec4<f32>(0.0);
+    var c0b = vec4<f32>(0.0);
+    var c1a = vec4<f32>(0.0);
+    var c1b = vec4<f32>(0.0);
+    var c2a = vec4<f32>(0.0);
+    var c2b = vec4<f32>(0.0);
+    var c3a = vec4<f32>(0.0);
+    var c3b = vec4<f32>(0.0);
+    var c4a = vec4<f32>(0.0);
+    var c4b = vec4<f32>(0.0);
+    var c5a = vec4<f32>(0.0);
+    var c5b = vec4<f32>(0.0);
+    var c6a = vec4<f32>(0.0);
+    var c6b = vec4<f32>(0.0);
+    var c7a = vec4<f32>(0.0);
+    var c7b = vec4<f32>(0.0);
+    let hi4 = ks.z / 4u;
+    for (var t = ks.y / 4u; t < hi4; t += 2u) {
+        let ka = t + la_k;
+        tile_a8[local] = select(vec4<f32>(0.0), a4[a0 + a_row * k4 + min(ka, hi4 - 1u)], ka < hi4);
+        let kb = t * 4u + lb_k;
+        tile_b8[local] = select(vec4<f32>(0.0), b4[b0 + min(kb, ks.z - 1u) * n4 + lb_c], kb < ks.z);
+        workgroupBarrier();
+        for (var q = 0u; q < 2u; q++) {
+            let ba0 = tile_b8[(q * 4u) * 32u + lid.x];
+            let ba1 = tile_b8[(q * 4u + 1u) * 32u + lid.x];
+            let ba2 = tile_b8[(q * 4u + 2u) * 32u + lid.x];
+            let ba3 = tile_b8[(q * 4u + 3u) * 32u + lid.x];
+            let bb0 = tile_b8[(q * 4u) * 32u + lid.x + 16u];
+            let bb1 = tile_b8[(q * 4u + 1u) * 32u + lid.x + 16u];
+            let bb2 = tile_b8[(q * 4u + 2u) * 32u + lid.x + 16u];
+            let bb3 = tile_b8[(q * 4u + 3u) * 32u + lid.x + 16u];
+            let x0 = tile_a8[(lid.y * 8u + 0u) * 2u + q];
+            c0a += x0.x * ba0 + x0.y * ba1 + x0.z * ba2 + x0.w * ba3;
+            c0b += x0.x * bb0 + x0.y * bb1 + x0.z * bb2 + x0.w * bb3;
+            let x1 = tile_a8[(lid.y * 8u + 1u) * 2u + q];
+            c1a += x1.x * ba0 + x1.y * ba1 + x1.z * ba2 + x1.w * ba3;
+            c1b += x1.x * bb0 + x1.y * bb1 + x1.z * bb2 + x1.w * bb3;
+            let x2 = tile_a8[(lid.y * 8u + 2u) * 2u + q];
+            c2a += x2.x * ba0 + x2.y * ba1 + x2.z * ba2 + x2.w * ba3;
+            c2b += x2.x * bb0 + x2.y * bb1 + x2.z * bb2 + x2.w * bb3;
+            let x3 = tile_a8[(lid.y * 8u + 3u) * 2u + q];
+            c3a += x3.x * ba0 + x3.y * ba1 + x3.z * ba2 + x3.w * ba3;
+            c3b += x3.x * bb0 + x3.y * bb1 + x3.z * bb2 + x3.w * bb3;
+            let x4 = tile_a8[(lid.y * 8u + 4u) * 2u + q];
+            c4a += x4.x * ba0 + x4.y * ba1 + x4.z * ba2 + x4.w * ba3;
+            c4b += x4.x * bb0 + x4.y * bb1 + x4.z * bb2 + x4.w * bb3;
+            let x5 = tile_a8[(lid.y * 8u + 5u) * 2u + q];
+            c5a += x5.x * ba0 + x5.y * ba1 + x5.z * ba2 + x5.w * ba3;
+            c5b += x5.x * bb0 + x5.y * bb1 + x5.z * bb2 + x5.w * bb3;
+            let x6 = tile_a8[(lid.y * 8u + 6u) * 2u + q];
+            c6a += x6.x * ba0 + x6.y * ba1 + x6.z * ba2 + x6.w * ba3;
+            c6b += x6.x * bb0 + x6.y * bb1 + x6.z * bb2 + x6.w * bb3;
+            let x7 = tile_a8[(lid.y * 8u + 7u) * 2u + q];
+            c7a += x7.x * ba0 + x7.y * ba1 + x7.z * ba2 + x7.w * ba3;
+            c7b += x7.x * bb0 + x7.y * bb1 + x7.z * bb2 + x7.w * bb3;
+        }
+        workgroupBarrier();
+    }
+    let ca = col0 + lid.x;
+    let cb = ca + 16u;
+    let row = row0 + lid.y * 8u;
+    let base = wg.z * p.m * n4 + row * n4;
+    if (row + 0u < p.m) { tiled_store(base + 0u * n4, ca, cb, n4, c0a, c0b); }
+    if (row + 1u < p.m) { tiled_store(base + 1u * n4, ca, cb, n4, c1a, c1b); }
+    if (row + 2u < p.m) { tiled_store(base + 2u * n4, ca, cb, n4, c2a, c2b); }
+    if (row + 3u < p.m) { tiled_store(base + 3u * n4, ca, cb, n4, c3a, c3b); }
+    if (row + 4u < p.m) { tiled_store(base + 4u * n4, ca, cb, n4, c4a, c4b); }
+    if (row + 5u < p.m) { tiled_store(base + 5u * n4, ca, cb, n4, c5a, c5b); }
+    if (row + 6u < p.m) { tiled_store(base + 6u * n4, ca, cb, n4, c6a, c6b); }
+    if (row + 7u < p.m) { tiled_store(base + 7u * n4, ca, cb, n4, c7a, c7b); }
+}
+
+// Stores vec4 columns ca and cb of one row (starting at `at`), those inside the matrix.
+fn tiled_store(at: u32, ca: u32, cb: u32, n4: u32, va: vec4<f32>, vb: vec4<f32>) {
+    if (ca < n4) { put4(at + ca, va); }
+    if (cb < n4) { put4(at + cb, vb); }
+}
+
 // Batch offsets (in elements) of a and b for output matrix z.
 fn batch_offsets(z: u32) -> vec2<u32> {
     var r = z;

@@ -57,20 +57,23 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// A plain product of 512³ and a convolution whose products store strided, on `dev`,
-/// against the CPU backend.
+/// A plain product of 512³, a batched one whose edges cut every tile, one whose k is split,
+/// and a convolution whose products store strided, on `dev`, against the CPU backend.
 fn products_match_cpu(dev: &Device, what: &str) {
     let cpu = wgrad::cpu();
+    let t = |dev: &Device, shape: &[usize], seed: u32| {
+        Tensor::from_slice(dev, &values(shape.iter().product(), seed), shape).unwrap()
+    };
     let run = |dev: &Device| {
-        let a = Tensor::from_slice(dev, &values(512 * 512, 1), &[512, 512]).unwrap();
-        let b = Tensor::from_slice(dev, &values(512 * 512, 2), &[512, 512]).unwrap();
-        let x = Tensor::from_slice(dev, &values(8 * 16 * 20 * 20, 3), &[8, 16, 20, 20]).unwrap();
-        let w = Tensor::from_slice(dev, &values(32 * 16 * 9, 4), &[32, 16, 3, 3]).unwrap();
-        let c = x.conv2d(&w, Conv2dSpec::default());
-        (a.matmul(&b).to_vec().unwrap(), c.to_vec().unwrap())
+        let square = t(dev, &[512, 512], 1).matmul(&t(dev, &[512, 512], 2));
+        let edges = t(dev, &[3, 150, 44], 3).matmul(&t(dev, &[44, 76], 4));
+        let long = t(dev, &[20, 12_000], 5).matmul(&t(dev, &[12_000, 8], 6));
+        let conv =
+            t(dev, &[8, 16, 20, 20], 7).conv2d(&t(dev, &[32, 16, 3, 3], 8), Conv2dSpec::default());
+        [square, edges, long, conv].map(|r| r.to_vec().unwrap())
     };
     let (got, want) = (run(dev), run(&cpu));
-    for (g, w, k) in [(&got.0, &want.0, 512.0), (&got.1, &want.1, 144.0)] {
+    for ((g, w), k) in got.iter().zip(&want).zip([512.0, 44.0, 12_000.0, 144.0]) {
         assert_eq!(g.len(), w.len());
         for (i, (x, y)) in g.iter().zip(w).enumerate() {
             assert!(
@@ -117,7 +120,10 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
             "cpu",
             ["uniform_windows", "matmul_vec4", "matmul_vec4_wide"],
         ),
-        ("gpu", ["matmul_tiled", "matmul_vec4", "matmul_vec4_wide"]),
+        (
+            "gpu",
+            ["matmul_tiled", "matmul_tiled_128", "matmul_vec4_wide"],
+        ),
     ];
     for (kernels, plain) in sets {
         std::env::set_var("WGRAD_KERNELS", kernels);

@@ -262,6 +262,7 @@ fn candidates(rec: &Recorder, params: &MatmulParams, strided: bool) -> Vec<Plan>
         (true, _) => &[kernels::MATMUL_VEC4_OUT_WIDE, kernels::MATMUL_VEC4_OUT],
         (false, (false, false)) if four(k) && four(n) && gpu => &[
             kernels::MATMUL_TILED,
+            kernels::MATMUL_TILED_128,
             kernels::MATMUL_VEC4_WIDE,
             kernels::MATMUL_VEC4,
         ],
@@ -464,12 +465,23 @@ fn k_limit(entry: Entry) -> usize {
     match entry {
         kernels::MATMUL | kernels::MATMUL_TN_VEC4 => MAX_TRIP,
         kernels::MATMUL_TILED => MAX_TRIP / 5 * 16,
+        // A step of 8 staged, then 2 inner steps.
+        kernels::MATMUL_TILED_128 => MAX_TRIP / 3 * 8,
         _ => 4 * MAX_TRIP,
     }
 }
 
-/// Records product kernel `entry` for `params`; each invocation computes a 4×4 block, so a
-/// workgroup covers 4× its size in columns and rows. Where k passes the kernel's [`k_limit`],
+/// Rows and columns of C one invocation of product kernel `entry` computes: a workgroup
+/// covers this many times its size.
+fn block(entry: Entry) -> u32 {
+    match entry {
+        kernels::MATMUL_TILED_128 => 8,
+        _ => 4,
+    }
+}
+
+/// Records product kernel `entry` for `params`; each invocation computes a [`block`], so a
+/// workgroup covers that many times its size in columns and rows. Where k passes the kernel's [`k_limit`],
 /// k is split: every split writes its partial product to scratch in one dispatch, and
 /// `matmul_sum_splits` adds them up in order and stores the sum as `params` says (offset, row
 /// length, accumulate), through `epilogue`.
@@ -484,7 +496,10 @@ pub(crate) fn push_product(
     let batch: u32 = params.batch[..rank].iter().product();
     let (m, n, k) = (params.m, params.n, params.k as usize);
     let limit = k_limit(entry);
-    let tile = [4 * entry.workgroup[0], 4 * entry.workgroup[1]];
+    let tile = [
+        block(entry) * entry.workgroup[0],
+        block(entry) * entry.workgroup[1],
+    ];
     let columns = [n.div_ceil(tile[0]), m.div_ceil(tile[1])];
     if k <= limit {
         let groups = [columns[0], columns[1], batch];
