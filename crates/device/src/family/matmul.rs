@@ -324,8 +324,9 @@ fn choose(rec: &Recorder, params: &MatmulParams, strided: bool) -> Plan {
                 tuning.keep(&key, best.name(), spent);
                 log::info!(
                     target: "wgrad::tune",
-                    "{key} -> {} (measured at m {m}, n {n}, k {k}: {})",
+                    "{key} -> {} (measured at m {m}, n {n}, k {k} in {:.0} ms: {})",
                     best.name(),
+                    spent.as_secs_f64() * 1e3,
                     times
                         .iter()
                         .map(|(p, _, t)| format!("{} {:.2} ms", p.name(), t.as_secs_f64() * 1e3))
