@@ -14,7 +14,7 @@ use super::reduce::{self, Reduction};
 use crate::kernels::{self, Entry, UA_LANES, UA_WINDOWS, UA_WINDOW_BYTES};
 use crate::params::{dims, MatmulParams};
 use crate::recorder::{Recorder, Settings};
-use crate::tune::Choice;
+use crate::tune::{Choice, BUDGET};
 use crate::MAX_TRIP;
 
 /// Records the product `params` describes with A read through uniform windows of 64 KiB
@@ -335,11 +335,20 @@ fn choose(rec: &Recorder, params: &MatmulParams, strided: bool) -> Plan {
                 );
                 best
             }
-            Err(spent) => {
-                tuning.charge(spent);
+            Err((spent, never)) => {
+                // A class that no process could measure within the budget keeps the rule for
+                // good; one refused only for the time this process has left is measured by a
+                // later one.
+                let why = if never {
+                    tuning.keep(&key, plans[0].name(), spent);
+                    "measuring would pass the whole budget"
+                } else {
+                    tuning.charge(spent);
+                    "measuring would pass the time left"
+                };
                 log::info!(
                     target: "wgrad::tune",
-                    "{key} -> {} (the built-in rule: measuring would pass the time left)",
+                    "{key} -> {} (the built-in rule: {why})",
                     plans[0].name()
                 );
                 plans[0]
@@ -355,8 +364,8 @@ fn batch_count(params: &MatmulParams) -> usize {
 
 /// Times each plan on scratch operands of `params`' shape, on a recorder of its own: one run
 /// to compile and warm up, then two timed. The best plan, and per plan (plan, time spent on
-/// it, time per run); or, when a warm-up shows the plans would take more than `left`, the
-/// time spent.
+/// it, time per run); or the time spent, and whether the plans would take more than the
+/// whole [`BUDGET`] (else only more than `left`, or the scratch or a run failed).
 #[allow(clippy::type_complexity)]
 fn measure(
     rec: &Recorder,
@@ -364,7 +373,7 @@ fn measure(
     strided: bool,
     plans: &[Plan],
     left: Duration,
-) -> std::result::Result<(Plan, Vec<(Plan, Duration, Duration)>), Duration> {
+) -> std::result::Result<(Plan, Vec<(Plan, Duration, Duration)>), (Duration, bool)> {
     let start = Instant::now();
     let trial = Recorder::new(
         rec.ctx().clone(),
@@ -387,7 +396,7 @@ fn measure(
     let out_len = params.out_offset as usize + batch_count(params) * m * params.out_n as usize;
     let sizes = [a_len * 4, b_len * 4, out_len * 4];
     let Some(ids) = trial.alloc_all(&sizes) else {
-        return Err(start.elapsed());
+        return Err((start.elapsed(), false));
     };
     for (&id, &bytes) in ids.iter().zip(&sizes) {
         trial.clear(id, bytes as u64);
@@ -402,11 +411,12 @@ fn measure(
             run(&trial, plan, params, operands, strided, None).and_then(|_| trial.submit())
         });
         if ran.is_err() || !wait() || ctx.check().is_err() {
-            return Err(start.elapsed());
+            return Err((start.elapsed(), false));
         }
         // Three runs of each plan (one warm, two timed) must fit the time left.
-        if warm.elapsed() * 3 * plans.len() as u32 > left {
-            return Err(start.elapsed());
+        let needs = warm.elapsed() * 3 * plans.len() as u32;
+        if needs > left {
+            return Err((start.elapsed(), needs > BUDGET));
         }
         let timed = Instant::now();
         for _ in 0..2 {
@@ -414,7 +424,7 @@ fn measure(
         }
         let ran = ctx.scoped(|| trial.submit());
         if ran.is_err() || !wait() {
-            return Err(start.elapsed());
+            return Err((start.elapsed(), false));
         }
         times.push((plan, warm.elapsed(), timed.elapsed() / 2));
     }
