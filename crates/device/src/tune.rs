@@ -7,8 +7,9 @@
 //! - `WGRAD_AUTOTUNE=0`: no measuring; the built-in rules choose (as with an empty budget).
 //! - `WGRAD_CACHE_DIR`: where choices are kept (default `$XDG_CACHE_HOME/wgrad`, else
 //!   `~/.cache/wgrad`); `WGRAD_CACHE_DIR=` (empty) keeps them in memory only.
-//! - Measuring stops for the process once it has taken [`BUDGET`]; a class whose one run
-//!   would take more than a tenth of that keeps the built-in rule.
+//! - Measuring stops for the process once it has taken [`BUDGET`]. A class whose warm-up
+//!   shows its candidates would pass the time left keeps the built-in rule for the process,
+//!   and for good (on disk) when they would pass the whole budget.
 //!
 //! `RUST_LOG=wgrad=info` logs each choice with the times that made it.
 
