@@ -57,7 +57,9 @@ fn main() {
             writeln!(out, "/// Entry point `{name}` of `shaders/{stem}.wgsl`.").unwrap();
             if !doc.is_empty() {
                 writeln!(out, "///").unwrap();
-                writeln!(out, "#[doc = {:?}]", doc.join(" ")).unwrap();
+                // Brackets in WGSL comments are indexing, not links.
+                let text = doc.join(" ").replace('[', "\\[").replace(']', "\\]");
+                writeln!(out, "#[doc = {text:?}]").unwrap();
             }
             writeln!(
                 out,

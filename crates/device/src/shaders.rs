@@ -91,7 +91,7 @@ fn file(family: Family) -> &'static str {
 }
 
 /// The matmul family with `stores` defining `put` and `put4`, through which its kernels store
-/// the product: [`PLAIN_STORES`], or a generated epilogue (see `generated.rs`). With
+/// the product: plain stores, or a generated epilogue (see `generated.rs`). With
 /// `windows`, the uniform-window kernels too (their windows take bindings 4 to 10, which the
 /// other kernels' epilogues bind after their operands).
 pub fn matmul_source(stores: &str, windows: bool) -> String {
@@ -103,7 +103,7 @@ pub fn matmul_source(stores: &str, windows: bool) -> String {
 }
 
 /// The convolution family with `stores` defining `put`, through which its kernels store:
-/// [`PLAIN_STORE`], or a generated epilogue.
+/// plain stores, or a generated epilogue.
 pub fn conv_source(stores: &str) -> String {
     format!("{}{}{stores}", prelude(), file(Family::Conv))
 }
