@@ -33,7 +33,9 @@ pub mod metrics;
 pub mod module;
 pub mod norm;
 pub mod optim;
+pub mod recurrent;
 pub mod rng;
+pub mod text;
 pub mod trainer;
 
 pub use callbacks::{Callback, Control, EarlyStopping, LrSchedule};
@@ -47,7 +49,9 @@ pub use module::check_input;
 pub use module::{Module, Sequential};
 pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, LayerNorm, NormConfig};
 pub use optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig};
+pub use recurrent::{Embedding, Gru, Lstm, RnnConfig};
 pub use rng::Rng;
+pub use text::{Labelled, Padding, Sentiment, Sequences, Vocab};
 pub use trainer::{Evaluation, FitOptions, Trainer};
 
 /// Losses: composites of graph primitives.

@@ -1,0 +1,397 @@
+//! Recurrent layers and embeddings: against a plain host implementation of PyTorch's
+//! equations (outputs and both final states), GPU against the CPU backend (outputs and every
+//! gradient), and by finite differences, at odd sizes: hidden 1, 3, 5 and 7, one timestep,
+//! batch 1, two layers, both directions, time-major and batch-major.
+
+mod common;
+
+use common::gpu;
+use wgrad::nn::{Embedding, Gru, Lstm, Module, Rng, RnnConfig};
+use wgrad::{Device, Tensor};
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    batch: usize,
+    time: usize,
+    input: usize,
+    hidden: usize,
+    layers: usize,
+    bidirectional: bool,
+    batch_first: bool,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        batch: 2,
+        time: 3,
+        input: 3,
+        hidden: 5,
+        layers: 1,
+        bidirectional: false,
+        batch_first: true,
+    },
+    Case {
+        batch: 1,
+        time: 1,
+        input: 2,
+        hidden: 1,
+        layers: 1,
+        bidirectional: false,
+        batch_first: false,
+    },
+    Case {
+        batch: 3,
+        time: 4,
+        input: 2,
+        hidden: 3,
+        layers: 2,
+        bidirectional: true,
+        batch_first: true,
+    },
+    Case {
+        batch: 2,
+        time: 5,
+        input: 4,
+        hidden: 7,
+        layers: 1,
+        bidirectional: true,
+        batch_first: false,
+    },
+];
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.range(-1.0, 1.0)).collect()
+}
+
+fn config(c: &Case) -> RnnConfig {
+    RnnConfig {
+        num_layers: c.layers,
+        bidirectional: c.bidirectional,
+        batch_first: c.batch_first,
+        ..RnnConfig::default()
+    }
+}
+
+/// A layer of either kind on `dev`, its weights drawn from seed 7.
+enum Layer {
+    Lstm(Lstm),
+    Gru(Gru),
+}
+
+impl Layer {
+    fn new(lstm: bool, dev: &Device, c: &Case) -> Layer {
+        let mut rng = Rng::new(7);
+        if lstm {
+            Layer::Lstm(Lstm::new(dev, c.input, c.hidden, config(c), &mut rng).unwrap())
+        } else {
+            Layer::Gru(Gru::new(dev, c.input, c.hidden, config(c), &mut rng).unwrap())
+        }
+    }
+
+    fn params(&self) -> Vec<(String, Tensor)> {
+        match self {
+            Layer::Lstm(l) => l.named_parameters(),
+            Layer::Gru(g) => g.named_parameters(),
+        }
+    }
+
+    /// Output, final hidden state and (LSTM) final cell state.
+    fn run(&self, x: &Tensor, h0: &Tensor, c0: &Tensor) -> Vec<Tensor> {
+        match self {
+            Layer::Lstm(l) => {
+                let (out, (h, c)) = l.forward_with(x, Some((h0, c0)));
+                vec![out, h, c]
+            }
+            Layer::Gru(g) => {
+                let (out, h) = g.forward_with(x, Some(h0));
+                vec![out, h]
+            }
+        }
+    }
+}
+
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// PyTorch's equations on the host in f64: output `[batch, time, hidden·dirs]` (batch-major
+/// here) and final states `[layers·dirs, batch, hidden]`, from `x` batch-major.
+fn reference(
+    lstm: bool,
+    c: &Case,
+    weights: &[Vec<f32>],
+    x: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+) -> Vec<Vec<f64>> {
+    let dirs = 1 + c.bidirectional as usize;
+    let (hid, g) = (c.hidden, if lstm { 4 } else { 3 });
+    let per_cell = 4;
+    let mut seq: Vec<Vec<Vec<f64>>> = (0..c.batch)
+        .map(|b| {
+            (0..c.time)
+                .map(|t| {
+                    x[(b * c.time + t) * c.input..][..c.input]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let (mut hn, mut cn) = (Vec::new(), Vec::new());
+    for layer in 0..c.layers {
+        let mut next = vec![vec![Vec::new(); c.time]; c.batch];
+        for d in 0..dirs {
+            let cell = layer * dirs + d;
+            let [w_ih, w_hh, b_ih, b_hh] = [0, 1, 2, 3].map(|k| &weights[cell * per_cell + k]);
+            let fan_in = seq[0][0].len();
+            for b in 0..c.batch {
+                let mut h: Vec<f64> = h0[(cell * c.batch + b) * hid..][..hid]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                let mut cs: Vec<f64> = c0[(cell * c.batch + b) * hid..][..hid]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                let order: Vec<usize> = if d == 1 {
+                    (0..c.time).rev().collect()
+                } else {
+                    (0..c.time).collect()
+                };
+                for t in order {
+                    let xt = &seq[b][t];
+                    let gi: Vec<f64> = (0..g * hid)
+                        .map(|r| {
+                            b_ih[r] as f64
+                                + (0..fan_in)
+                                    .map(|k| w_ih[r * fan_in + k] as f64 * xt[k])
+                                    .sum::<f64>()
+                        })
+                        .collect();
+                    let gh: Vec<f64> = (0..g * hid)
+                        .map(|r| {
+                            b_hh[r] as f64
+                                + (0..hid)
+                                    .map(|k| w_hh[r * hid + k] as f64 * h[k])
+                                    .sum::<f64>()
+                        })
+                        .collect();
+                    for j in 0..hid {
+                        if lstm {
+                            let gate = |k: usize| gi[k * hid + j] + gh[k * hid + j];
+                            let (i, f, cand, o) = (
+                                sigmoid(gate(0)),
+                                sigmoid(gate(1)),
+                                gate(2).tanh(),
+                                sigmoid(gate(3)),
+                            );
+                            cs[j] = f * cs[j] + i * cand;
+                            h[j] = o * cs[j].tanh();
+                        }
+                    }
+                    if !lstm {
+                        let old = h.clone();
+                        for j in 0..hid {
+                            let r = sigmoid(gi[j] + gh[j]);
+                            let z = sigmoid(gi[hid + j] + gh[hid + j]);
+                            let n = (gi[2 * hid + j] + r * gh[2 * hid + j]).tanh();
+                            h[j] = (1.0 - z) * n + z * old[j];
+                        }
+                    }
+                    next[b][t].extend_from_slice(&h);
+                }
+                hn.push((cell, b, h));
+                cn.push((cell, b, cs));
+            }
+        }
+        seq = next;
+    }
+    let out: Vec<f64> = seq.into_iter().flatten().flatten().collect();
+    let state = |mut s: Vec<(usize, usize, Vec<f64>)>| -> Vec<f64> {
+        s.sort_by_key(|e| (e.0, e.1));
+        s.into_iter().flat_map(|e| e.2).collect()
+    };
+    let mut results = vec![out, state(hn)];
+    if lstm {
+        results.push(state(cn));
+    }
+    results
+}
+
+fn close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}: element {i} is {g}, want {w}"
+        );
+    }
+}
+
+#[test]
+fn recurrent_layers_follow_pytorchs_equations_on_every_backend() {
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        for lstm in [true, false] {
+            for c in &CASES {
+                let what = format!(
+                    "{} {c:?} on {}",
+                    if lstm { "LSTM" } else { "GRU" },
+                    dev.name()
+                );
+                let layer = Layer::new(lstm, dev, c);
+                let weights: Vec<Vec<f32>> = layer
+                    .params()
+                    .iter()
+                    .map(|(_, t)| t.to_vec().unwrap())
+                    .collect();
+                let cells = c.layers * (1 + c.bidirectional as usize);
+                let xb = values(c.batch * c.time * c.input, 1);
+                let h0 = values(cells * c.batch * c.hidden, 2);
+                let c0 = values(cells * c.batch * c.hidden, 3);
+                let x = Tensor::from_slice(dev, &xb, &[c.batch, c.time, c.input]).unwrap();
+                let x = if c.batch_first {
+                    x
+                } else {
+                    x.permute(&[1, 0, 2])
+                };
+                let state = [cells, c.batch, c.hidden];
+                let h = Tensor::from_slice(dev, &h0, &state).unwrap();
+                let cc = Tensor::from_slice(dev, &c0, &state).unwrap();
+                let mut got = layer.run(&x, &h, &cc);
+                if !c.batch_first {
+                    got[0] = got[0].permute(&[1, 0, 2]);
+                }
+                let want = reference(lstm, c, &weights, &xb, &h0, &c0);
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    close(
+                        &format!("{what}, result {k}"),
+                        &g.to_vec().unwrap(),
+                        w,
+                        1e-5,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A loss reading the output and every final state, and its gradients for the input, the
+/// initial states and every weight.
+fn gradients(lstm: bool, dev: &Device, c: &Case) -> Vec<(String, Vec<f32>)> {
+    let layer = Layer::new(lstm, dev, c);
+    let cells = c.layers * (1 + c.bidirectional as usize);
+    let x_shape = if c.batch_first {
+        [c.batch, c.time, c.input]
+    } else {
+        [c.time, c.batch, c.input]
+    };
+    let x = Tensor::param(dev, &values(c.batch * c.time * c.input, 1), &x_shape).unwrap();
+    let state = [cells, c.batch, c.hidden];
+    let h = Tensor::param(dev, &values(cells * c.batch * c.hidden, 2), &state).unwrap();
+    let cc = Tensor::param(dev, &values(cells * c.batch * c.hidden, 3), &state).unwrap();
+    let results = layer.run(&x, &h, &cc);
+    let mut loss = Tensor::zeros(dev, &[]);
+    for (k, r) in results.iter().enumerate() {
+        let weights =
+            Tensor::from_slice(dev, &values(r.numel(), 10 + k as u64), r.shape()).unwrap();
+        loss = loss + (r * &weights).sum_all();
+    }
+    let grads = loss.backward();
+    let mut named = vec![("x".to_string(), x), ("h0".to_string(), h)];
+    if lstm {
+        named.push(("c0".to_string(), cc));
+    }
+    named.extend(layer.params());
+    named
+        .into_iter()
+        .map(|(n, t)| {
+            let g = grads
+                .get(&t)
+                .unwrap_or_else(|| panic!("no gradient for {n}"));
+            (n, g.to_vec().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn recurrent_gradients_match_cpu_and_finite_differences() {
+    let cpu = wgrad::cpu();
+    for lstm in [true, false] {
+        for c in &CASES {
+            let want = gradients(lstm, &cpu, c);
+            if let Some(dev) = gpu() {
+                for ((name, g), (_, w)) in gradients(lstm, &dev, c).iter().zip(&want) {
+                    let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+                    close(&format!("{c:?}: d {name} on the GPU"), g, &w, 1e-4);
+                }
+            }
+        }
+        // Finite differences on the CPU backend, for the input and the recurrent weights.
+        let c = CASES[2];
+        let layer = Layer::new(lstm, &cpu, &c);
+        let analytic = gradients(lstm, &cpu, &c);
+        let loss = |x: &[f32]| -> f64 {
+            let cells = c.layers * 2;
+            let state = [cells, c.batch, c.hidden];
+            let x = Tensor::from_slice(&cpu, x, &[c.batch, c.time, c.input]).unwrap();
+            let h =
+                Tensor::from_slice(&cpu, &values(cells * c.batch * c.hidden, 2), &state).unwrap();
+            let cc =
+                Tensor::from_slice(&cpu, &values(cells * c.batch * c.hidden, 3), &state).unwrap();
+            let mut total = 0.0;
+            for (k, r) in layer.run(&x, &h, &cc).iter().enumerate() {
+                let w = values(r.numel(), 10 + k as u64);
+                total += r
+                    .to_vec()
+                    .unwrap()
+                    .iter()
+                    .zip(&w)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum::<f64>();
+            }
+            total
+        };
+        let x0 = values(c.batch * c.time * c.input, 1);
+        for i in [0, 5, x0.len() - 1] {
+            let (mut up, mut down) = (x0.clone(), x0.clone());
+            up[i] += 1e-2;
+            down[i] -= 1e-2;
+            let numeric = (loss(&up) - loss(&down)) / 2e-2;
+            let got = analytic[0].1[i] as f64;
+            assert!(
+                (got - numeric).abs() <= 2e-3 * (1.0 + numeric.abs()),
+                "d x[{i}]: {got} against {numeric}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_embeddings_padding_row_gets_no_gradient() {
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let emb = Embedding::new(dev, 5, 3, Some(0), &mut Rng::new(1)).unwrap();
+        let table = emb.weight.to_vec().unwrap();
+        assert_eq!(&table[..3], &[0.0; 3]);
+        let ids = Tensor::from_u32(dev, &[0, 2, 2, 4, 0], &[5]).unwrap();
+        let out = emb.forward(&ids);
+        assert_eq!(out.shape(), &[5, 3]);
+        let got = out.to_vec().unwrap();
+        for (p, &id) in [0usize, 2, 2, 4, 0].iter().enumerate() {
+            assert_eq!(&got[p * 3..p * 3 + 3], &table[id * 3..id * 3 + 3]);
+        }
+        let grads = (out.sum_all()).backward();
+        let g = grads.get(&emb.weight).unwrap().to_vec().unwrap();
+        // Row 2 is read twice, 4 once, the padding row (read twice) not at all.
+        assert_eq!(
+            g,
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+        );
+    }
+}
