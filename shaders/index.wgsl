@@ -11,12 +11,11 @@ struct IndexParams {
     bound: u32,
     // The op's code in the index flags (crates/device/src/family/index.rs).
     code: u32,
-    // The indices one `scatter_add` dispatch walks, and whether it adds to what the one
-    // before it stored.
+    // The index positions one scatter-add dispatch walks.
     begin: u32,
     end: u32,
-    accumulate: u32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> p: IndexParams;
@@ -62,27 +61,64 @@ fn gather(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) 
     out[i] = x[v * p.count + col];
 }
 
-// out[r, j] += x[t, j] for the indices t in begin..end with y[t] = r, in index order, so the
-// sums have the same bits every run: x = rows, y = indices. Each dispatch walks one range
-// (the launcher keeps it within the loop bound) and adds to the previous one's result.
-// Invocation 0 checks the range's indices.
+// Scatter-add walks one range of index positions, begin..end (the launcher keeps it within
+// the loop bound), in two kernels: scatter_links finds, for each position, whether it is the
+// first of its index in the range and the next position with the same index; scatter_add then
+// has each first position walk its chain, adding the rows of x along it in position order, so
+// the sums have the same bits every run. The output starts at zero and each range adds to it.
+// Work is O(range² + positions·row), whatever the number of rows.
+const NO_NEXT: u32 = 0x7fffffffu;
+
+// scatter_links writes `out` (one word per position of the range: bit 31 set for a first
+// position, then the next position or NO_NEXT) and reads the indices at binding 3.
+@group(0) @binding(3) var<storage, read> ids: array<u32>;
+
+@compute @workgroup_size(WORKGROUP)
+fn scatter_links(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
+    let i = linear(g, w);
+    let t = p.begin + i;
+    if (t >= p.end) { return; }
+    let v = ids[t];
+    _ = in_range(v);
+    var first = 1u;
+    for (var s = p.begin; s < t; s++) {
+        if (ids[s] == v) {
+            first = 0u;
+            break;
+        }
+    }
+    var next = NO_NEXT;
+    for (var s = t + 1u; s < p.end; s++) {
+        if (ids[s] == v) {
+            next = s;
+            break;
+        }
+    }
+    out[i] = (first << 31u) | next;
+}
+
+// scatter_add: out[y[t], j] += Σ x[t', j] over the chain from each first position t; the
+// links at binding 2, x = rows, y = indices.
+@group(0) @binding(2) var<storage, read> links: array<u32>;
+
 @compute @workgroup_size(WORKGROUP)
 fn scatter_add(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) w: vec3<u32>) {
     let i = linear(g, w);
     if (i >= p.n) { return; }
-    let r = quot(i, p.count);
-    let col = i - r * p.count;
-    var sum = select(0.0, bitcast<f32>(out[i]), p.accumulate != 0u);
-    for (var t = p.begin; t < p.end; t++) {
-        let v = y[t];
-        if (i == 0u) {
-            _ = in_range(v);
-        }
-        if (v == r) {
-            sum += bitcast<f32>(x[t * p.count + col]);
-        }
+    let k = quot(i, p.count);
+    let col = i - k * p.count;
+    let v = y[p.begin + k];
+    if ((links[k] >> 31u) == 0u || v >= p.bound) { return; }
+    var sum = 0.0;
+    var t = p.begin + k;
+    for (var step = p.begin; step < p.end; step++) {
+        sum += bitcast<f32>(x[t * p.count + col]);
+        let next = links[t - p.begin] & NO_NEXT;
+        if (next == NO_NEXT) { break; }
+        t = next;
     }
-    out[i] = bitcast<u32>(sum);
+    let o = v * p.count + col;
+    out[o] = bitcast<u32>(bitcast<f32>(out[o]) + sum);
 }
 
 // out[i, c] = 1.0 if labels[i] == c: x = labels.

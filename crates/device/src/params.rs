@@ -39,14 +39,12 @@ pub struct IndexParams {
     pub bound: u32,
     /// The op's code in the index flags (see `family/index.rs`).
     pub code: u32,
-    /// The indices one `scatter_add` dispatch walks: `begin..end`.
+    /// The index positions one scatter-add dispatch walks: `begin..end`.
     pub begin: u32,
-    /// End of the walked indices.
+    /// End of the walked positions.
     pub end: u32,
-    /// Whether `scatter_add` adds to what the dispatch before it stored.
-    pub accumulate: u32,
     /// Padding to 16 bytes.
-    pub pad: u32,
+    pub pad: [u32; 2],
 }
 
 /// `shaders/reduce.wgsl`'s `ReduceParams`: one pass of a reduction (see `reduce.rs`).

@@ -58,37 +58,47 @@ pub(crate) fn record(rec: &Recorder, flags: &IndexFlags, op: &Op, x: &[Arg<'_>],
     rec.push_linear(entry, &params, buffers, n);
 }
 
-/// Records a scatter-add into `rows` rows: one dispatch per range of indices the loop bound
-/// allows, each adding to the sums of the ranges before it, so every sum runs in index order.
+/// Records a scatter-add into `rows` rows (see `shaders/index.wgsl`): the output cleared,
+/// then per range of at most [`MAX_TRIP`] index positions, the links of its chains of equal
+/// indices, and the sums along each chain added to the rows. Every index is checked, even
+/// when there is nothing to add.
 pub(crate) fn scatter_add(
     rec: &Recorder,
     flags: &IndexFlags,
     rows: usize,
     x: &[Arg<'_>],
     out: &Arg<'_>,
-) {
+) -> Result<()> {
     let n = numel(out.shape);
+    let count = n.checked_div(rows).unwrap_or(0);
     let indices = numel(x[1].shape);
-    let buffers = vec![out.buffer, flags.buffer(rec), x[0].buffer, x[1].buffer];
-    let mut begin = 0;
-    loop {
+    rec.fill(out.buffer, n, 0);
+    if indices == 0 {
+        return Ok(());
+    }
+    let links = rec.scratch(&[indices.min(MAX_TRIP) * 4])?;
+    for begin in (0..indices).step_by(MAX_TRIP) {
         let end = (begin + MAX_TRIP).min(indices);
         let params = IndexParams {
-            n: n as u32,
-            count: n.checked_div(rows).unwrap_or(0) as u32,
+            n: (end - begin) as u32,
+            count: count as u32,
             bound: rows as u32,
             code: code("scatter_add"),
             begin: begin as u32,
             end: end as u32,
-            accumulate: (begin > 0) as u32,
-            pad: 0,
+            pad: [0; 2],
         };
-        rec.push_linear(kernels::SCATTER_ADD, &params, buffers.clone(), n);
-        if end == indices {
-            return;
-        }
-        begin = end;
+        let buffers = vec![links[0], flags.buffer(rec), x[1].buffer];
+        rec.push_linear(kernels::SCATTER_LINKS, &params, buffers, end - begin);
+        let sums = IndexParams {
+            n: ((end - begin) * count) as u32,
+            ..params
+        };
+        let buffers = vec![out.buffer, links[0], x[0].buffer, x[1].buffer];
+        rec.push_linear(kernels::SCATTER_ADD, &sums, buffers, (end - begin) * count);
     }
+    rec.free_all(links);
+    Ok(())
 }
 
 /// An op's code in the index flags.

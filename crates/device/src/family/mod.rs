@@ -42,7 +42,7 @@ pub(crate) fn record(
             elementwise::record(rec, op, x, out)
         }
         Op::Gather | Op::OneHot { .. } | Op::Cast { .. } => index::record(rec, flags, op, x, out),
-        Op::ScatterAdd { rows } => index::scatter_add(rec, flags, *rows, x, out),
+        Op::ScatterAdd { rows } => return index::scatter_add(rec, flags, *rows, x, out),
         Op::Reduce { .. } | Op::Argmax { .. } => return reduce::record(rec, op, x, out),
         Op::MatMul { .. } => return matmul::record(rec, op, x, out, None),
         Op::Conv2d(_) | Op::Conv2dGradInput { .. } | Op::Conv2dGradWeight { .. } => {
