@@ -395,3 +395,74 @@ fn an_embeddings_padding_row_gets_no_gradient() {
         );
     }
 }
+
+/// A batch padded at the end with lengths gives, per sequence, what the sequence gives alone:
+/// outputs over its own steps (zeros past them) and final states at its own last step, in
+/// both directions.
+#[test]
+fn padded_batches_with_lengths_match_each_sequence_alone() {
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    let lengths = [4usize, 1, 3];
+    let (batch, time, input, hidden) = (3, 4, 2, 3);
+    for dev in &devices {
+        for lstm in [true, false] {
+            let c = Case {
+                batch,
+                time,
+                input,
+                hidden,
+                layers: 2,
+                bidirectional: true,
+                batch_first: true,
+            };
+            let layer = Layer::new(lstm, dev, &c);
+            let xs = values(batch * time * input, 5);
+            let x = Tensor::from_slice(dev, &xs, &[batch, time, input]).unwrap();
+            let lens: Vec<u32> = lengths.iter().map(|&l| l as u32).collect();
+            let len = Tensor::from_u32(dev, &lens, &[batch]).unwrap();
+            let (out, h) = match &layer {
+                Layer::Lstm(l) => {
+                    let (o, (h, _)) = l.forward_padded(&x, Some(&len), None);
+                    (o, h)
+                }
+                Layer::Gru(g) => g.forward_padded(&x, Some(&len), None),
+            };
+            let (out, h) = (out.to_vec().unwrap(), h.to_vec().unwrap());
+            let width = 2 * hidden;
+            for (b, &l) in lengths.iter().enumerate() {
+                let alone =
+                    Tensor::from_slice(dev, &xs[b * time * input..][..l * input], &[1, l, input])
+                        .unwrap();
+                let (o1, h1) = match &layer {
+                    Layer::Lstm(m) => {
+                        let (o, (h, _)) = m.forward_with(&alone, None);
+                        (o, h)
+                    }
+                    Layer::Gru(g) => g.forward_with(&alone, None),
+                };
+                let (o1, h1) = (o1.to_vec().unwrap(), h1.to_vec().unwrap());
+                let what = format!(
+                    "{} sequence {b} on {}",
+                    if lstm { "LSTM" } else { "GRU" },
+                    dev.name()
+                );
+                let mine = &out[b * time * width..][..time * width];
+                let want: Vec<f64> = o1
+                    .iter()
+                    .map(|&v| v as f64)
+                    .chain(std::iter::repeat_n(0.0, (time - l) * width))
+                    .collect();
+                close(&format!("{what}: outputs"), mine, &want, 1e-5);
+                for cell in 0..4 {
+                    let mine = &h[(cell * batch + b) * hidden..][..hidden];
+                    let want: Vec<f64> = h1[cell * hidden..][..hidden]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect();
+                    close(&format!("{what}: final state {cell}"), mine, &want, 1e-5);
+                }
+            }
+        }
+    }
+}

@@ -210,8 +210,8 @@ impl Recurrent {
     fn run(
         &self,
         x: &Tensor,
-        h0: Option<&Tensor>,
-        c0: Option<&Tensor>,
+        lengths: Option<&Tensor>,
+        (h0, c0): (Option<&Tensor>, Option<&Tensor>),
     ) -> (Tensor, Tensor, Option<Tensor>) {
         let s = x.shape();
         assert!(
@@ -235,8 +235,21 @@ impl Recurrent {
         } else {
             x.permute(&[1, 0, 2])
         };
-        let batch = seq.shape()[0];
+        let (batch, time) = (seq.shape()[0], seq.shape()[1]);
         let dirs = self.dirs();
+        // Which steps of each sequence are tokens: [batch, time], 1.0 while t < length.
+        let mask = lengths.map(|len| {
+            assert_eq!(
+                len.shape(),
+                &[batch],
+                "{:?}: lengths must be [batch]",
+                self.kind
+            );
+            let steps: Vec<f32> = (0..time).map(|t| t as f32).collect();
+            let steps = Tensor::from_slice(x.device(), &steps, &[1, time])
+                .expect("a time axis fits in memory");
+            steps.lt(&len.cast(DType::F32).reshape(&[batch, 1]))
+        });
         let initial = |states: Option<&Tensor>, i: usize| {
             states.map(|t| t.narrow(0, i, 1).reshape(&[batch, self.hidden]))
         };
@@ -246,7 +259,8 @@ impl Recurrent {
             for d in 0..dirs {
                 let i = layer * dirs + d;
                 let start = (initial(h0, i), initial(c0, i));
-                let (out, h, c) = self.direction(&self.cells[i], &seq, start, d == 1);
+                let how = (d == 1, mask.as_ref());
+                let (out, h, c) = self.direction(&self.cells[i], &seq, start, how);
                 outs.push(out);
                 hs.push(h);
                 cs.extend(c);
@@ -278,13 +292,16 @@ impl Recurrent {
     }
 
     /// One layer in one direction over `seq` `[batch, time, features]`: its outputs
-    /// `[batch, time, hidden]` and final states.
+    /// `[batch, time, hidden]` and final states. With a `mask` `[batch, time]`, padded steps
+    /// leave the states as they are and output zeros, so each sequence's final states are
+    /// those of its own last step (and, read backwards, its last real step starts from the
+    /// initial state), as PyTorch's packed sequences give.
     fn direction(
         &self,
         w: &Weights,
         seq: &Tensor,
         (h0, c0): (Option<Tensor>, Option<Tensor>),
-        reverse: bool,
+        (reverse, mask): (bool, Option<&Tensor>),
     ) -> (Tensor, Tensor, Option<Tensor>) {
         let (batch, time, features) = (seq.shape()[0], seq.shape()[1], seq.shape()[2]);
         let (hid, gates) = (self.hidden, self.kind.gates() * self.hidden);
@@ -313,14 +330,13 @@ impl Recurrent {
             let xt = xp.narrow(1, t, 1).reshape(&[batch, gates]);
             let hp = h.matmul_t(&w.w_hh, false, true);
             let gate = |g: &Tensor, k: usize| g.narrow(1, k * hid, hid);
-            match self.kind {
+            let (h_new, c_new) = match self.kind {
                 Kind::Lstm => {
                     let g = xt + hp;
                     let (i, f) = (gate(&g, 0).sigmoid(), gate(&g, 1).sigmoid());
                     let (cand, o) = (gate(&g, 2).tanh(), gate(&g, 3).sigmoid());
                     let c_new = f * c.as_ref().expect("an LSTM has a cell state") + i * cand;
-                    h = o * c_new.tanh();
-                    c = Some(c_new);
+                    (o * c_new.tanh(), Some(c_new))
                 }
                 Kind::Gru => {
                     let hp = match &w.b_hh {
@@ -331,10 +347,21 @@ impl Recurrent {
                     let z = (gate(&xt, 1) + gate(&hp, 1)).sigmoid();
                     let n = (gate(&xt, 2) + r * gate(&hp, 2)).tanh();
                     // (1 - z)·n + z·h
-                    h = &n + z * (&h - &n);
+                    (&n + z * (&h - &n), None)
+                }
+            };
+            match mask.map(|m| m.narrow(1, t, 1)) {
+                Some(m) => {
+                    outs[t] = Some((&h_new * &m).unsqueeze(1));
+                    h = Tensor::select(&m, &h_new, &h);
+                    c = c_new.map(|cn| Tensor::select(&m, &cn, c.as_ref().expect("an LSTM")));
+                }
+                None => {
+                    outs[t] = Some(h_new.unsqueeze(1));
+                    h = h_new;
+                    c = c_new;
                 }
             }
-            outs[t] = Some(h.unsqueeze(1));
         }
         let outs: Vec<Tensor> = outs
             .into_iter()
@@ -415,8 +442,21 @@ impl Lstm {
         x: &Tensor,
         state: Option<(&Tensor, &Tensor)>,
     ) -> (Tensor, (Tensor, Tensor)) {
+        self.forward_padded(x, None, state)
+    }
+
+    /// [`Lstm::forward_with`] for a batch of sequences padded at the end: `lengths` `[batch]`
+    /// (`u32`) counts each sequence's real steps. Each final state is taken at its sequence's
+    /// own last step, padded steps change nothing, and their outputs are zeros.
+    #[track_caller]
+    pub fn forward_padded(
+        &self,
+        x: &Tensor,
+        lengths: Option<&Tensor>,
+        state: Option<(&Tensor, &Tensor)>,
+    ) -> (Tensor, (Tensor, Tensor)) {
         let (h0, c0) = state.map_or((None, None), |(h, c)| (Some(h), Some(c)));
-        let (out, h, c) = self.0.run(x, h0, c0);
+        let (out, h, c) = self.0.run(x, lengths, (h0, c0));
         (out, (h, c.expect("an LSTM has a cell state")))
     }
 }
@@ -441,7 +481,18 @@ impl Gru {
     /// from an initial state of that shape (zeros when `None`).
     #[track_caller]
     pub fn forward_with(&self, x: &Tensor, h0: Option<&Tensor>) -> (Tensor, Tensor) {
-        let (out, h, _) = self.0.run(x, h0, None);
+        self.forward_padded(x, None, h0)
+    }
+
+    /// [`Gru::forward_with`] for sequences padded at the end, as [`Lstm::forward_padded`].
+    #[track_caller]
+    pub fn forward_padded(
+        &self,
+        x: &Tensor,
+        lengths: Option<&Tensor>,
+        h0: Option<&Tensor>,
+    ) -> (Tensor, Tensor) {
+        let (out, h, _) = self.0.run(x, lengths, (h0, None));
         (out, h)
     }
 }
@@ -450,7 +501,7 @@ macro_rules! recurrent_module {
     ($ty:ident) => {
         impl Module for $ty {
             fn forward(&self, x: &Tensor) -> Tensor {
-                self.0.run(x, None, None).0
+                self.0.run(x, None, (None, None)).0
             }
             fn named_parameters(&self) -> Vec<(String, Tensor)> {
                 self.0.named_parameters()
