@@ -363,3 +363,42 @@ fn an_application_keeps_its_error_handler() {
     assert_eq!(y.item().unwrap(), 58.0);
     assert_eq!(seen.lock().unwrap().len(), 1, "{:?}", seen.lock().unwrap());
 }
+
+/// Gradient clipping as PyTorch's `clip_grad_norm_` and `clip_grad_value_`, against
+/// hand-computed values on every backend.
+#[test]
+fn gradients_clip_by_total_norm_and_by_value() {
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let a = Tensor::param(dev, &[1.0, 1.0], &[2]).unwrap();
+        let b = Tensor::param(dev, &[1.0], &[1]).unwrap();
+        let loss = || {
+            let wa = Tensor::from_slice(dev, &[3.0, -4.0], &[2]).unwrap();
+            let wb = Tensor::from_slice(dev, &[12.0], &[1]).unwrap();
+            (&a * &wa).sum_all() + (&b * &wb).sum_all()
+        };
+        // Gradients [3, -4] and [12]: total norm 13.
+        let mut grads = loss().backward();
+        let norm = wgrad::nn::clip_grad_norm(&mut grads, &[a.clone(), b.clone()], 6.5);
+        assert!((norm.item().unwrap() - 13.0).abs() < 1e-4);
+        let scale = 6.5 / (13.0 + 1e-6);
+        let ga = grads.wrt(&a).to_vec().unwrap();
+        let gb = grads.wrt(&b).to_vec().unwrap();
+        for (g, w) in ga
+            .iter()
+            .chain(&gb)
+            .zip([3.0 * scale, -4.0 * scale, 12.0 * scale])
+        {
+            assert!((g - w).abs() < 1e-5, "{g} against {w}");
+        }
+        // Under the limit: unchanged.
+        let mut grads = loss().backward();
+        wgrad::nn::clip_grad_norm(&mut grads, &[a.clone(), b.clone()], 100.0);
+        assert_eq!(grads.wrt(&a).to_vec().unwrap(), [3.0, -4.0]);
+        let mut grads = loss().backward();
+        wgrad::nn::clip_grad_value(&mut grads, &[a.clone(), b.clone()], 3.5);
+        assert_eq!(grads.wrt(&a).to_vec().unwrap(), [3.0, -3.5]);
+        assert_eq!(grads.wrt(&b).to_vec().unwrap(), [3.5]);
+    }
+}

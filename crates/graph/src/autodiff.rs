@@ -57,6 +57,18 @@ impl Grads {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// Replaces the gradient for `t` (which must have one), e.g. with a clipped one.
+    #[track_caller]
+    pub fn replace(&mut self, t: &Tensor, grad: Tensor) {
+        let old = self.wrt(t);
+        assert_eq!(
+            old.shape(),
+            grad.shape(),
+            "Grads::replace: the shape must stay"
+        );
+        self.map.insert(t.id(), grad);
+    }
 }
 
 impl Tensor {

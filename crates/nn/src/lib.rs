@@ -48,7 +48,10 @@ pub use metrics::{ClassReport, ConfusionMatrix};
 pub use module::check_input;
 pub use module::{Module, Sequential};
 pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, LayerNorm, NormConfig};
-pub use optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig};
+pub use optim::{
+    clip_grad_norm, clip_grad_value, Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Sgd,
+    SgdConfig,
+};
 pub use recurrent::{Embedding, Gru, Lstm, RnnConfig};
 pub use rng::Rng;
 pub use text::{Labelled, Padding, Sentiment, Sequences, Vocab};

@@ -543,3 +543,46 @@ impl Optimizer for RmsProp {
         self.config.lr = lr;
     }
 }
+
+/// Scales the gradients of `params` together so that their total 2-norm is at most
+/// `max_norm`, as PyTorch's `clip_grad_norm_`: each becomes `g · min(1, max_norm / (norm +
+/// 1e-6))`. Returns the total norm before clipping. Everything stays lazy, so the clipping
+/// rides along with the optimizer step's submission. Parameters without a gradient are
+/// skipped. Panics when `params` is empty.
+#[track_caller]
+pub fn clip_grad_norm(grads: &mut Grads, params: &[Tensor], max_norm: f32) -> Tensor {
+    let device = match params.first() {
+        Some(p) => p.device().clone(),
+        None => panic!("clip_grad_norm: no parameters"),
+    };
+    let with: Vec<&Tensor> = params.iter().filter(|p| grads.get(p).is_some()).collect();
+    no_grad(|| {
+        let mut total = Tensor::zeros(&device, &[]);
+        for p in &with {
+            let g = grads.wrt(p);
+            total = total + (g * g).sum_all();
+        }
+        let norm = total.sqrt();
+        let scale = (norm.add_scalar(1e-6).scalar_like(max_norm) / norm.add_scalar(1e-6))
+            .minimum(&norm.scalar_like(1.0));
+        for p in &with {
+            let clipped = grads.wrt(p) * &scale;
+            grads.replace(p, clipped);
+        }
+        norm
+    })
+}
+
+/// Clamps every gradient of `params` to `[-clip, clip]`, as PyTorch's `clip_grad_value_`.
+pub fn clip_grad_value(grads: &mut Grads, params: &[Tensor], clip: f32) {
+    no_grad(|| {
+        for p in params {
+            if let Some(g) = grads.get(p) {
+                let clamped = g
+                    .minimum(&g.scalar_like(clip))
+                    .maximum(&g.scalar_like(-clip));
+                grads.replace(p, clamped);
+            }
+        }
+    })
+}
