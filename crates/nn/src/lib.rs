@@ -22,6 +22,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod callbacks;
 pub mod conv;
 pub mod data;
@@ -38,6 +39,10 @@ pub mod rng;
 pub mod text;
 pub mod trainer;
 
+pub use attention::{
+    scaled_dot_product_attention, sinusoidal_positions, AttentionMask, EncoderConfig,
+    MultiheadAttention, TransformerEncoderLayer,
+};
 pub use callbacks::{Callback, Control, EarlyStopping, LrSchedule};
 pub use conv::{AvgPool2d, Conv2d, ConvConfig, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d};
 pub use data::{Batch, DataLoader, Dataset, Mnist};
