@@ -5,7 +5,9 @@
 //! Protocol, for comparison with PyTorch: in each file, line i is a test sentence when
 //! i % 5 == 4 (2,400 training, 600 test); tokens `[a-z0-9']+` lowercased; the vocabulary of the
 //! training split (0 padding, 1 unknown); at most 40 tokens, the last 40 kept, padded at the
-//! front. `--model gru` swaps the encoder.
+//! front. `--model gru` swaps the encoder; `--model transformer` takes 2 encoder layers
+//! (4 heads, d_model 100, sinusoidal positions), mean-pooled over the tokens that are not
+//! padding.
 //!
 //! `cargo run --release --example sentiment_lstm [-- --help]`
 
@@ -16,8 +18,9 @@ use std::time::Instant;
 
 use wgrad::nn::text::tokenize;
 use wgrad::nn::{
-    io, Adam, Dense, Embedding, Gru, Lstm, Module, Optimizer, Padding, Rng, RnnConfig, Sentiment,
-    Sequences, Vocab,
+    io, sinusoidal_positions, Adam, AttentionMask, Dense, Embedding, EncoderConfig, Gru, Lstm,
+    Module, Optimizer, Padding, Rng, RnnConfig, Sentiment, Sequences, TransformerEncoderLayer,
+    Vocab,
 };
 use wgrad::{Device, Error, Result, Tensor};
 
@@ -32,7 +35,11 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         true,
         "seed for initialisation and shuffling (default 0)",
     ),
-    ("model", true, "the encoder: lstm or gru (default lstm)"),
+    (
+        "model",
+        true,
+        "the encoder: lstm, gru or transformer (default lstm)",
+    ),
     (
         "data",
         true,
@@ -65,6 +72,8 @@ const OPTIONS: &[(&str, bool, &str)] = &[
 enum Encoder {
     Lstm(Lstm),
     Gru(Gru),
+    /// Encoder layers, and the position table `[max_len, 100]`.
+    Transformer(Vec<TransformerEncoderLayer>, Tensor),
 }
 
 /// The classifier: PyTorch-style names `embedding.*`, `lstm.*` (or `gru.*`) and `fc.*`.
@@ -75,7 +84,12 @@ struct Classifier {
 }
 
 impl Classifier {
-    fn new(dev: &Device, vocab: usize, model: &str, seed: u64) -> Result<Classifier> {
+    fn new(
+        dev: &Device,
+        vocab: usize,
+        (model, max_len): (&str, usize),
+        seed: u64,
+    ) -> Result<Classifier> {
         let mut rng = Rng::new(seed);
         let embedding = Embedding::new(dev, vocab, 100, Some(Vocab::PAD as usize), &mut rng)?;
         let config = RnnConfig {
@@ -85,9 +99,28 @@ impl Classifier {
         let encoder = match model {
             "lstm" => Encoder::Lstm(Lstm::new(dev, 100, 128, config, &mut rng)?),
             "gru" => Encoder::Gru(Gru::new(dev, 100, 128, config, &mut rng)?),
-            other => return Err(Error::Data(format!("--model {other}: choose lstm or gru"))),
+            "transformer" => {
+                let config = EncoderConfig {
+                    batch_first: true,
+                    seed,
+                    ..EncoderConfig::default()
+                };
+                let layers = (0..2)
+                    .map(|_| TransformerEncoderLayer::new(dev, 100, 4, config, &mut rng))
+                    .collect::<Result<_>>()?;
+                Encoder::Transformer(layers, sinusoidal_positions(dev, max_len, 100)?)
+            }
+            other => {
+                return Err(Error::Data(format!(
+                    "--model {other}: choose lstm, gru or transformer"
+                )))
+            }
         };
-        let fc = Dense::new(dev, 128, 1, &mut rng)?;
+        let width = match encoder {
+            Encoder::Transformer(..) => 100,
+            _ => 128,
+        };
+        let fc = Dense::new(dev, width, 1, &mut rng)?;
         Ok(Classifier {
             embedding,
             encoder,
@@ -100,18 +133,44 @@ impl Module for Classifier {
     /// `u32` ids `[batch, time]` → logits `[batch]`.
     fn forward(&self, ids: &Tensor) -> Tensor {
         let x = self.embedding.forward(ids);
-        let h = match &self.encoder {
-            Encoder::Lstm(l) => l.forward_with(&x, None).1 .0,
-            Encoder::Gru(g) => g.forward_with(&x, None).1,
-        };
         let batch = ids.shape()[0];
-        self.fc.forward(&h.reshape(&[batch, 128])).reshape(&[batch])
+        let h = match &self.encoder {
+            Encoder::Lstm(l) => l.forward_with(&x, None).1 .0.reshape(&[batch, 128]),
+            Encoder::Gru(g) => g.forward_with(&x, None).1.reshape(&[batch, 128]),
+            Encoder::Transformer(layers, positions) => {
+                // Padding is masked as keys and left out of the mean.
+                let as_f32 = ids.cast(wgrad::DType::F32);
+                let pad = as_f32.eq(&as_f32.scalar_like(Vocab::PAD as f32));
+                let mask = AttentionMask {
+                    key_padding: Some(&pad),
+                    ..AttentionMask::default()
+                };
+                let mut y = x + positions;
+                for layer in layers {
+                    y = layer.encode(&y, mask);
+                }
+                let keep = (pad.scalar_like(1.0) - &pad).unsqueeze(2);
+                let count = keep
+                    .sum(&[1], false)
+                    .maximum(&keep.sum(&[1], false).scalar_like(1.0));
+                (y * &keep).sum(&[1], false) / count
+            }
+        };
+        self.fc.forward(&h).reshape(&[batch])
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let (name, encoder) = match &self.encoder {
             Encoder::Lstm(l) => ("lstm", l.named_parameters()),
             Encoder::Gru(g) => ("gru", g.named_parameters()),
+            Encoder::Transformer(layers, _) => {
+                let mut all = Vec::new();
+                for (k, layer) in layers.iter().enumerate() {
+                    let params = layer.named_parameters().into_iter();
+                    all.extend(params.map(|(n, t)| (format!("layers.{k}.{n}"), t)));
+                }
+                ("transformer", all)
+            }
         };
         let mut out = Vec::new();
         for (prefix, params) in [
@@ -128,10 +187,19 @@ impl Module for Classifier {
         out
     }
 
+    fn set_training(&self, training: bool) {
+        if let Encoder::Transformer(layers, _) = &self.encoder {
+            layers.iter().for_each(|l| l.set_training(training));
+        }
+    }
+
     fn describe(&self) -> String {
         let encoder = match &self.encoder {
             Encoder::Lstm(l) => l.describe(),
             Encoder::Gru(g) => g.describe(),
+            Encoder::Transformer(layers, _) => {
+                format!("{} × {}", layers.len(), layers[0].describe())
+            }
         };
         format!(
             "{} → {encoder} → {}",
@@ -141,8 +209,15 @@ impl Module for Classifier {
     }
 }
 
-/// Accuracy of `model` on `data`, in batches of 100.
+/// Accuracy of `model` on `data`, in batches of 100, in evaluation mode (no dropout).
 fn accuracy(model: &Classifier, dev: &Device, data: &Sequences) -> Result<f32> {
+    model.set_training(false);
+    let result = count_right(model, dev, data);
+    model.set_training(true);
+    Ok(result? as f32 / data.count().max(1) as f32)
+}
+
+fn count_right(model: &Classifier, dev: &Device, data: &Sequences) -> Result<usize> {
     let mut right = 0;
     let picks: Vec<usize> = (0..data.count()).collect();
     for chunk in picks.chunks(100) {
@@ -152,7 +227,7 @@ fn accuracy(model: &Classifier, dev: &Device, data: &Sequences) -> Result<f32> {
             right += ((z > 0.0) == (data.targets[i] > 0.5)) as usize;
         }
     }
-    Ok(right as f32 / data.count().max(1) as f32)
+    Ok(right)
 }
 
 fn run() -> Result<()> {
@@ -190,7 +265,7 @@ fn run() -> Result<()> {
     let dev = wgrad::default_device();
     println!("device: {}", dev.name());
     let kind: String = args.get("model", "lstm".to_string());
-    let model = Classifier::new(&dev, vocab.len(), &kind, seed)?;
+    let model = Classifier::new(&dev, vocab.len(), (&kind, max_len), seed)?;
     println!(
         "{}; vocabulary {}, {} training and {} test texts",
         model.describe(),
