@@ -10,6 +10,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/sequence.rs"]
+mod sequence;
 
 use std::time::Instant;
 
@@ -122,6 +124,9 @@ fn verify(name: &str, got: &[f32], want: &[f32], atol: f32) {
     }
 }
 
+/// Inputs and targets of a training step, drawn from a seed.
+type Batches<'a> = dyn Fn(&Device, u64) -> Result<(Tensor, Tensor)> + 'a;
+
 /// A workload: its inputs on a device and the computation on them.
 type Workload = (Vec<Tensor>, Box<dyn Fn(&[Tensor]) -> Tensor>);
 
@@ -214,6 +219,8 @@ impl Bench {
 
     /// Training steps per second of `model` on random batches, after checking that the
     /// first steps' losses agree with the CPU backend's.
+    /// Training steps per second of a classifier over `input` with `classes` classes (Adam,
+    /// cross-entropy), after checking three steps' losses against the CPU backend.
     fn training(
         &mut self,
         name: &str,
@@ -221,24 +228,38 @@ impl Bench {
         input: &[usize],
         classes: usize,
     ) -> Result<()> {
-        if !self.wanted(name) {
-            return Ok(());
-        }
         let batch = |dev: &Device, seed: u64| -> Result<(Tensor, Tensor)> {
             let x = random(dev, input, seed)?;
             let mut rng = Rng::new(seed);
             let y: Vec<u32> = (0..input[0]).map(|_| rng.below(classes) as u32).collect();
             Ok((x, Tensor::from_u32(dev, &y, &[input[0]])?))
         };
+        let make = |dev: &Device| -> Result<Box<dyn Module>> { Ok(Box::new(make(dev)?)) };
+        self.steps(name, &make, &batch, wgrad::cross_entropy)
+    }
+
+    /// Training steps per second of `make`'s model on `batch`'s data with `loss` (Adam),
+    /// after checking three steps' losses against the CPU backend; on the GPU also the
+    /// host's share of a step (`NAME_host`).
+    fn steps(
+        &mut self,
+        name: &str,
+        make: &dyn Fn(&Device) -> Result<Box<dyn Module>>,
+        batch: &Batches<'_>,
+        loss: fn(&Tensor, &Tensor) -> Tensor,
+    ) -> Result<()> {
+        if !self.wanted(name) {
+            return Ok(());
+        }
         let losses = |dev: &Device, steps: usize| -> Result<Vec<f32>> {
             let model = make(dev)?;
             let mut opt = Adam::new(model.parameters(), 1e-3);
             let (x, y) = batch(dev, 1)?;
             (0..steps)
                 .map(|_| {
-                    let loss = wgrad::cross_entropy(&model.forward(&x), &y);
-                    opt.step_with(&loss.backward(), &[&loss])?;
-                    loss.item()
+                    let l = loss(&model.forward(&x), &y);
+                    opt.step_with(&l.backward(), &[&l])?;
+                    l.item()
                 })
                 .collect()
         };
@@ -255,9 +276,9 @@ impl Bench {
             let mut opt = Adam::new(model.parameters(), 1e-3);
             let (x, y) = batch(&dev, 2)?;
             let mut step = || -> Result<()> {
-                let loss = wgrad::cross_entropy(&model.forward(&x), &y);
-                opt.step_with(&loss.backward(), &[&loss])?;
-                loss.item().map(|_| ())
+                let l = loss(&model.forward(&x), &y);
+                opt.step_with(&l.backward(), &[&l])?;
+                l.item().map(|_| ())
             };
             let (warm, reps) = self.repeats(&dev);
             let (median, min) = time(warm + 1, reps * 2, &mut step)?;
@@ -273,10 +294,10 @@ impl Bench {
                 let mut ms: Vec<f64> = Vec::new();
                 for _ in 0..reps * 2 {
                     let start = Instant::now();
-                    let loss = wgrad::cross_entropy(&model.forward(&x), &y);
-                    opt.step_with(&loss.backward(), &[&loss])?;
+                    let l = loss(&model.forward(&x), &y);
+                    opt.step_with(&l.backward(), &[&l])?;
                     ms.push(start.elapsed().as_secs_f64() * 1e3);
-                    loss.item()?;
+                    l.item()?;
                 }
                 ms.sort_by(|a, b| a.total_cmp(b));
                 let mut r = Record::new(&format!("{name}_host"), &dev);
@@ -286,6 +307,42 @@ impl Bench {
             }
         }
         Ok(())
+    }
+
+    /// A training step of the sentiment example's classifier (`sequence.rs`) with encoder
+    /// `kind`: batch 32 of 40 tokens, vocabulary 4,615, one logit per sequence and BCE.
+    fn sequence_step(&mut self, name: &str, kind: &'static str) -> Result<()> {
+        let make = move |dev: &Device| -> Result<Box<dyn Module>> {
+            let model = sequence::Classifier::new(dev, 4615, (kind, 40), 0)?;
+            // Dropout off: the losses are compared across backends.
+            model.set_training(false);
+            Ok(Box::new(model))
+        };
+        let batch = |dev: &Device, seed: u64| -> Result<(Tensor, Tensor)> {
+            let mut rng = Rng::new(seed);
+            // Sequences padded at the front to lengths of 5 to 40 tokens.
+            let ids: Vec<u32> = (0..32)
+                .flat_map(|_| {
+                    let len = 5 + rng.below(36);
+                    let tokens: Vec<u32> = (0..40)
+                        .map(|t| {
+                            if t < 40 - len {
+                                0
+                            } else {
+                                2 + rng.below(4613) as u32
+                            }
+                        })
+                        .collect();
+                    tokens
+                })
+                .collect();
+            let y: Vec<f32> = (0..32).map(|_| rng.below(2) as f32).collect();
+            Ok((
+                Tensor::from_u32(dev, &ids, &[32, 40])?,
+                Tensor::from_slice(dev, &y, &[32])?,
+            ))
+        };
+        self.steps(name, &make, &batch, wgrad::bce_with_logits)
     }
 }
 
@@ -439,6 +496,9 @@ fn run() -> Result<()> {
     }
     b.training("mlp_step", &mlp, &[128, 784], 10)?;
     b.training("cnn_step", &mnist_cnn, &[64, 1, 28, 28], 10)?;
+    b.sequence_step("lstm_step", "lstm")?;
+    b.sequence_step("gru_step", "gru")?;
+    b.sequence_step("attention_step", "transformer")?;
 
     // 1000 small elementwise ops realised in one batch: time per op.
     let chain = |dev: &Device| -> Result<Tensor> {

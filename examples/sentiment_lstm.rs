@@ -13,16 +13,15 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/sequence.rs"]
+mod sequence;
 
 use std::time::Instant;
 
+use sequence::Classifier;
 use wgrad::nn::text::tokenize;
-use wgrad::nn::{
-    io, sinusoidal_positions, Adam, AttentionMask, Dense, Embedding, EncoderConfig, Gru, Lstm,
-    Module, Optimizer, Padding, Rng, RnnConfig, Sentiment, Sequences, TransformerEncoderLayer,
-    Vocab,
-};
-use wgrad::{Device, Error, Result, Tensor};
+use wgrad::nn::{io, Adam, Module, Optimizer, Padding, Rng, Sentiment, Sequences, Vocab};
+use wgrad::{Device, Error, Result};
 
 const DEFAULT_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sentiment");
 
@@ -67,147 +66,6 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         "load weights from FILE, evaluate them on the test split and exit",
     ),
 ];
-
-/// The encoder between the embedding and the head.
-enum Encoder {
-    Lstm(Lstm),
-    Gru(Gru),
-    /// Encoder layers, and the position table `[max_len, 100]`.
-    Transformer(Vec<TransformerEncoderLayer>, Tensor),
-}
-
-/// The classifier: PyTorch-style names `embedding.*`, `lstm.*` (or `gru.*`) and `fc.*`.
-struct Classifier {
-    embedding: Embedding,
-    encoder: Encoder,
-    fc: Dense,
-}
-
-impl Classifier {
-    fn new(
-        dev: &Device,
-        vocab: usize,
-        (model, max_len): (&str, usize),
-        seed: u64,
-    ) -> Result<Classifier> {
-        let mut rng = Rng::new(seed);
-        let embedding = Embedding::new(dev, vocab, 100, Some(Vocab::PAD as usize), &mut rng)?;
-        let config = RnnConfig {
-            batch_first: true,
-            ..RnnConfig::default()
-        };
-        let encoder = match model {
-            "lstm" => Encoder::Lstm(Lstm::new(dev, 100, 128, config, &mut rng)?),
-            "gru" => Encoder::Gru(Gru::new(dev, 100, 128, config, &mut rng)?),
-            "transformer" => {
-                let config = EncoderConfig {
-                    batch_first: true,
-                    seed,
-                    ..EncoderConfig::default()
-                };
-                let layers = (0..2)
-                    .map(|_| TransformerEncoderLayer::new(dev, 100, 4, config, &mut rng))
-                    .collect::<Result<_>>()?;
-                Encoder::Transformer(layers, sinusoidal_positions(dev, max_len, 100)?)
-            }
-            other => {
-                return Err(Error::Data(format!(
-                    "--model {other}: choose lstm, gru or transformer"
-                )))
-            }
-        };
-        let width = match encoder {
-            Encoder::Transformer(..) => 100,
-            _ => 128,
-        };
-        let fc = Dense::new(dev, width, 1, &mut rng)?;
-        Ok(Classifier {
-            embedding,
-            encoder,
-            fc,
-        })
-    }
-}
-
-impl Module for Classifier {
-    /// `u32` ids `[batch, time]` → logits `[batch]`.
-    fn forward(&self, ids: &Tensor) -> Tensor {
-        let x = self.embedding.forward(ids);
-        let batch = ids.shape()[0];
-        let h = match &self.encoder {
-            Encoder::Lstm(l) => l.forward_with(&x, None).1 .0.reshape(&[batch, 128]),
-            Encoder::Gru(g) => g.forward_with(&x, None).1.reshape(&[batch, 128]),
-            Encoder::Transformer(layers, positions) => {
-                // Padding is masked as keys and left out of the mean.
-                let as_f32 = ids.cast(wgrad::DType::F32);
-                let pad = as_f32.eq(&as_f32.scalar_like(Vocab::PAD as f32));
-                let mask = AttentionMask {
-                    key_padding: Some(&pad),
-                    ..AttentionMask::default()
-                };
-                let mut y = x + positions;
-                for layer in layers {
-                    y = layer.encode(&y, mask);
-                }
-                let keep = (pad.scalar_like(1.0) - &pad).unsqueeze(2);
-                let count = keep
-                    .sum(&[1], false)
-                    .maximum(&keep.sum(&[1], false).scalar_like(1.0));
-                (y * &keep).sum(&[1], false) / count
-            }
-        };
-        self.fc.forward(&h).reshape(&[batch])
-    }
-
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let (name, encoder) = match &self.encoder {
-            Encoder::Lstm(l) => ("lstm", l.named_parameters()),
-            Encoder::Gru(g) => ("gru", g.named_parameters()),
-            Encoder::Transformer(layers, _) => {
-                let mut all = Vec::new();
-                for (k, layer) in layers.iter().enumerate() {
-                    let params = layer.named_parameters().into_iter();
-                    all.extend(params.map(|(n, t)| (format!("layers.{k}.{n}"), t)));
-                }
-                ("transformer", all)
-            }
-        };
-        let mut out = Vec::new();
-        for (prefix, params) in [
-            ("embedding", self.embedding.named_parameters()),
-            (name, encoder),
-            ("fc", self.fc.named_parameters()),
-        ] {
-            out.extend(
-                params
-                    .into_iter()
-                    .map(|(n, t)| (format!("{prefix}.{n}"), t)),
-            );
-        }
-        out
-    }
-
-    fn set_training(&self, training: bool) {
-        if let Encoder::Transformer(layers, _) = &self.encoder {
-            layers.iter().for_each(|l| l.set_training(training));
-        }
-    }
-
-    fn describe(&self) -> String {
-        let encoder = match &self.encoder {
-            Encoder::Lstm(l) => l.describe(),
-            Encoder::Gru(g) => g.describe(),
-            Encoder::Transformer(layers, _) => {
-                format!("{} × {}", layers.len(), layers[0].describe())
-            }
-        };
-        format!(
-            "{} → {encoder} → {}",
-            self.embedding.describe(),
-            self.fc.describe()
-        )
-    }
-}
 
 /// Accuracy of `model` on `data`, in batches of 100, in evaluation mode (no dropout).
 fn accuracy(model: &Classifier, dev: &Device, data: &Sequences) -> Result<f32> {
