@@ -466,3 +466,69 @@ fn padded_batches_with_lengths_match_each_sequence_alone() {
         }
     }
 }
+
+/// Weights saved under PyTorch's names (by `tests/fixtures/make_recurrent.py`, from PyTorch's
+/// equations in numpy) load by name and give the outputs stored beside them.
+#[test]
+fn pytorch_layout_weights_load_by_name_and_give_pytorchs_outputs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let bytes = std::fs::read(dir.join("recurrent_io.safetensors")).unwrap();
+    let io = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let read = |name: &str| -> (Vec<f32>, Vec<usize>) {
+        let t = io.tensor(name).unwrap();
+        (bytemuck_f32(t.data()), t.shape().to_vec())
+    };
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let up = |name: &str| {
+            let (v, s) = read(name);
+            Tensor::from_slice(dev, &v, &s).unwrap()
+        };
+        let (x, h0, c0) = (up("x"), up("h0"), up("c0"));
+        let config = RnnConfig {
+            num_layers: 2,
+            bidirectional: true,
+            ..RnnConfig::default()
+        };
+        let lstm = Lstm::new(dev, 3, 5, config, &mut Rng::new(0)).unwrap();
+        wgrad::nn::io::load(dir.join("lstm.safetensors"), &lstm, None).unwrap();
+        let (out, (h, c)) = lstm.forward_with(&x, Some((&h0, &c0)));
+        for (name, got) in [("lstm_output", out), ("lstm_h_n", h), ("lstm_c_n", c)] {
+            let (want, shape) = read(name);
+            assert_eq!(got.shape(), &shape[..], "{name}");
+            close(
+                &format!("{name} on {}", dev.name()),
+                &got.to_vec().unwrap(),
+                &want.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                1e-5,
+            );
+        }
+        let gru = Gru::new(dev, 3, 5, config, &mut Rng::new(0)).unwrap();
+        wgrad::nn::io::load(dir.join("gru.safetensors"), &gru, None).unwrap();
+        let (out, h) = gru.forward_with(&x, Some(&h0));
+        for (name, got) in [("gru_output", out), ("gru_h_n", h)] {
+            let (want, _) = read(name);
+            close(
+                &format!("{name} on {}", dev.name()),
+                &got.to_vec().unwrap(),
+                &want.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                1e-5,
+            );
+        }
+        let emb = Embedding::new(dev, 7, 4, Some(0), &mut Rng::new(0)).unwrap();
+        wgrad::nn::io::load(dir.join("embedding.safetensors"), &emb, None).unwrap();
+        let (ids, shape) = read("ids");
+        let ids: Vec<u32> = ids.iter().map(|&v| v as u32).collect();
+        let got = emb.forward(&Tensor::from_u32(dev, &ids, &shape).unwrap());
+        let (want, _) = read("embedding_output");
+        assert_eq!(got.to_vec().unwrap(), want);
+    }
+}
+
+fn bytemuck_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
