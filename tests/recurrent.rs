@@ -6,7 +6,7 @@
 mod common;
 
 use common::gpu;
-use wgrad::nn::{Embedding, Gru, Lstm, Module, Rng, RnnConfig};
+use wgrad::nn::{Embedding, Gru, Lstm, Module, Rng, Rnn, RnnConfig};
 use wgrad::{Device, Tensor};
 
 #[derive(Clone, Copy, Debug)]
@@ -73,19 +73,35 @@ fn config(c: &Case) -> RnnConfig {
     }
 }
 
-/// A layer of either kind on `dev`, its weights drawn from seed 7.
+/// Which recurrent layer a test builds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Which {
+    Lstm,
+    Gru,
+    Tanh,
+    Relu,
+}
+
+const KINDS: [Which; 4] = [Which::Lstm, Which::Gru, Which::Tanh, Which::Relu];
+
+/// A layer of one kind on `dev`, its weights drawn from seed 7.
 enum Layer {
     Lstm(Lstm),
     Gru(Gru),
+    Rnn(Rnn),
 }
 
 impl Layer {
-    fn new(lstm: bool, dev: &Device, c: &Case) -> Layer {
+    fn new(kind: Which, dev: &Device, c: &Case) -> Layer {
         let mut rng = Rng::new(7);
-        if lstm {
-            Layer::Lstm(Lstm::new(dev, c.input, c.hidden, config(c), &mut rng).unwrap())
-        } else {
-            Layer::Gru(Gru::new(dev, c.input, c.hidden, config(c), &mut rng).unwrap())
+        let (i, h, cfg) = (c.input, c.hidden, config(c));
+        match kind {
+            Which::Lstm => Layer::Lstm(Lstm::new(dev, i, h, cfg, &mut rng).unwrap()),
+            Which::Gru => Layer::Gru(Gru::new(dev, i, h, cfg, &mut rng).unwrap()),
+            Which::Tanh | Which::Relu => {
+                let relu = kind == Which::Relu;
+                Layer::Rnn(Rnn::new(dev, i, h, relu, cfg, &mut rng).unwrap())
+            }
         }
     }
 
@@ -93,6 +109,7 @@ impl Layer {
         match self {
             Layer::Lstm(l) => l.named_parameters(),
             Layer::Gru(g) => g.named_parameters(),
+            Layer::Rnn(r) => r.named_parameters(),
         }
     }
 
@@ -107,6 +124,10 @@ impl Layer {
                 let (out, h) = g.forward_with(x, Some(h0));
                 vec![out, h]
             }
+            Layer::Rnn(r) => {
+                let (out, h) = r.forward_padded(x, None, Some(h0));
+                vec![out, h]
+            }
         }
     }
 }
@@ -118,7 +139,7 @@ fn sigmoid(v: f64) -> f64 {
 /// PyTorch's equations on the host in f64: output `[batch, time, hidden·dirs]` (batch-major
 /// here) and final states `[layers·dirs, batch, hidden]`, from `x` batch-major.
 fn reference(
-    lstm: bool,
+    kind: Which,
     c: &Case,
     weights: &[Vec<f32>],
     x: &[f32],
@@ -126,7 +147,15 @@ fn reference(
     c0: &[f32],
 ) -> Vec<Vec<f64>> {
     let dirs = 1 + c.bidirectional as usize;
-    let (hid, g) = (c.hidden, if lstm { 4 } else { 3 });
+    let (hid, g) = (
+        c.hidden,
+        match kind {
+            Which::Lstm => 4,
+            Which::Gru => 3,
+            _ => 1,
+        },
+    );
+    let lstm = kind == Which::Lstm;
     let per_cell = 4;
     let mut seq: Vec<Vec<Vec<f64>>> = (0..c.batch)
         .map(|b| {
@@ -192,7 +221,17 @@ fn reference(
                             h[j] = o * cs[j].tanh();
                         }
                     }
-                    if !lstm {
+                    if matches!(kind, Which::Tanh | Which::Relu) {
+                        for j in 0..hid {
+                            let v = gi[j] + gh[j];
+                            h[j] = if kind == Which::Relu {
+                                v.max(0.0)
+                            } else {
+                                v.tanh()
+                            };
+                        }
+                    }
+                    if kind == Which::Gru {
                         let old = h.clone();
                         for j in 0..hid {
                             let r = sigmoid(gi[j] + gh[j]);
@@ -236,14 +275,10 @@ fn recurrent_layers_follow_pytorchs_equations_on_every_backend() {
     let mut devices = vec![wgrad::cpu()];
     devices.extend(gpu());
     for dev in &devices {
-        for lstm in [true, false] {
+        for kind in KINDS {
             for c in &CASES {
-                let what = format!(
-                    "{} {c:?} on {}",
-                    if lstm { "LSTM" } else { "GRU" },
-                    dev.name()
-                );
-                let layer = Layer::new(lstm, dev, c);
+                let what = format!("{kind:?} {c:?} on {}", dev.name());
+                let layer = Layer::new(kind, dev, c);
                 let weights: Vec<Vec<f32>> = layer
                     .params()
                     .iter()
@@ -266,7 +301,7 @@ fn recurrent_layers_follow_pytorchs_equations_on_every_backend() {
                 if !c.batch_first {
                     got[0] = got[0].permute(&[1, 0, 2]);
                 }
-                let want = reference(lstm, c, &weights, &xb, &h0, &c0);
+                let want = reference(kind, c, &weights, &xb, &h0, &c0);
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     close(
                         &format!("{what}, result {k}"),
@@ -282,8 +317,8 @@ fn recurrent_layers_follow_pytorchs_equations_on_every_backend() {
 
 /// A loss reading the output and every final state, and its gradients for the input, the
 /// initial states and every weight.
-fn gradients(lstm: bool, dev: &Device, c: &Case) -> Vec<(String, Vec<f32>)> {
-    let layer = Layer::new(lstm, dev, c);
+fn gradients(kind: Which, dev: &Device, c: &Case) -> Vec<(String, Vec<f32>)> {
+    let layer = Layer::new(kind, dev, c);
     let cells = c.layers * (1 + c.bidirectional as usize);
     let x_shape = if c.batch_first {
         [c.batch, c.time, c.input]
@@ -303,7 +338,7 @@ fn gradients(lstm: bool, dev: &Device, c: &Case) -> Vec<(String, Vec<f32>)> {
     }
     let grads = loss.backward();
     let mut named = vec![("x".to_string(), x), ("h0".to_string(), h)];
-    if lstm {
+    if kind == Which::Lstm {
         named.push(("c0".to_string(), cc));
     }
     named.extend(layer.params());
@@ -321,11 +356,11 @@ fn gradients(lstm: bool, dev: &Device, c: &Case) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn recurrent_gradients_match_cpu_and_finite_differences() {
     let cpu = wgrad::cpu();
-    for lstm in [true, false] {
+    for kind in KINDS {
         for c in &CASES {
-            let want = gradients(lstm, &cpu, c);
+            let want = gradients(kind, &cpu, c);
             if let Some(dev) = gpu() {
-                for ((name, g), (_, w)) in gradients(lstm, &dev, c).iter().zip(&want) {
+                for ((name, g), (_, w)) in gradients(kind, &dev, c).iter().zip(&want) {
                     let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
                     close(&format!("{c:?}: d {name} on the GPU"), g, &w, 1e-4);
                 }
@@ -333,8 +368,8 @@ fn recurrent_gradients_match_cpu_and_finite_differences() {
         }
         // Finite differences on the CPU backend, for the input and the recurrent weights.
         let c = CASES[2];
-        let layer = Layer::new(lstm, &cpu, &c);
-        let analytic = gradients(lstm, &cpu, &c);
+        let layer = Layer::new(kind, &cpu, &c);
+        let analytic = gradients(kind, &cpu, &c);
         let loss = |x: &[f32]| -> f64 {
             let cells = c.layers * 2;
             let state = [cells, c.batch, c.hidden];
@@ -406,7 +441,7 @@ fn padded_batches_with_lengths_match_each_sequence_alone() {
     let lengths = [4usize, 1, 3];
     let (batch, time, input, hidden) = (3, 4, 2, 3);
     for dev in &devices {
-        for lstm in [true, false] {
+        for kind in KINDS {
             let c = Case {
                 batch,
                 time,
@@ -416,7 +451,7 @@ fn padded_batches_with_lengths_match_each_sequence_alone() {
                 bidirectional: true,
                 batch_first: true,
             };
-            let layer = Layer::new(lstm, dev, &c);
+            let layer = Layer::new(kind, dev, &c);
             let xs = values(batch * time * input, 5);
             let x = Tensor::from_slice(dev, &xs, &[batch, time, input]).unwrap();
             let lens: Vec<u32> = lengths.iter().map(|&l| l as u32).collect();
@@ -427,6 +462,7 @@ fn padded_batches_with_lengths_match_each_sequence_alone() {
                     (o, h)
                 }
                 Layer::Gru(g) => g.forward_padded(&x, Some(&len), None),
+                Layer::Rnn(r) => r.forward_padded(&x, Some(&len), None),
             };
             let (out, h) = (out.to_vec().unwrap(), h.to_vec().unwrap());
             let width = 2 * hidden;
@@ -440,13 +476,10 @@ fn padded_batches_with_lengths_match_each_sequence_alone() {
                         (o, h)
                     }
                     Layer::Gru(g) => g.forward_with(&alone, None),
+                    Layer::Rnn(r) => r.forward_padded(&alone, None, None),
                 };
                 let (o1, h1) = (o1.to_vec().unwrap(), h1.to_vec().unwrap());
-                let what = format!(
-                    "{} sequence {b} on {}",
-                    if lstm { "LSTM" } else { "GRU" },
-                    dev.name()
-                );
+                let what = format!("{:?} sequence {b} on {}", kind, dev.name());
                 let mine = &out[b * time * width..][..time * width];
                 let want: Vec<f64> = o1
                     .iter()

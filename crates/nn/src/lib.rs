@@ -57,7 +57,7 @@ pub use optim::{
     clip_grad_norm, clip_grad_value, Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Sgd,
     SgdConfig,
 };
-pub use recurrent::{Embedding, Gru, Lstm, RnnConfig};
+pub use recurrent::{Embedding, Gru, Lstm, Rnn, RnnConfig};
 pub use rng::Rng;
 pub use text::{Labelled, Padding, Sentiment, Sequences, Vocab};
 pub use trainer::{Evaluation, FitOptions, Trainer};

@@ -1,6 +1,6 @@
 //! Layers for sequences, with PyTorch's semantics, weight layouts, parameter names and
-//! defaults, so that weights saved from PyTorch load by name: [`Embedding`], [`Lstm`] and
-//! [`Gru`].
+//! defaults, so that weights saved from PyTorch load by name: [`Embedding`], [`Rnn`],
+//! [`Lstm`] and [`Gru`].
 //!
 //! A recurrent layer projects the inputs of all timesteps in one matrix product, then runs a
 //! short fixed graph per timestep: one product with the hidden state, the gate slices and the
@@ -114,6 +114,8 @@ impl Default for RnnConfig {
 enum Kind {
     Lstm,
     Gru,
+    /// A plain recurrence, tanh or (with `true`) relu.
+    Rnn(bool),
 }
 
 impl Kind {
@@ -121,6 +123,7 @@ impl Kind {
         match self {
             Kind::Lstm => 4,
             Kind::Gru => 3,
+            Kind::Rnn(_) => 1,
         }
     }
 }
@@ -313,7 +316,7 @@ impl Recurrent {
         if let Some(b) = &w.b_ih {
             xp = xp + b;
         }
-        if let (Kind::Lstm, Some(b)) = (self.kind, &w.b_hh) {
+        if let (Kind::Lstm | Kind::Rnn(_), Some(b)) = (self.kind, &w.b_hh) {
             xp = xp + b;
         }
         let xp = xp.reshape(&[batch, time, gates]);
@@ -337,6 +340,10 @@ impl Recurrent {
                     let (cand, o) = (gate(&g, 2).tanh(), gate(&g, 3).sigmoid());
                     let c_new = f * c.as_ref().expect("an LSTM has a cell state") + i * cand;
                     (o * c_new.tanh(), Some(c_new))
+                }
+                Kind::Rnn(relu) => {
+                    let g = xt + hp;
+                    (if relu { g.relu() } else { g.tanh() }, None)
                 }
                 Kind::Gru => {
                     let hp = match &w.b_hh {
@@ -461,6 +468,36 @@ impl Lstm {
     }
 }
 
+/// A plain recurrent layer, as PyTorch's `nn.RNN`: `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`
+/// (or relu), weights `weight_ih_l{k}` `[hidden, in]` and `weight_hh_l{k}` `[hidden, hidden]`.
+pub struct Rnn(Recurrent);
+
+impl Rnn {
+    /// A tanh (or, with `relu`, relu) recurrence from `input` features to `hidden` units.
+    pub fn new(
+        device: &Device,
+        input: usize,
+        hidden: usize,
+        relu: bool,
+        config: RnnConfig,
+        rng: &mut Rng,
+    ) -> Result<Rnn> {
+        Recurrent::new(Kind::Rnn(relu), device, (input, hidden), config, rng).map(Rnn)
+    }
+
+    /// The output sequence and the final hidden state, as [`Gru::forward_padded`].
+    #[track_caller]
+    pub fn forward_padded(
+        &self,
+        x: &Tensor,
+        lengths: Option<&Tensor>,
+        h0: Option<&Tensor>,
+    ) -> (Tensor, Tensor) {
+        let (out, h, _) = self.0.run(x, lengths, (h0, None));
+        (out, h)
+    }
+}
+
 /// Gated recurrent unit, as PyTorch's `nn.GRU`: gates r, z, n in that order;
 /// `n = tanh(W_in x + b_in + r·(W_hn h + b_hn))`, `h' = (1 − z)·n + z·h`.
 pub struct Gru(Recurrent);
@@ -522,5 +559,6 @@ macro_rules! recurrent_module {
     };
 }
 
+recurrent_module!(Rnn);
 recurrent_module!(Lstm);
 recurrent_module!(Gru);
