@@ -565,3 +565,21 @@ fn bytemuck_f32(bytes: &[u8]) -> Vec<f32> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
 }
+
+#[test]
+fn bad_layer_settings_are_errors() {
+    let dev = wgrad::cpu();
+    let mut rng = Rng::new(0);
+    let e = Embedding::new(&dev, 5, 3, Some(5), &mut rng).err().unwrap();
+    assert!(e.to_string().contains("padding_idx 5"), "{e}");
+    let none = RnnConfig {
+        num_layers: 0,
+        ..RnnConfig::default()
+    };
+    let e = Lstm::new(&dev, 3, 4, none, &mut rng).err().unwrap();
+    assert!(e.to_string().contains("num_layers"), "{e}");
+    let e = wgrad::nn::MultiheadAttention::new(&dev, 10, 4, true, &mut rng)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("multiple of 4 heads"), "{e}");
+}

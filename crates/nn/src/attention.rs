@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 
-use wgrad_graph::{Device, Result, Tensor};
+use wgrad_graph::{Device, Error, Result, Tensor};
 
 use crate::layers::Dropout;
 use crate::module::Module;
@@ -126,9 +126,8 @@ pub struct MultiheadAttention {
 }
 
 impl MultiheadAttention {
-    /// `embed` must be a multiple of `heads`. The input projection is Xavier-uniform with
-    /// zero biases, as PyTorch initialises it.
-    #[track_caller]
+    /// `embed` must be a multiple of `heads` (else an [`Error::Data`]). The input projection
+    /// is Xavier-uniform with zero biases, as PyTorch initialises it.
     pub fn new(
         device: &Device,
         embed: usize,
@@ -136,10 +135,11 @@ impl MultiheadAttention {
         batch_first: bool,
         rng: &mut Rng,
     ) -> Result<MultiheadAttention> {
-        assert!(
-            heads > 0 && embed.is_multiple_of(heads),
-            "MultiheadAttention: embed {embed} is not a multiple of {heads} heads"
-        );
+        if heads == 0 || !embed.is_multiple_of(heads) {
+            return Err(Error::Data(format!(
+                "MultiheadAttention: embed {embed} is not a multiple of {heads} heads"
+            )));
+        }
         let bound = (6.0 / (4 * embed) as f32).sqrt();
         let w: Vec<f32> = (0..3 * embed * embed)
             .map(|_| rng.range(-bound, bound))
@@ -274,6 +274,12 @@ impl TransformerEncoderLayer {
             eps: config.layer_norm_eps,
             ..NormConfig::default()
         };
+        if !(0.0..1.0).contains(&config.dropout) {
+            return Err(Error::Data(format!(
+                "TransformerEncoderLayer: dropout {} is not in [0, 1)",
+                config.dropout
+            )));
+        }
         let drop = |k: u64| Dropout::new(config.dropout, config.seed.wrapping_add(k));
         Ok(TransformerEncoderLayer {
             self_attn: MultiheadAttention::new(device, d_model, heads, config.batch_first, rng)?,

@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 
-use wgrad_graph::{DType, Device, Result, Tensor};
+use wgrad_graph::{DType, Device, Error, Result, Tensor};
 
 use crate::layers::Dropout;
 use crate::module::Module;
@@ -35,9 +35,13 @@ impl Embedding {
         padding_idx: Option<usize>,
         rng: &mut Rng,
     ) -> Result<Embedding> {
+        if let Some(p) = padding_idx.filter(|&p| p >= num) {
+            return Err(Error::Data(format!(
+                "Embedding: padding_idx {p} is past the {num} rows"
+            )));
+        }
         let mut w: Vec<f32> = (0..num * dim).map(|_| rng.normal()).collect();
         if let Some(p) = padding_idx {
-            assert!(p < num, "Embedding: padding_idx {p} is past the {num} rows");
             w[p * dim..(p + 1) * dim].fill(0.0);
         }
         Ok(Embedding {
@@ -156,10 +160,13 @@ impl Recurrent {
         config: RnnConfig,
         rng: &mut Rng,
     ) -> Result<Recurrent> {
-        assert!(
-            config.num_layers >= 1,
-            "a recurrent layer needs num_layers >= 1"
-        );
+        if config.num_layers == 0 || hidden == 0 || !(0.0..1.0).contains(&config.dropout) {
+            return Err(Error::Data(format!(
+                "{kind:?}: needs num_layers >= 1, hidden >= 1 and dropout in [0, 1), got {}, \
+                 {hidden} and {}",
+                config.num_layers, config.dropout
+            )));
+        }
         let dirs = 1 + config.bidirectional as usize;
         let g = kind.gates() * hidden;
         // PyTorch: every weight and bias from U(-1/√hidden, 1/√hidden).
