@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use sequence::Classifier;
 use wgrad::nn::text::tokenize;
-use wgrad::nn::{io, Adam, Module, Optimizer, Padding, Rng, Sentiment, Sequences, Vocab};
+use wgrad::nn::{
+    io, Adam, BinaryCounts, Module, Optimizer, Padding, Rng, Sentiment, Sequences, Vocab,
+};
 use wgrad::{Device, Error, Result};
 
 const DEFAULT_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sentiment");
@@ -67,25 +69,18 @@ const OPTIONS: &[(&str, bool, &str)] = &[
     ),
 ];
 
-/// Accuracy of `model` on `data`, in batches of 100, in evaluation mode (no dropout).
-fn accuracy(model: &Classifier, dev: &Device, data: &Sequences) -> Result<f32> {
+/// Accuracy, precision, recall and F1 of `model` on `data`, in batches of 100, in
+/// evaluation mode (no dropout).
+fn evaluate(model: &Classifier, dev: &Device, data: &Sequences) -> Result<BinaryCounts> {
     model.set_training(false);
-    let result = count_right(model, dev, data);
-    model.set_training(true);
-    Ok(result? as f32 / data.count().max(1) as f32)
-}
-
-fn count_right(model: &Classifier, dev: &Device, data: &Sequences) -> Result<usize> {
-    let mut right = 0;
+    let mut counts = BinaryCounts::default();
     let picks: Vec<usize> = (0..data.count()).collect();
-    for chunk in picks.chunks(100) {
-        let (ids, _) = data.batch(dev, chunk)?;
-        let logits = wgrad::no_grad(|| model.forward(&ids)).to_vec()?;
-        for (&i, &z) in chunk.iter().zip(&logits) {
-            right += ((z > 0.0) == (data.targets[i] > 0.5)) as usize;
-        }
-    }
-    Ok(right)
+    let result = picks.chunks(100).try_for_each(|chunk| {
+        let (ids, targets) = data.batch(dev, chunk)?;
+        counts.add(&wgrad::no_grad(|| model.forward(&ids)), &targets)
+    });
+    model.set_training(true);
+    result.map(|_| counts)
 }
 
 fn run() -> Result<()> {
@@ -133,10 +128,7 @@ fn run() -> Result<()> {
     );
     if let Some(file) = args.values_get("eval") {
         io::load(file, &model, None)?;
-        println!(
-            "test accuracy {:.2}%",
-            100.0 * accuracy(&model, &dev, &test)?
-        );
+        println!("test: {}", evaluate(&model, &dev, &test)?);
         return Ok(());
     }
     let save = args.path("save", "sentiment_lstm.safetensors");
@@ -161,15 +153,16 @@ fn run() -> Result<()> {
                 step + 1
             );
         }
-        let acc = accuracy(&model, &dev, &test)?;
+        let counts = evaluate(&model, &dev, &test)?;
         eprint!("\r");
         println!(
             "epoch {epoch:>2}/{epochs}: loss {:.4}, test accuracy {:.2}% ({:.1} s)",
             total / train.count() as f64,
-            100.0 * acc,
+            100.0 * counts.accuracy(),
             start.elapsed().as_secs_f64()
         );
     }
+    println!("test: {}", evaluate(&model, &dev, &test)?);
     io::save(&save, &model, None)?;
     println!("saved weights to {}", save.display());
     Ok(())

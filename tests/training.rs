@@ -402,3 +402,30 @@ fn gradients_clip_by_total_norm_and_by_value() {
         assert_eq!(grads.wrt(&b).to_vec().unwrap(), [3.5]);
     }
 }
+
+/// Binary accuracy, precision, recall and F1 at 0.5, against hand-counted values.
+#[test]
+fn binary_metrics_count_on_every_backend() {
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        // Logits > 0 predict 1: predictions 1, 1, 0, 0, 1 against targets 1, 0, 0, 1, 1.
+        let logits = Tensor::from_slice(dev, &[2.0, 0.5, -1.0, -0.1, 3.0], &[5]).unwrap();
+        let targets = Tensor::from_slice(dev, &[1.0, 0.0, 0.0, 1.0, 1.0], &[5]).unwrap();
+        let mut counts = wgrad::nn::BinaryCounts::default();
+        counts.add(&logits, &targets).unwrap();
+        assert_eq!(
+            (
+                counts.true_positive,
+                counts.false_positive,
+                counts.true_negative,
+                counts.false_negative
+            ),
+            (2, 1, 1, 1)
+        );
+        assert!((counts.accuracy() - 0.6).abs() < 1e-12);
+        assert!((counts.precision() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((counts.recall() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((counts.f1() - 2.0 / 3.0).abs() < 1e-12);
+    }
+}

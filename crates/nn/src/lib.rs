@@ -49,7 +49,7 @@ pub use data::{Batch, DataLoader, Dataset, Mnist};
 pub use history::{EpochStats, History};
 pub use init::Init;
 pub use layers::{Activation, Dense, DenseConfig, Dropout, Flatten};
-pub use metrics::{ClassReport, ConfusionMatrix};
+pub use metrics::{BinaryCounts, ClassReport, ConfusionMatrix};
 pub use module::check_input;
 pub use module::{Module, Sequential};
 pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, LayerNorm, NormConfig};

@@ -202,3 +202,94 @@ mod tests {
         );
     }
 }
+
+/// Counts of a binary classifier's predictions at a threshold of 0.5 on the probability (0 on
+/// the logit), against 0/1 targets, and the metrics derived from them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BinaryCounts {
+    /// Predicted 1, target 1.
+    pub true_positive: u64,
+    /// Predicted 1, target 0.
+    pub false_positive: u64,
+    /// Predicted 0, target 0.
+    pub true_negative: u64,
+    /// Predicted 0, target 1.
+    pub false_negative: u64,
+}
+
+impl BinaryCounts {
+    /// Adds the predictions `logits` (any shape) against `targets` (the same shape, 0 or 1),
+    /// counted on the device; four numbers are read back.
+    pub fn add(&mut self, logits: &Tensor, targets: &Tensor) -> Result<()> {
+        let predicted = logits.gt(&logits.scalar_like(0.0));
+        let truth = targets.gt(&targets.scalar_like(0.5));
+        let count = |a: &Tensor, b: &Tensor| (a * b).sum_all().reshape(&[1]);
+        let (not_p, not_t) = (
+            predicted.scalar_like(1.0) - &predicted,
+            truth.scalar_like(1.0) - &truth,
+        );
+        let all = Tensor::concat(
+            &[
+                &count(&predicted, &truth),
+                &count(&predicted, &not_t),
+                &count(&not_p, &not_t),
+                &count(&not_p, &truth),
+            ],
+            0,
+        );
+        let v = all.to_vec()?;
+        self.true_positive += v[0].round() as u64;
+        self.false_positive += v[1].round() as u64;
+        self.true_negative += v[2].round() as u64;
+        self.false_negative += v[3].round() as u64;
+        Ok(())
+    }
+
+    /// Fraction predicted right.
+    pub fn accuracy(&self) -> f64 {
+        let all =
+            self.true_positive + self.false_positive + self.true_negative + self.false_negative;
+        ratio(self.true_positive + self.true_negative, all)
+    }
+
+    /// Of the predicted positives, the fraction that are positive.
+    pub fn precision(&self) -> f64 {
+        ratio(self.true_positive, self.true_positive + self.false_positive)
+    }
+
+    /// Of the positives, the fraction predicted positive.
+    pub fn recall(&self) -> f64 {
+        ratio(self.true_positive, self.true_positive + self.false_negative)
+    }
+
+    /// Harmonic mean of precision and recall (0 when both are 0).
+    pub fn f1(&self) -> f64 {
+        let (p, r) = (self.precision(), self.recall());
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+impl fmt::Display for BinaryCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accuracy {:.2}%, precision {:.3}, recall {:.3}, F1 {:.3}",
+            100.0 * self.accuracy(),
+            self.precision(),
+            self.recall(),
+            self.f1()
+        )
+    }
+}
