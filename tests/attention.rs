@@ -410,3 +410,20 @@ fn multihead_attention_is_time_major_by_default() {
     let b = mhb.forward(&x.permute(&[1, 0, 2])).to_vec().unwrap();
     close("time-major against batch-major", &a, &f64s(&b), 1e-6);
 }
+
+#[test]
+fn learned_positions_add_their_first_rows_and_learn() {
+    let dev = wgrad::cpu();
+    let pos = wgrad::nn::LearnedPositions::new(&dev, 5, 2, &mut Rng::new(4)).unwrap();
+    let table = pos.weight.to_vec().unwrap();
+    let x = Tensor::from_slice(&dev, &[1.0; 12], &[2, 3, 2]).unwrap();
+    let y = pos.forward(&x);
+    let got = y.to_vec().unwrap();
+    for b in 0..2 {
+        for i in 0..6 {
+            assert_eq!(got[b * 6 + i], 1.0 + table[i]);
+        }
+    }
+    let g = y.sum_all().backward().wrt(&pos.weight).to_vec().unwrap();
+    assert_eq!(g, [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
+}

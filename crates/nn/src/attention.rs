@@ -371,3 +371,41 @@ pub fn sinusoidal_positions(device: &Device, positions: usize, d: usize) -> Resu
     }
     Tensor::from_slice(device, &table, &[positions, d])
 }
+
+/// Learned positions: a table `[max_len, d]` (drawn from N(0, 1), as an `nn.Embedding` of
+/// positions) whose first T rows are added to a batch `[batch, T, d]`.
+pub struct LearnedPositions {
+    /// The table `[max_len, d]`.
+    pub weight: Tensor,
+}
+
+impl LearnedPositions {
+    /// Positions up to `max_len` of `d` features.
+    pub fn new(device: &Device, max_len: usize, d: usize, rng: &mut Rng) -> Result<Self> {
+        let w: Vec<f32> = (0..max_len * d).map(|_| rng.normal()).collect();
+        Ok(LearnedPositions {
+            weight: Tensor::param(device, &w, &[max_len, d])?,
+        })
+    }
+}
+
+impl Module for LearnedPositions {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (time, max) = (x.shape()[1], self.weight.shape()[0]);
+        assert!(
+            time <= max,
+            "LearnedPositions: {time} steps, the table holds {max}"
+        );
+        x + self.weight.narrow(0, 0, time)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![("weight".into(), self.weight.clone())]
+    }
+
+    fn describe(&self) -> String {
+        let s = self.weight.shape();
+        format!("LearnedPositions({}, {})", s[0], s[1])
+    }
+}

@@ -41,7 +41,7 @@ pub mod trainer;
 
 pub use attention::{
     scaled_dot_product_attention, sinusoidal_positions, AttentionMask, EncoderConfig,
-    MultiheadAttention, TransformerEncoderLayer,
+    LearnedPositions, MultiheadAttention, TransformerEncoderLayer,
 };
 pub use callbacks::{Callback, Control, EarlyStopping, LrSchedule};
 pub use conv::{AvgPool2d, Conv2d, ConvConfig, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d};
