@@ -392,3 +392,133 @@ fn checkpoints_of_another_run_are_never_mixed_in() {
     assert_eq!(h.epochs.len(), 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An embedding, an LSTM and one logit: the sentiment model in small.
+struct TinySequenceModel {
+    embedding: wgrad::nn::Embedding,
+    lstm: wgrad::nn::Lstm,
+    head: wgrad::nn::Dense,
+}
+
+impl wgrad::nn::Module for TinySequenceModel {
+    fn forward(&self, ids: &Tensor) -> Tensor {
+        let x = self.embedding.forward(ids);
+        let (_, (h, _)) = self.lstm.forward_with(&x, None);
+        let batch = ids.shape()[0];
+        self.head.forward(&h.reshape(&[batch, 8])).reshape(&[batch])
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut all = self.embedding.named_parameters();
+        all.extend(self.lstm.named_parameters());
+        all.extend(self.head.named_parameters());
+        all
+    }
+    fn describe(&self) -> String {
+        "tiny sequence model".into()
+    }
+}
+
+/// The trainer takes token sequences with 0/1 targets: BCE by default, and binary accuracy,
+/// precision, recall and F1 on the validation data, which a learnable rule (does token 3
+/// occur?) drives up.
+#[test]
+fn the_trainer_trains_on_sequences_with_binary_metrics() {
+    use wgrad::nn::{Labelled, Padding, Sequences, Vocab};
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    let mut rng = Rng::new(9);
+    let words = ["alpha", "beta", "gamma", "delta", "omega"];
+    let texts: Vec<Labelled> = (0..160)
+        .map(|_| {
+            let n = 2 + rng.below(5);
+            let picked: Vec<&str> = (0..n).map(|_| words[rng.below(5)]).collect();
+            let label = picked.contains(&"omega") as u8 as f32;
+            Labelled {
+                text: picked.join(" "),
+                label,
+            }
+        })
+        .collect();
+    let tokens: Vec<Vec<String>> = texts
+        .iter()
+        .map(|t| wgrad::nn::text::tokenize(&t.text))
+        .collect();
+    let vocab = Vocab::build(tokens.iter().map(|t| &t[..]), 1, None);
+    let train = Sequences::new(&texts[..120], &vocab, 6, Padding::Pre);
+    let val = Sequences::new(&texts[120..], &vocab, 6, Padding::Pre);
+    for dev in &devices {
+        let mut rng = Rng::new(1);
+        let config = wgrad::nn::RnnConfig {
+            batch_first: true,
+            ..Default::default()
+        };
+        let model = TinySequenceModel {
+            embedding: wgrad::nn::Embedding::new(dev, vocab.len(), 4, Some(0), &mut rng).unwrap(),
+            lstm: wgrad::nn::Lstm::new(dev, 4, 8, config, &mut rng).unwrap(),
+            head: wgrad::nn::Dense::new(dev, 8, 1, &mut rng).unwrap(),
+        };
+        let mut opt = Adam::new(model.parameters(), 0.05);
+        let options = FitOptions {
+            epochs: 12,
+            batch_size: 16,
+            quiet: true,
+            verbose: false,
+            ..Default::default()
+        };
+        let history = Trainer::new(&model, &mut opt, dev)
+            .with_options(options)
+            .fit(&train, Some(&val))
+            .unwrap();
+        let last = history.epochs.last().unwrap();
+        assert!(
+            last.val_accuracy.unwrap() >= 0.9,
+            "{}: {last:?}",
+            dev.name()
+        );
+        assert!(last.val_f1.unwrap() >= 0.85, "{}: {last:?}", dev.name());
+        assert!(last.train_loss < history.epochs[0].train_loss);
+    }
+}
+
+/// Any data can be trained on through `Samples`: here values (a regression, MSE by default,
+/// no accuracy).
+#[test]
+fn the_trainer_fits_values() {
+    struct Line;
+    impl wgrad::nn::Samples for Line {
+        fn len(&self) -> usize {
+            64
+        }
+        fn batch(&self, device: &Device, picks: &[usize]) -> wgrad::Result<(Tensor, Tensor)> {
+            let x: Vec<f32> = picks.iter().map(|&i| i as f32 / 32.0 - 1.0).collect();
+            let y: Vec<f32> = x.iter().map(|v| 3.0 * v - 0.5).collect();
+            Ok((
+                Tensor::from_slice(device, &x, &[picks.len(), 1])?,
+                Tensor::from_slice(device, &y, &[picks.len(), 1])?,
+            ))
+        }
+        fn targets(&self) -> wgrad::nn::Targets {
+            wgrad::nn::Targets::Values
+        }
+        fn input_shape(&self) -> Option<Vec<usize>> {
+            Some(vec![1])
+        }
+    }
+    let dev = wgrad::cpu();
+    let model = Sequential::new().add(Dense::new(&dev, 1, 1, &mut Rng::new(2)).unwrap());
+    let mut opt = Adam::new(model.parameters(), 0.1);
+    let options = FitOptions {
+        epochs: 60,
+        batch_size: 16,
+        quiet: true,
+        verbose: false,
+        ..Default::default()
+    };
+    let history = Trainer::new(&model, &mut opt, &dev)
+        .with_options(options)
+        .fit(&Line, Some(&Line))
+        .unwrap();
+    let last = history.epochs.last().unwrap();
+    assert!(last.val_loss.unwrap() < 1e-3, "{last:?}");
+    assert_eq!(last.val_accuracy, None);
+}

@@ -331,10 +331,7 @@ impl<'a> DataLoader<'a> {
 
     /// The batches of epoch `epoch`.
     pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = Batch> + 'a {
-        let mut order: Vec<usize> = (0..self.data.len()).collect();
-        if self.shuffle {
-            Rng::new(self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)).shuffle(&mut order);
-        }
+        let order = epoch_order(self.data.len(), self.shuffle.then_some(self.seed), epoch);
         let (data, bs, batches) = (self.data, self.batch_size, self.len());
         (0..batches).map(move |b| {
             let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
@@ -349,6 +346,102 @@ impl<'a> DataLoader<'a> {
                 sample_shape: data.sample_shape.clone(),
             }
         })
+    }
+}
+
+/// The order samples `0..len` are visited in during `epoch`: as they are, or shuffled from
+/// `seed` (a different order each epoch, the same for the same seed).
+pub fn epoch_order(len: usize, seed: Option<u64>, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    if let Some(seed) = seed {
+        Rng::new(seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)).shuffle(&mut order);
+    }
+    order
+}
+
+/// What the targets of a data set are, which decides the trainer's default loss and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// `u32` class ids below this many classes: cross-entropy, accuracy and a confusion matrix.
+    Classes(usize),
+    /// 0/1 `f32` targets for one logit each: BCE with logits, and accuracy, precision, recall
+    /// and F1 at 0.5.
+    Binary,
+    /// Any `f32` values (regression, a reconstruction): mean squared error, no accuracy.
+    Values,
+}
+
+/// Samples the [`Trainer`](crate::Trainer) can batch: images with class ids ([`Dataset`]),
+/// token sequences with 0/1 targets ([`Sequences`](crate::Sequences)), or any data that
+/// uploads inputs and targets for a list of sample indices.
+pub trait Samples {
+    /// Number of samples.
+    fn len(&self) -> usize;
+
+    /// True when there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples at `picks` on `device`: inputs `[picks, ...]` and targets.
+    fn batch(&self, device: &Device, picks: &[usize]) -> Result<(Tensor, Tensor)>;
+
+    /// What the targets are.
+    fn targets(&self) -> Targets;
+
+    /// The shape of one input, to check the data against a model before training.
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        None
+    }
+
+    /// Checks the data, and that a model giving `outputs` values per sample (the last axis
+    /// of its output) fits the targets.
+    fn check(&self, outputs: Option<usize>) -> Result<()> {
+        let _ = outputs;
+        Ok(())
+    }
+}
+
+impl Samples for Dataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn batch(&self, device: &Device, picks: &[usize]) -> Result<(Tensor, Tensor)> {
+        let f = self.features();
+        let mut images = Vec::with_capacity(picks.len() * f);
+        for &i in picks {
+            images.extend_from_slice(&self.images[i * f..(i + 1) * f]);
+        }
+        let batch = Batch {
+            images,
+            labels: picks.iter().map(|&i| self.labels[i]).collect(),
+            sample_shape: self.sample_shape.clone(),
+        };
+        batch.to_device(device)
+    }
+
+    fn targets(&self) -> Targets {
+        Targets::Classes(self.classes)
+    }
+
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        Some(self.sample_shape.clone())
+    }
+
+    fn check(&self, outputs: Option<usize>) -> Result<()> {
+        self.validate()?;
+        let Some(outputs) = outputs else {
+            return Ok(());
+        };
+        if let Some(&label) = self.labels.iter().max().filter(|&&l| l as usize >= outputs) {
+            return Err(Error::Data(format!(
+                "the model gives {outputs} outputs per sample but the data has labels up to \
+                 {label} ({} classes); make the last layer {} wide",
+                self.classes, self.classes
+            )));
+        }
+        Ok(())
     }
 }
 

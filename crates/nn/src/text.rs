@@ -300,6 +300,29 @@ impl Sequences {
     }
 }
 
+impl crate::data::Samples for Sequences {
+    fn len(&self) -> usize {
+        self.count()
+    }
+
+    fn batch(&self, device: &Device, picks: &[usize]) -> Result<(Tensor, Tensor)> {
+        Sequences::batch(self, device, picks)
+    }
+
+    fn targets(&self) -> crate::data::Targets {
+        crate::data::Targets::Binary
+    }
+
+    fn check(&self, _outputs: Option<usize>) -> Result<()> {
+        match self.targets.iter().find(|&&t| t != 0.0 && t != 1.0) {
+            Some(bad) => Err(Error::Data(format!(
+                "a target is {bad}; binary targets are 0 or 1"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

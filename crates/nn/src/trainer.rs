@@ -1,5 +1,6 @@
-//! `Trainer`: Keras-style `fit` over a model, optimizer, loss and dataset, with validation
-//! metrics each epoch, callbacks (early stopping, learning-rate schedules), a progress bar,
+//! `Trainer`: Keras-style `fit` over a model, optimizer, loss and data (images with class ids,
+//! token sequences with binary targets, or any [`Samples`]), with validation metrics each
+//! epoch, callbacks (early stopping, learning-rate schedules), a progress bar,
 //! a finite-value check, and checkpoints that a run can resume from exactly.
 
 use std::path::{Path, PathBuf};
@@ -9,10 +10,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use wgrad_graph::{no_grad, realize_all, Device, Error, Result, Tensor};
 
 use crate::callbacks::{Callback, Control};
-use crate::data::{DataLoader, Dataset};
+use crate::data::{epoch_order, Samples, Targets};
 use crate::history::{EpochStats, History};
 use crate::io;
-use crate::metrics::{confusion_lazy, correct_lazy, ConfusionMatrix};
+use crate::metrics::{confusion_lazy, correct_lazy, BinaryCounts, ConfusionMatrix};
 use crate::module::{check_input, Module};
 use crate::optim::Optimizer;
 
@@ -59,7 +60,9 @@ impl Default for FitOptions {
 
 type LossFn<'a> = Box<dyn Fn(&Tensor, &Tensor) -> Tensor + 'a>;
 
-/// Trains a classifier: `fit` runs epochs over a [`Dataset`] and returns a [`History`].
+/// Trains a model: `fit` runs epochs over [`Samples`] and returns a [`History`]. The loss is
+/// cross-entropy for class ids, BCE with logits for binary targets and the mean squared
+/// error for values, unless [`Trainer::with_loss`] sets another.
 ///
 /// ```
 /// use wgrad_nn::{Adam, Dataset, Dense, FitOptions, Module, Rng, Sequential, Trainer};
@@ -79,40 +82,52 @@ pub struct Trainer<'a> {
     model: &'a dyn Module,
     optimizer: &'a mut dyn Optimizer,
     device: Device,
-    loss: LossFn<'a>,
+    /// Set by `with_loss`; else the data's targets decide.
+    loss: Option<LossFn<'a>>,
     /// Options used by [`Trainer::fit`].
     pub options: FitOptions,
     callbacks: Vec<Box<dyn Callback + 'a>>,
 }
 
-/// Validation loss and confusion matrix.
+/// Validation loss and metrics.
 #[derive(Clone, Debug)]
 pub struct Evaluation {
     /// Mean loss per sample.
     pub loss: f64,
-    /// Counts of true versus predicted classes.
+    /// Counts of true versus predicted classes (2 × 2 for binary targets, empty for values).
     pub confusion: ConfusionMatrix,
+    /// For binary targets: the counts at 0.5, whose precision, recall and F1 are the
+    /// positive class's.
+    pub binary: Option<BinaryCounts>,
 }
 
 impl<'a> Trainer<'a> {
-    /// A trainer with cross-entropy loss and default [`FitOptions`].
+    /// A trainer with the data's default loss and default [`FitOptions`].
     pub fn new(model: &'a dyn Module, optimizer: &'a mut dyn Optimizer, device: &Device) -> Self {
         Trainer {
             model,
             optimizer,
             device: device.clone(),
-            loss: Box::new(|logits: &Tensor, labels: &Tensor| {
-                wgrad_graph::cross_entropy(logits, labels)
-            }),
+            loss: None,
             options: FitOptions::default(),
             callbacks: Vec::new(),
         }
     }
 
-    /// Replaces the loss `(model output, labels) -> scalar`.
+    /// Replaces the loss `(model output, targets) -> scalar`.
     pub fn with_loss(mut self, loss: impl Fn(&Tensor, &Tensor) -> Tensor + 'a) -> Self {
-        self.loss = Box::new(loss);
+        self.loss = Some(Box::new(loss));
         self
+    }
+
+    /// The loss for data with `targets`.
+    fn loss(&self, out: &Tensor, y: &Tensor, targets: Targets) -> Tensor {
+        match (&self.loss, targets) {
+            (Some(loss), _) => loss(out, y),
+            (None, Targets::Classes(_)) => wgrad_graph::cross_entropy(out, y),
+            (None, Targets::Binary) => wgrad_graph::bce_with_logits(out, y),
+            (None, Targets::Values) => wgrad_graph::mse_loss(out, y),
+        }
     }
 
     /// Replaces the options.
@@ -127,29 +142,24 @@ impl<'a> Trainer<'a> {
         self
     }
 
-    /// Checks `data` against the model: its samples fit the input, and the model gives a
-    /// score for every class its labels name.
-    fn sample_shape(&self, data: &Dataset) -> Result<()> {
-        data.validate()?;
-        let mut shape = vec![self.options.batch_size.clamp(1, data.len().max(1))];
-        shape.extend(&data.sample_shape);
-        let out = check_input(self.model, &shape)?;
-        let outputs = match out[..] {
-            [_, classes] => classes,
-            _ => return Ok(()),
+    /// Checks `data` against the model: its samples fit the input, and the model's outputs
+    /// fit the targets (a score for every class the labels name).
+    fn sample_shape(&self, data: &dyn Samples) -> Result<()> {
+        let Some(sample) = data.input_shape() else {
+            return data.check(None);
         };
-        if let Some(&label) = data.labels.iter().max().filter(|&&l| l as usize >= outputs) {
-            return Err(Error::Data(format!(
-                "the model gives {outputs} outputs per sample but the data has labels up to \
-                 {label} ({} classes); make the last layer {} wide",
-                data.classes, data.classes
-            )));
+        let mut shape = vec![self.options.batch_size.clamp(1, data.len().max(1))];
+        shape.extend(&sample);
+        data.check(None)?;
+        let out = check_input(self.model, &shape)?;
+        match out[..] {
+            [_, outputs] => data.check(Some(outputs)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Refuses options that would train nothing or on nonsense, before anything runs.
-    fn check_options(&self, train: &Dataset) -> Result<()> {
+    fn check_options(&self, train: &dyn Samples) -> Result<()> {
         if self.options.batch_size == 0 {
             return Err(Error::Data("the batch size must be at least 1".into()));
         }
@@ -169,23 +179,52 @@ impl<'a> Trainer<'a> {
 
     /// Loss and confusion matrix over `data`, in evaluation mode; the model is left in the
     /// mode it was in.
-    pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation> {
+    pub fn evaluate(&self, data: &dyn Samples) -> Result<Evaluation> {
         self.sample_shape(data)?;
         let was_training = self.model.is_training();
         self.model.set_training(false);
+        let targets = data.targets();
         let result = no_grad(|| -> Result<Evaluation> {
             let mut loss_sum = Tensor::scalar(&self.device, 0.0);
-            let mut confusion = Tensor::zeros(&self.device, &[data.classes, data.classes]);
-            for b in DataLoader::new(data, 500).epoch(0) {
-                let (x, y) = b.to_device(&self.device)?;
+            let classes = match targets {
+                Targets::Classes(c) => c,
+                _ => 0,
+            };
+            let mut confusion = Tensor::zeros(&self.device, &[classes, classes]);
+            let mut binary = BinaryCounts::default();
+            let order = epoch_order(data.len(), None, 0);
+            for picks in order.chunks(500) {
+                let (x, y) = data.batch(&self.device, picks)?;
                 let out = self.model.forward(&x);
-                loss_sum = loss_sum + (self.loss)(&out, &y) * b.len() as f32;
-                confusion = confusion + confusion_lazy(&out, &y, data.classes);
-                realize_all(&[&loss_sum, &confusion])?;
+                loss_sum = loss_sum + self.loss(&out, &y, targets) * picks.len() as f32;
+                match targets {
+                    Targets::Classes(c) => {
+                        confusion = confusion + confusion_lazy(&out, &y, c);
+                        realize_all(&[&loss_sum, &confusion])?;
+                    }
+                    Targets::Binary => binary.add(&out, &y)?,
+                    Targets::Values => loss_sum.realize().map(|_| ())?,
+                }
             }
+            let binary = (targets == Targets::Binary).then_some(binary);
+            let confusion = match binary {
+                // Rows: true 0 and 1; columns: predicted 0 and 1.
+                Some(b) => {
+                    let counts = [
+                        b.true_negative,
+                        b.false_positive,
+                        b.false_negative,
+                        b.true_positive,
+                    ];
+                    let values: Vec<f32> = counts.iter().map(|&c| c as f32).collect();
+                    Tensor::from_slice(&self.device, &values, &[2, 2])?
+                }
+                None => confusion,
+            };
             Ok(Evaluation {
                 loss: loss_sum.item()? as f64 / data.len().max(1) as f64,
                 confusion: ConfusionMatrix::from_tensor(&confusion)?,
+                binary,
             })
         });
         self.model.set_training(was_training);
@@ -193,7 +232,11 @@ impl<'a> Trainer<'a> {
     }
 
     /// Trains for `options.epochs` epochs, validating on `validation` after each.
-    pub fn fit(&mut self, train: &Dataset, validation: Option<&Dataset>) -> Result<History> {
+    pub fn fit(
+        &mut self,
+        train: &dyn Samples,
+        validation: Option<&dyn Samples>,
+    ) -> Result<History> {
         self.check_options(train)?;
         self.sample_shape(train)?;
         if let Some(v) = validation {
@@ -239,37 +282,37 @@ impl<'a> Trainer<'a> {
                 opts.epochs
             );
         }
-        let loader = DataLoader::new(train, opts.batch_size).shuffled(opts.seed);
-        let mut step = start_epoch * loader.len();
+        let steps = train.len().div_ceil(opts.batch_size);
+        let mut step = start_epoch * steps;
+        let targets = train.targets();
         self.model.set_training(true);
         for epoch in start_epoch..opts.epochs {
             for cb in &mut self.callbacks {
                 cb.on_epoch_begin(epoch, self.optimizer);
             }
-            let bar = self.progress_bar(epoch, loader.len());
+            let bar = self.progress_bar(epoch, steps);
             let started = Instant::now();
             let mut loss_sum = Tensor::scalar(&self.device, 0.0);
             let mut hits = Tensor::scalar(&self.device, 0.0);
             let mut seen = 0usize;
             let mut last_read = Instant::now();
-            for (i, b) in loader.epoch(epoch as u64).enumerate() {
-                let (x, y) = b.to_device(&self.device)?;
+            let order = epoch_order(train.len(), Some(opts.seed), epoch as u64);
+            for (i, picks) in order.chunks(opts.batch_size).enumerate() {
+                let (x, y) = train.batch(&self.device, picks)?;
                 let out = self.model.forward(&x);
-                let loss = (self.loss)(&out, &y);
+                let loss = self.loss(&out, &y, targets);
                 let grads = loss.backward();
                 if opts.check_finite {
                     self.check_finite(&loss, &grads, step + 1)?;
                 }
-                loss_sum = no_grad(|| loss_sum.clone() + &loss * b.len() as f32);
-                hits = no_grad(|| hits.clone() + correct_lazy(&out, &y));
+                loss_sum = no_grad(|| loss_sum.clone() + &loss * picks.len() as f32);
+                hits = no_grad(|| hits.clone() + correct(&out, &y, targets));
                 self.optimizer.step_with(&grads, &[&loss_sum, &hits])?;
-                seen += b.len();
+                seen += picks.len();
                 step += 1;
                 // Reading values waits for the device, so the bar's loss is refreshed a few
                 // times a second rather than every step.
-                if !bar.is_hidden()
-                    && (last_read.elapsed().as_millis() >= 250 || i + 1 == loader.len())
-                {
+                if !bar.is_hidden() && (last_read.elapsed().as_millis() >= 250 || i + 1 == steps) {
                     let avg = loss_sum.item()? as f64 / seen as f64;
                     let rate = seen as f64 / started.elapsed().as_secs_f64();
                     bar.set_message(format!("loss {avg:.4}  {rate:.0} samples/s"));
@@ -287,17 +330,29 @@ impl<'a> Trainer<'a> {
             };
             if let Some(v) = validation {
                 let e = self.evaluate(v)?;
-                let r = e.confusion.report();
                 stats.val_loss = Some(e.loss);
-                stats.val_accuracy = Some(e.confusion.accuracy());
-                stats.val_precision = Some(r.macro_precision());
-                stats.val_recall = Some(r.macro_recall());
-                stats.val_f1 = Some(r.macro_f1());
+                match (&e.binary, v.targets()) {
+                    (Some(b), _) => {
+                        stats.val_accuracy = Some(b.accuracy());
+                        stats.val_precision = Some(b.precision());
+                        stats.val_recall = Some(b.recall());
+                        stats.val_f1 = Some(b.f1());
+                    }
+                    (None, Targets::Classes(_)) => {
+                        let r = e.confusion.report();
+                        stats.val_accuracy = Some(e.confusion.accuracy());
+                        stats.val_precision = Some(r.macro_precision());
+                        stats.val_recall = Some(r.macro_recall());
+                        stats.val_f1 = Some(r.macro_f1());
+                    }
+                    (None, _) => {}
+                }
                 history.confusion = Some(e.confusion);
             }
             stats.seconds = started.elapsed().as_secs_f64();
             if opts.verbose {
-                println!("{}", epoch_line(&stats, opts.epochs, seen));
+                let accuracy = targets != Targets::Values;
+                println!("{}", epoch_line(&stats, (opts.epochs, accuracy), seen));
             }
             history.epochs.push(stats);
             if let Some(dir) = &opts.checkpoint_dir {
@@ -414,18 +469,29 @@ impl<'a> Trainer<'a> {
     }
 }
 
-fn epoch_line(s: &EpochStats, epochs: usize, samples: usize) -> String {
-    let mut line = format!(
-        "epoch {}/{epochs}  loss {:.4}  accuracy {:.2}%",
-        s.epoch,
-        s.train_loss,
-        s.train_accuracy * 100.0
-    );
-    if let (Some(l), Some(a)) = (s.val_loss, s.val_accuracy) {
-        line.push_str(&format!(
-            "  val_loss {l:.4}  val_accuracy {:.2}%",
-            a * 100.0
-        ));
+/// The number of right predictions in a batch, lazily: the class with the largest score, or
+/// a logit's side of 0 against a 0/1 target; nothing for values.
+fn correct(out: &Tensor, y: &Tensor, targets: Targets) -> Tensor {
+    match targets {
+        Targets::Classes(_) => correct_lazy(out, y),
+        Targets::Binary => {
+            let predicted = out.gt(&out.scalar_like(0.0));
+            predicted.eq(&y.gt(&y.scalar_like(0.5))).sum_all()
+        }
+        Targets::Values => out.sum_all().mul_scalar(0.0),
+    }
+}
+
+fn epoch_line(s: &EpochStats, (epochs, accuracy): (usize, bool), samples: usize) -> String {
+    let mut line = format!("epoch {}/{epochs}  loss {:.4}", s.epoch, s.train_loss);
+    if accuracy {
+        line.push_str(&format!("  accuracy {:.2}%", s.train_accuracy * 100.0));
+    }
+    if let Some(l) = s.val_loss {
+        line.push_str(&format!("  val_loss {l:.4}"));
+    }
+    if let Some(a) = s.val_accuracy {
+        line.push_str(&format!("  val_accuracy {:.2}%", a * 100.0));
     }
     line.push_str(&format!(
         "  ({:.1} s, {:.0} samples/s)",
