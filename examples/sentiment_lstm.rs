@@ -65,6 +65,7 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         true,
         "load weights from FILE, evaluate them on the test split and exit",
     ),
+    ("quiet", false, "no progress bar"),
 ];
 
 /// Accuracy, precision, recall and F1 of `model` on `data`, in batches of 100, in
