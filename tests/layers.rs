@@ -336,3 +336,79 @@ fn bad_weight_files_are_named_errors() {
     assert!(e.contains("missing.safetensors"), "{e}");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Upsampling as PyTorch's `nn.Upsample` (nearest; bilinear with half-pixel centres and
+/// clamped edges), against a host implementation, with gradients GPU against CPU.
+#[test]
+fn upsample_nearest_and_bilinear() {
+    use wgrad::nn::{Upsample, UpsampleMode};
+    let (n, c, h, w, s) = (2, 3, 3, 4, 2);
+    let mut rng = wgrad::nn::Rng::new(3);
+    let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.range(-1.0, 1.0)).collect();
+    let host = |mode: UpsampleMode| -> Vec<f32> {
+        let src = |o: usize, size: usize| -> (usize, usize, f32) {
+            match mode {
+                UpsampleMode::Nearest => (o / s, o / s, 0.0),
+                UpsampleMode::Bilinear => {
+                    let f = ((o as f32 + 0.5) / s as f32 - 0.5).max(0.0);
+                    let i0 = (f.floor() as usize).min(size - 1);
+                    (i0, (i0 + 1).min(size - 1), f - i0 as f32)
+                }
+            }
+        };
+        let mut out = Vec::new();
+        for plane in 0..n * c {
+            for oy in 0..h * s {
+                for ox in 0..w * s {
+                    let (y0, y1, wy) = src(oy, h);
+                    let (x0, x1, wx) = src(ox, w);
+                    let at = |y: usize, xx: usize| x[plane * h * w + y * w + xx];
+                    out.push(
+                        (1.0 - wy) * ((1.0 - wx) * at(y0, x0) + wx * at(y0, x1))
+                            + wy * ((1.0 - wx) * at(y1, x0) + wx * at(y1, x1)),
+                    );
+                }
+            }
+        }
+        out
+    };
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(common::gpu());
+    for mode in [UpsampleMode::Nearest, UpsampleMode::Bilinear] {
+        let want = host(mode);
+        let mut grads = Vec::new();
+        for dev in &devices {
+            let t = Tensor::param(dev, &x, &[n, c, h, w]).unwrap();
+            let y = Upsample::new(s, mode).forward(&t);
+            assert_eq!(y.shape(), &[n, c, h * s, w * s]);
+            let got = y.to_vec().unwrap();
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - e).abs() < 1e-5,
+                    "{mode:?} on {}: element {i} is {g}, want {e}",
+                    dev.name()
+                );
+            }
+            let weights: Vec<f32> = (0..y.numel()).map(|i| (i % 7) as f32 - 3.0).collect();
+            let wt = Tensor::from_slice(dev, &weights, y.shape()).unwrap();
+            grads.push((&y * &wt).sum_all().backward().wrt(&t).to_vec().unwrap());
+        }
+        // Every input's gradient: the weights of the outputs reading it.
+        for g in &grads[1..] {
+            for (a, b) in g.iter().zip(&grads[0]) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{mode:?}: gradient {a} against the CPU's {b}"
+                );
+            }
+        }
+        if mode == UpsampleMode::Nearest {
+            // Each input pixel is read by a 2×2 block of outputs.
+            let total: f32 = grads[0].iter().sum();
+            let all: f32 = (0..n * c * h * s * w * s)
+                .map(|i| (i % 7) as f32 - 3.0)
+                .sum();
+            assert!((total - all).abs() < 1e-3);
+        }
+    }
+}

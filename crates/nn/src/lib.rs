@@ -35,6 +35,7 @@ pub mod module;
 pub mod norm;
 pub mod optim;
 pub mod recurrent;
+pub mod resample;
 pub mod rng;
 pub mod text;
 pub mod trainer;
@@ -58,6 +59,7 @@ pub use optim::{
     SgdConfig,
 };
 pub use recurrent::{Embedding, Gru, Lstm, Rnn, RnnConfig};
+pub use resample::{Upsample, UpsampleMode};
 pub use rng::Rng;
 pub use text::{Labelled, Padding, Sentiment, Sequences, Vocab};
 pub use trainer::{Evaluation, FitOptions, Trainer};
