@@ -276,3 +276,123 @@ pub fn load_with_metadata(
     }
     Ok(meta)
 }
+
+/// One tensor of a safetensors file: its name, shape and element type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The tensor's name, e.g. `lstm.weight_ih_l0`.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its element type, e.g. `F32`.
+    pub dtype: String,
+}
+
+/// The tensors of a safetensors file (weights saved by wgrad or by PyTorch), by name.
+pub fn inspect(path: impl AsRef<Path>) -> Result<Vec<TensorInfo>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        format_err(
+            path,
+            format!("not a valid safetensors file (corrupt or truncated?): {e}"),
+        )
+    })?;
+    let mut out: Vec<TensorInfo> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| TensorInfo {
+            name,
+            shape: view.shape().to_vec(),
+            dtype: format!("{:?}", view.dtype()),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// What [`load_state_dict`] matched, left out and refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Parameters and buffers of the model that were loaded.
+    pub loaded: Vec<String>,
+    /// Parameters and buffers of the model the file does not hold.
+    pub missing: Vec<String>,
+    /// Tensors of the file the model does not have (optimizer state aside).
+    pub unexpected: Vec<String>,
+    /// Names in both whose shapes or element types differ: (name, in the file, in the model).
+    pub mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+/// Loads the parameters and buffers of `model` that `path` holds by name, as PyTorch's
+/// `load_state_dict`. With `strict`, anything missing, unexpected or mismatched is an error
+/// naming it and nothing is changed; without it, what matches is loaded (e.g. a pretrained
+/// encoder into a model with a new head) and the report lists the rest.
+pub fn load_state_dict(
+    path: impl AsRef<Path>,
+    model: &dyn Module,
+    strict: bool,
+) -> Result<LoadReport> {
+    let path = path.as_ref();
+    if strict {
+        load(path, model, None)?;
+        let mut report = LoadReport::default();
+        report
+            .loaded
+            .extend(model.named_parameters().into_iter().map(|(n, _)| n));
+        report
+            .loaded
+            .extend(model.named_buffers().into_iter().map(|(n, _)| n));
+        return Ok(report);
+    }
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        format_err(
+            path,
+            format!("not a valid safetensors file (corrupt or truncated?): {e}"),
+        )
+    })?;
+    let mut report = LoadReport::default();
+    let mut fits = Vec::new();
+    let params = model.named_parameters();
+    let buffers = model.named_buffers();
+    for (name, t) in params.iter().chain(&buffers) {
+        match file.tensor(name) {
+            Err(_) => report.missing.push(name.clone()),
+            Ok(view) if view.dtype() != Dtype::F32 || view.shape() != t.shape() => report
+                .mismatched
+                .push((name.clone(), view.shape().to_vec(), t.shape().to_vec())),
+            Ok(view) => {
+                let v: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                fits.push((name.clone(), t.clone(), v));
+            }
+        }
+    }
+    let known: Vec<&str> = params
+        .iter()
+        .chain(&buffers)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    report.unexpected = file
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with(OPTIMIZER_PREFIX) && !known.contains(n))
+        .map(str::to_string)
+        .collect();
+    report.unexpected.sort();
+    let is_buffer = |n: &str| buffers.iter().any(|(b, _)| b == n);
+    for (name, t, v) in fits {
+        let value = Tensor::from_slice(t.device(), &v, t.shape())?;
+        if is_buffer(&name) {
+            model.set_buffer(&name, value);
+        } else {
+            t.assign(&value)?;
+        }
+        report.loaded.push(name);
+    }
+    Ok(report)
+}

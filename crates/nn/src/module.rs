@@ -32,6 +32,21 @@ pub trait Module {
         false
     }
 
+    /// Stops training every parameter: they get no gradient, so optimizers and the trainer
+    /// leave them as they are (transfer learning, a frozen encoder).
+    fn freeze(&self) {
+        for (_, p) in self.named_parameters() {
+            p.set_requires_grad(false);
+        }
+    }
+
+    /// Makes every parameter trainable again.
+    fn unfreeze(&self) {
+        for (_, p) in self.named_parameters() {
+            p.set_requires_grad(true);
+        }
+    }
+
     /// Trainable parameters in a fixed order.
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters()
@@ -121,14 +136,36 @@ impl Sequential {
         self.parameters().iter().map(|p| p.numel()).sum()
     }
 
-    /// One line per layer with its parameter count.
+    /// One line per layer with its parameter count (and how many are frozen), then the
+    /// totals of trainable and frozen parameters.
     pub fn summary(&self) -> String {
+        let count = |ps: &[Tensor], frozen: bool| -> usize {
+            ps.iter()
+                .filter(|p| p.requires_grad() != frozen)
+                .map(|p| p.numel())
+                .sum()
+        };
         let mut s = String::new();
         for (i, l) in self.layers.iter().enumerate() {
-            let n: usize = l.parameters().iter().map(|p| p.numel()).sum();
-            s.push_str(&format!("{i:>3}  {:<32} {n:>10} params\n", l.describe()));
+            let ps = l.parameters();
+            let (n, f) = (count(&ps, false) + count(&ps, true), count(&ps, true));
+            let frozen = if f > 0 {
+                format!(" ({f} frozen)")
+            } else {
+                String::new()
+            };
+            s.push_str(&format!(
+                "{i:>3}  {:<32} {n:>10} params{frozen}\n",
+                l.describe()
+            ));
         }
-        s.push_str(&format!("     total {:>36} params", self.num_parameters()));
+        let ps = self.parameters();
+        s.push_str(&format!(
+            "     total {:>36} params: {} trainable, {} frozen",
+            self.num_parameters(),
+            count(&ps, false),
+            count(&ps, true)
+        ));
         s
     }
 }

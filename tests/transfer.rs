@@ -1,0 +1,93 @@
+//! Transfer learning: frozen parameters stay as they are through training steps, a weights
+//! file lists its tensors, and weights load by name strictly or into a model that shares
+//! only part of them.
+
+use wgrad::nn::{io, Adam, Dense, Module, Optimizer, Rng, Sequential};
+use wgrad::Tensor;
+
+fn model(dev: &wgrad::Device, outputs: usize, seed: u64) -> Sequential {
+    let mut rng = Rng::new(seed);
+    Sequential::new()
+        .add(Dense::new(dev, 3, 4, &mut rng).unwrap())
+        .add(Dense::new(dev, 4, outputs, &mut rng).unwrap())
+}
+
+#[test]
+fn frozen_layers_stay_while_the_rest_trains() {
+    let dev = wgrad::cpu();
+    let m = model(&dev, 2, 1);
+    m.layers()[0].freeze();
+    let before: Vec<Vec<f32>> = m.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    let mut opt = Adam::new(m.parameters(), 0.1);
+    let x = Tensor::from_slice(&dev, &[0.5, -1.0, 2.0, 1.0, 0.0, -0.5], &[2, 3]).unwrap();
+    let y = Tensor::from_u32(&dev, &[1, 0], &[2]).unwrap();
+    for _ in 0..3 {
+        let loss = wgrad::cross_entropy(&m.forward(&x), &y);
+        opt.step_with(&loss.backward(), &[&loss]).unwrap();
+    }
+    let after: Vec<Vec<f32>> = m.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    assert_eq!(after[0], before[0], "a frozen weight changed");
+    assert_eq!(after[1], before[1], "a frozen bias changed");
+    assert_ne!(after[2], before[2], "a trainable weight did not change");
+    let summary = m.summary();
+    assert!(
+        summary.contains("16 frozen") && summary.contains("10 trainable, 16 frozen"),
+        "{summary}"
+    );
+    m.layers()[0].unfreeze();
+    assert!(m.parameters().iter().all(|p| p.requires_grad()));
+}
+
+#[test]
+fn weights_list_and_load_by_name_strictly_or_in_part() {
+    let dev = wgrad::cpu();
+    let dir = std::env::temp_dir().join(format!("wgrad-transfer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.safetensors");
+    let a = model(&dev, 2, 1);
+    io::save(&path, &a, None).unwrap();
+    let listed = io::inspect(&path).unwrap();
+    let names: Vec<(&str, &[usize], &str)> = listed
+        .iter()
+        .map(|t| (t.name.as_str(), &t.shape[..], t.dtype.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("0.bias", &[4][..], "F32"),
+            ("0.weight", &[3, 4][..], "F32"),
+            ("1.bias", &[2][..], "F32"),
+            ("1.weight", &[4, 2][..], "F32")
+        ]
+    );
+    // A model with a new head: strictly, an error naming the tensor; in part, the shared
+    // layer loads and the report names the rest.
+    let b = model(&dev, 5, 2);
+    let e = io::load_state_dict(&path, &b, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1.weight") || e.contains("1.bias"), "{e}");
+    let report = io::load_state_dict(&path, &b, false).unwrap();
+    assert_eq!(report.loaded, ["0.weight", "0.bias"]);
+    assert_eq!(
+        report.mismatched,
+        [
+            ("1.weight".to_string(), vec![4, 2], vec![4, 5]),
+            ("1.bias".to_string(), vec![2], vec![5])
+        ]
+    );
+    assert!(report.missing.is_empty() && report.unexpected.is_empty());
+    assert_eq!(
+        b.parameters()[0].to_vec().unwrap(),
+        a.parameters()[0].to_vec().unwrap()
+    );
+    // Strictly into an identical model: everything loads.
+    let c = model(&dev, 2, 3);
+    let report = io::load_state_dict(&path, &c, true).unwrap();
+    assert_eq!(report.loaded.len(), 4);
+    assert_eq!(
+        c.parameters()[3].to_vec().unwrap(),
+        a.parameters()[3].to_vec().unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
