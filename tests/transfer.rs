@@ -91,3 +91,28 @@ fn weights_list_and_load_by_name_strictly_or_in_part() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sequential_layers_are_indexed_replaced_removed_and_sliced() {
+    let dev = wgrad::cpu();
+    let mut m = model(&dev, 2, 1);
+    m.push(wgrad::nn::Activation::Relu);
+    assert_eq!(m.len(), 3);
+    assert_eq!(m.get(1).unwrap().describe(), "Dense(4 -> 2)");
+    assert!(m.get(3).is_none());
+    let old = m
+        .replace(1, Dense::new(&dev, 4, 7, &mut Rng::new(5)).unwrap())
+        .unwrap();
+    assert_eq!(old.describe(), "Dense(4 -> 2)");
+    let x = Tensor::from_slice(&dev, &[1.0, 2.0, 3.0], &[1, 3]).unwrap();
+    assert_eq!(m.forward(&x).shape(), &[1, 7]);
+    assert!(m
+        .replace(9, Dense::new(&dev, 1, 1, &mut Rng::new(5)).unwrap())
+        .is_err());
+    let relu = m.remove(2).unwrap();
+    assert_eq!(relu.describe(), "Relu");
+    let rest = m.truncate_to(0..1).unwrap();
+    assert_eq!((m.len(), rest.len()), (1, 1));
+    assert_eq!(m.forward(&x).shape(), &[1, 4]);
+    assert!(m.truncate_to(0..5).is_err() && m.remove(3).is_err());
+}

@@ -114,6 +114,58 @@ impl Sequential {
         &self.layers
     }
 
+    /// Layer `i`, as PyTorch's `model[i]`; None past the end.
+    pub fn get(&self, i: usize) -> Option<&dyn Module> {
+        self.layers.get(i).map(|l| &**l)
+    }
+
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// True without layers.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Replaces layer `i` (e.g. a new head for another task) and returns the old one; an
+    /// [`Error::Data`] past the end.
+    pub fn replace(&mut self, i: usize, layer: impl Module + 'static) -> Result<Box<dyn Module>> {
+        let len = self.layers.len();
+        let slot = self
+            .layers
+            .get_mut(i)
+            .ok_or_else(|| Error::Data(format!("Sequential::replace: layer {i} of {len}")))?;
+        Ok(std::mem::replace(slot, Box::new(layer)))
+    }
+
+    /// Removes layer `i` and returns it; an [`Error::Data`] past the end.
+    pub fn remove(&mut self, i: usize) -> Result<Box<dyn Module>> {
+        if i >= self.layers.len() {
+            return Err(Error::Data(format!(
+                "Sequential::remove: layer {i} of {}",
+                self.layers.len()
+            )));
+        }
+        Ok(self.layers.remove(i))
+    }
+
+    /// Keeps only the layers in `range` (e.g. `0..3`, a trained network's feature extractor)
+    /// and returns the others; an [`Error::Data`] when the range is past the end.
+    pub fn truncate_to(&mut self, range: std::ops::Range<usize>) -> Result<Vec<Box<dyn Module>>> {
+        if range.start > range.end || range.end > self.layers.len() {
+            return Err(Error::Data(format!(
+                "Sequential::truncate_to: layers {range:?} of {}",
+                self.layers.len()
+            )));
+        }
+        let mut rest: Vec<Box<dyn Module>> = self.layers.drain(range.end..).collect();
+        let head: Vec<Box<dyn Module>> = self.layers.drain(..range.start).collect();
+        rest.splice(0..0, head);
+        Ok(rest)
+    }
+
     /// Training mode: dropout active.
     pub fn train(&self) {
         self.set_training(true);
