@@ -312,3 +312,28 @@ fn scatter_add_past_the_loop_bound() {
         );
     }
 }
+
+/// Normal samples: the same bits on every backend, mean 0 and variance 1, seeds apart.
+#[test]
+fn randn_gives_the_same_normal_samples_everywhere() {
+    let cpu = wgrad::cpu();
+    let n = 200_000;
+    let want = Tensor::randn(&cpu, &[n], 11).to_vec().unwrap();
+    if let Some(dev) = gpu() {
+        let got = Tensor::randn(&dev, &[n], 11).to_vec().unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&got) == bits(&want), "randn differs between backends");
+    }
+    let mean = want.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let var = want.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    assert!(
+        mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+        "mean {mean}, variance {var}"
+    );
+    assert!(want.iter().all(|v| v.abs() <= 6.0));
+    // Within one standard deviation: 68.3 % for N(0, 1).
+    let inside = want.iter().filter(|v| v.abs() < 1.0).count() as f64 / n as f64;
+    assert!((inside - 0.683).abs() < 0.01, "{inside}");
+    let other = Tensor::randn(&cpu, &[n], 12).to_vec().unwrap();
+    assert!(other.iter().zip(&want).filter(|(a, b)| a == b).count() < n / 100);
+}

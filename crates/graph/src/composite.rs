@@ -1,5 +1,6 @@
 //! Composite ops: methods built from primitives. They need no kernel and no backward rule.
 
+use crate::device::Device;
 use crate::op::DType;
 use crate::tensor::Tensor;
 
@@ -85,4 +86,30 @@ pub fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> Tensor {
     );
     let softplus = logits.abs().neg().exp().add_scalar(1.0).log();
     (logits.relu() - logits * targets + softplus).mean_all()
+}
+
+impl Tensor {
+    /// Samples of N(0, 1) drawn from `seed`, with the same bits on every backend: the
+    /// Irwin–Hall approximation, the sum of 12 uniforms minus 6 (mean 0, variance 1, tails
+    /// cut at ±6). Each uniform is cut to 20 bits first, so every sum is exact in `f32`,
+    /// whatever order a device adds in.
+    #[track_caller]
+    pub fn randn(device: &Device, shape: &[usize], seed: u64) -> Tensor {
+        const BITS: f32 = (1u32 << 20) as f32;
+        crate::tensor::no_grad(|| {
+            let mut sum: Option<Tensor> = None;
+            for k in 0..12u64 {
+                let stream = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(k + 1);
+                let u = Tensor::rand(device, shape, stream).mul_scalar(BITS);
+                // Truncation by a round trip through u32: exact for these values.
+                let whole = u.cast(DType::U32).cast(DType::F32);
+                sum = Some(match sum {
+                    Some(s) => s + whole,
+                    None => whole,
+                });
+            }
+            let sum = sum.expect("twelve terms");
+            sum.mul_scalar(1.0 / BITS).add_scalar(-6.0)
+        })
+    }
 }
