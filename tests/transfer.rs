@@ -116,3 +116,17 @@ fn sequential_layers_are_indexed_replaced_removed_and_sliced() {
     assert_eq!(m.forward(&x).shape(), &[1, 4]);
     assert!(m.truncate_to(0..5).is_err() && m.remove(3).is_err());
 }
+
+#[test]
+fn unflatten_splits_an_axis_and_checks_it() {
+    use wgrad::nn::Unflatten;
+    let dev = wgrad::cpu();
+    let x = Tensor::from_slice(&dev, &[0.0; 2 * 12], &[2, 12]).unwrap();
+    let u = Unflatten::new(1, &[3, 2, 2]);
+    assert_eq!(u.forward(&x).shape(), &[2, 3, 2, 2]);
+    assert_eq!(u.output_shape(&[5, 12]).unwrap(), [5, 3, 2, 2]);
+    let e = wgrad::nn::check_input(&u, &[2, 10])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not split"), "{e}");
+}

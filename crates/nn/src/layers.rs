@@ -164,6 +164,54 @@ impl Module for Flatten {
     }
 }
 
+/// Splits axis `dim` into `sizes` (PyTorch's `nn.Unflatten`), e.g. a decoder's `[n, 784]`
+/// into images `[n, 1, 28, 28]` with `Unflatten::new(1, &[1, 28, 28])`.
+#[derive(Clone, Debug)]
+pub struct Unflatten {
+    dim: usize,
+    sizes: Vec<usize>,
+}
+
+impl Unflatten {
+    /// Splits axis `dim` into `sizes`.
+    pub fn new(dim: usize, sizes: &[usize]) -> Unflatten {
+        Unflatten {
+            dim,
+            sizes: sizes.to_vec(),
+        }
+    }
+}
+
+impl Module for Unflatten {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self.output_shape(x.shape()) {
+            Ok(shape) => x.reshape(&shape),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("Unflatten({}, {:?})", self.dim, self.sizes)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        let product: usize = self.sizes.iter().product();
+        match input.get(self.dim) {
+            Some(&n) if n == product => {
+                let mut out = input[..self.dim].to_vec();
+                out.extend(&self.sizes);
+                out.extend(&input[self.dim + 1..]);
+                Ok(out)
+            }
+            _ => Err(format!(
+                "Unflatten: axis {} of {input:?} does not split into {:?}",
+                self.dim, self.sizes
+            )),
+        }
+    }
+}
+
 /// Zeroes each element with probability `p` during training and scales the rest by
 /// `1/(1-p)`; the identity in evaluation mode. Masks are drawn on the device from the seed and
 /// the number of calls so far, which is saved with the model so a resumed run draws the same

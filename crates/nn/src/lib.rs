@@ -49,7 +49,7 @@ pub use conv::{AvgPool2d, Conv2d, ConvConfig, ConvTranspose2d, GlobalAvgPool2d, 
 pub use data::{Batch, DataLoader, Dataset, Mnist, Samples, Targets};
 pub use history::{EpochStats, History};
 pub use init::Init;
-pub use layers::{Activation, Dense, DenseConfig, Dropout, Flatten};
+pub use layers::{Activation, Dense, DenseConfig, Dropout, Flatten, Unflatten};
 pub use metrics::{BinaryCounts, ClassReport, ConfusionMatrix};
 pub use module::check_input;
 pub use module::{Module, Sequential};
