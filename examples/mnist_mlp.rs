@@ -6,7 +6,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use wgrad::nn::{Activation, Dense, Dropout, Flatten, Mnist, Rng, Sequential};
+use wgrad::nn::Mnist;
 use wgrad::Result;
 
 fn run() -> Result<()> {
@@ -15,14 +15,7 @@ fn run() -> Result<()> {
     let data = Mnist::load(args.path("data", common::DEFAULT_DATA))?;
     let dev = wgrad::default_device();
     println!("device: {}", dev.name());
-    let seed: u64 = args.get("seed", 0);
-    let mut rng = Rng::new(seed);
-    let model = Sequential::new()
-        .add(Flatten)
-        .add(Dense::new(&dev, data.train.features(), 128, &mut rng)?)
-        .add(Activation::Relu)
-        .add(Dropout::new(0.2, seed ^ 0xd0))
-        .add(Dense::new(&dev, 128, 10, &mut rng)?);
+    let model = wgrad::nn::models::mnist_mlp(&dev, data.train.features(), args.get("seed", 0))?;
     println!("{}", model.summary());
     common::train_mnist(&args, &model, &dev, &data, "mnist_mlp.safetensors")
 }

@@ -130,3 +130,16 @@ fn unflatten_splits_an_axis_and_checks_it() {
         .to_string();
     assert!(e.contains("does not split"), "{e}");
 }
+
+#[test]
+fn the_library_builds_the_source_materials_models() {
+    let dev = wgrad::cpu();
+    let cnn = wgrad::nn::models::mnist_cnn(&dev, 0).unwrap();
+    // 320 + 18,496 + 36,928 (convolutions) + 36,928 + 650 (dense).
+    assert_eq!(cnn.num_parameters(), 93_322);
+    let x = Tensor::from_slice(&dev, &vec![0.5; 2 * 784], &[2, 1, 28, 28]).unwrap();
+    assert_eq!(cnn.forward(&x).shape(), &[2, 10]);
+    let mlp = wgrad::nn::models::mnist_mlp(&dev, 784, 0).unwrap();
+    assert_eq!(mlp.num_parameters(), 784 * 128 + 128 + 128 * 10 + 10);
+    assert_eq!(mlp.forward(&x).shape(), &[2, 10]);
+}

@@ -6,29 +6,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use wgrad::nn::{
-    io, Activation, Adam, Conv2d, ConvConfig, Dense, EarlyStopping, FitOptions, Flatten,
-    LrSchedule, MaxPool2d, Mnist, Module, Optimizer, Rng, Sequential, Trainer,
+    io, Adam, EarlyStopping, FitOptions, LrSchedule, Mnist, Module, Optimizer, Sequential, Trainer,
 };
 use wgrad::{Device, Result};
 
-/// The MNIST CNN: Conv(32, 3×3, relu) → MaxPool 2×2 → Conv(64, 3×3, relu) → MaxPool 2×2 →
-/// Conv(64, 3×3, relu) → Flatten → Dense(64, relu) → Dense(10), weights drawn from `seed`.
+/// The MNIST CNN (`nn::models::mnist_cnn`), weights drawn from `seed`.
 pub fn mnist_cnn_model(dev: &Device, seed: u64) -> Result<Sequential> {
-    let mut rng = Rng::new(seed);
-    let conv = |i, o, rng: &mut Rng| Conv2d::new(dev, i, o, [3, 3], rng, ConvConfig::default());
-    Ok(Sequential::new()
-        .add(conv(1, 32, &mut rng)?)
-        .add(Activation::Relu)
-        .add(MaxPool2d::new(2))
-        .add(conv(32, 64, &mut rng)?)
-        .add(Activation::Relu)
-        .add(MaxPool2d::new(2))
-        .add(conv(64, 64, &mut rng)?)
-        .add(Activation::Relu)
-        .add(Flatten)
-        .add(Dense::new(dev, 64 * 3 * 3, 64, &mut rng)?)
-        .add(Activation::Relu)
-        .add(Dense::new(dev, 64, 10, &mut rng)?))
+    wgrad::nn::models::mnist_cnn(dev, seed)
 }
 
 /// `--key value` options and `--flag` switches, with defaults and a usage line.

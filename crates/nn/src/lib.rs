@@ -31,6 +31,7 @@ pub mod init;
 pub mod io;
 pub mod layers;
 pub mod metrics;
+pub mod models;
 pub mod module;
 pub mod norm;
 pub mod optim;
