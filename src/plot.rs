@@ -129,3 +129,42 @@ pub fn save_history_png(history: &History, path: impl AsRef<Path>) -> Result<()>
     };
     draw().map_err(|e| plot_err(path, e))
 }
+
+/// Greyscale images (values in `[0, 1]`, each `height × width`, row-major) as a PNG grid of
+/// `rows` rows, each image drawn `zoom` times larger with a 2-pixel white gap: e.g. test
+/// digits in the first row and their reconstructions in the second.
+pub fn save_image_grid(
+    images: &[Vec<f32>],
+    (height, width): (usize, usize),
+    rows: usize,
+    zoom: usize,
+    path: impl AsRef<Path>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let cols = images.len().div_ceil(rows.max(1));
+    let (cell_w, cell_h) = (width * zoom + 2, height * zoom + 2);
+    let size = ((cols * cell_w + 2) as u32, (rows * cell_h + 2) as u32);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        for (k, image) in images.iter().enumerate() {
+            let (x0, y0) = (2 + (k % cols) * cell_w, 2 + (k / cols) * cell_h);
+            for (i, &v) in image.iter().enumerate().take(height * width) {
+                // Ink dark on white, as digits are read.
+                let level = (255.0 * (1.0 - v.clamp(0.0, 1.0))).round() as u8;
+                let (px, py) = (x0 + (i % width) * zoom, y0 + (i / width) * zoom);
+                let colour = RGBColor(level, level, level);
+                root.draw(&Rectangle::new(
+                    [
+                        (px as i32, py as i32),
+                        ((px + zoom) as i32, (py + zoom) as i32),
+                    ],
+                    colour.filled(),
+                ))?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| plot_err(path, e))
+}

@@ -143,3 +143,31 @@ fn the_library_builds_the_source_materials_models() {
     assert_eq!(mlp.num_parameters(), 784 * 128 + 128 + 128 * 10 + 10);
     assert_eq!(mlp.forward(&x).shape(), &[2, 10]);
 }
+
+/// Autoencoder data (images as their own targets) and the PNG grid of images.
+#[test]
+fn reconstruction_data_and_image_grids() {
+    use wgrad::nn::{Dataset, Reconstruct, Samples, Targets};
+    let dev = wgrad::cpu();
+    let data = Dataset {
+        images: (0..3 * 4).map(|i| i as f32 / 12.0).collect(),
+        labels: vec![0, 1, 0],
+        sample_shape: vec![1, 2, 2],
+        classes: 2,
+    };
+    let r = Reconstruct(&data);
+    assert_eq!((r.len(), r.targets()), (3, Targets::Values));
+    let (x, y) = r.batch(&dev, &[2, 0]).unwrap();
+    assert_eq!(x.shape(), &[2, 1, 2, 2]);
+    assert_eq!(x.to_vec().unwrap(), y.to_vec().unwrap());
+    assert_eq!(x.to_vec().unwrap()[..4], data.images[8..12]);
+    let path = std::env::temp_dir().join(format!("wgrad-grid-{}.png", std::process::id()));
+    let images = vec![vec![0.0; 4], vec![1.0; 4], vec![0.5; 4]];
+    wgrad::plot::save_image_grid(&images, (2, 2), 1, 3, &path).unwrap();
+    let png = std::fs::read(&path).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    // Width and height from the IHDR chunk: 3 cells of 2·3 + 2 pixels, plus the border.
+    let dim = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((dim(16), dim(20)), (3 * 8 + 2, 8 + 2));
+    std::fs::remove_file(&path).unwrap();
+}

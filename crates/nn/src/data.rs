@@ -445,6 +445,33 @@ impl Samples for Dataset {
     }
 }
 
+/// A dataset's images as both inputs and targets, to train an autoencoder: `Targets::Values`
+/// (mean squared error by default).
+pub struct Reconstruct<'a>(pub &'a Dataset);
+
+impl Samples for Reconstruct<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn batch(&self, device: &Device, picks: &[usize]) -> Result<(Tensor, Tensor)> {
+        let (x, _) = Samples::batch(self.0, device, picks)?;
+        Ok((x.clone(), x))
+    }
+
+    fn targets(&self) -> Targets {
+        Targets::Values
+    }
+
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        Some(self.0.sample_shape.clone())
+    }
+
+    fn check(&self, _outputs: Option<usize>) -> Result<()> {
+        self.0.validate()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

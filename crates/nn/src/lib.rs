@@ -47,7 +47,7 @@ pub use attention::{
 };
 pub use callbacks::{Callback, Control, EarlyStopping, LrSchedule};
 pub use conv::{AvgPool2d, Conv2d, ConvConfig, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d};
-pub use data::{Batch, DataLoader, Dataset, Mnist, Samples, Targets};
+pub use data::{Batch, DataLoader, Dataset, Mnist, Reconstruct, Samples, Targets};
 pub use history::{EpochStats, History};
 pub use init::Init;
 pub use layers::{Activation, Dense, DenseConfig, Dropout, Flatten, Unflatten};
