@@ -427,3 +427,60 @@ fn learned_positions_add_their_first_rows_and_learn() {
     let g = y.sum_all().backward().wrt(&pos.weight).to_vec().unwrap();
     assert_eq!(g, [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
 }
+
+/// Masks per (batch · head), as PyTorch's `attn_mask` takes them, line up with the heads; and
+/// an encoder layer's dropout counters are saved with the model.
+#[test]
+fn per_head_masks_and_dropout_counters() {
+    let dev = wgrad::cpu();
+    let (batch, seq, e, heads) = (2, 3, 4, 2);
+    let mha = MultiheadAttention::new(&dev, e, heads, true, &mut Rng::new(1)).unwrap();
+    let x = Tensor::from_slice(&dev, &values(batch * seq * e, 2), &[batch, seq, e]).unwrap();
+    let two_d = values(seq * seq, 3);
+    let flat = Tensor::from_slice(&dev, &two_d, &[seq, seq]).unwrap();
+    let repeated: Vec<f32> = (0..batch * heads).flat_map(|_| two_d.clone()).collect();
+    let per_head = Tensor::from_slice(&dev, &repeated, &[batch * heads, seq, seq]).unwrap();
+    let a = mha.attend(
+        &x,
+        &x,
+        &x,
+        AttentionMask {
+            additive: Some(&flat),
+            ..Default::default()
+        },
+    );
+    let b = mha.attend(
+        &x,
+        &x,
+        &x,
+        AttentionMask {
+            additive: Some(&per_head),
+            ..Default::default()
+        },
+    );
+    close(
+        "a per-head mask",
+        &b.to_vec().unwrap(),
+        &f64s(&a.to_vec().unwrap()),
+        1e-6,
+    );
+    let layer = TransformerEncoderLayer::new(
+        &dev,
+        e,
+        heads,
+        EncoderConfig {
+            batch_first: true,
+            ..Default::default()
+        },
+        &mut Rng::new(2),
+    )
+    .unwrap();
+    let _ = layer.forward(&x).to_vec().unwrap();
+    let counters = layer.named_counters();
+    assert_eq!(counters.len(), 4, "{counters:?}");
+    assert!(counters.iter().all(|(_, v)| *v == 1), "{counters:?}");
+    assert!(layer.set_counter("dropout3.calls", 7));
+    assert!(layer
+        .named_counters()
+        .contains(&("dropout3.calls".to_string(), 7)));
+}

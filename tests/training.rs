@@ -429,3 +429,22 @@ fn binary_metrics_count_on_every_backend() {
         assert!((counts.f1() - 2.0 / 3.0).abs() < 1e-12);
     }
 }
+
+#[test]
+fn binary_counts_read_column_logits_and_refuse_other_counts() {
+    let dev = wgrad::cpu();
+    let logits = Tensor::from_slice(&dev, &[2.0, -1.0, 0.5], &[3, 1]).unwrap();
+    let targets = Tensor::from_slice(&dev, &[1.0, 1.0, 0.0], &[3]).unwrap();
+    let mut counts = wgrad::nn::BinaryCounts::default();
+    counts.add(&logits, &targets).unwrap();
+    assert_eq!(
+        (
+            counts.true_positive,
+            counts.false_negative,
+            counts.false_positive
+        ),
+        (1, 1, 1)
+    );
+    let wrong = Tensor::from_slice(&dev, &[2.0, -1.0], &[2]).unwrap();
+    assert!(counts.add(&wrong, &targets).is_err());
+}

@@ -240,6 +240,14 @@ impl Context {
         )
     }
 
+    /// Whether wgpu reported an error not yet taken (without taking it).
+    pub(crate) fn has_error(&self) -> bool {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// The error wgpu reported since the last call, if any.
     pub fn take_error(&self) -> Option<String> {
         self.errors.lock().unwrap_or_else(|p| p.into_inner()).take()

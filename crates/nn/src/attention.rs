@@ -45,6 +45,16 @@ pub fn scaled_dot_product_attention(
     v: &Tensor,
     mask: AttentionMask<'_>,
 ) -> Tensor {
+    attention((q, k, v), mask, None)
+}
+
+/// [`scaled_dot_product_attention`], with `drop` applied to the attention weights.
+#[track_caller]
+fn attention(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    mask: AttentionMask<'_>,
+    drop: Option<&Dropout>,
+) -> Tensor {
     let d = *q.shape().last().expect("q has axes");
     let mut scores = q
         .matmul_t(k, false, true)
@@ -77,7 +87,11 @@ pub fn scaled_dot_product_attention(
         let keep = pad.scalar_like(1.0) - pad;
         scores = masked(&scores, &keep.reshape(&shape));
     }
-    scores.softmax(-1).matmul(v)
+    let weights = scores.softmax(-1);
+    match drop {
+        Some(d) => d.forward(&weights).matmul(v),
+        None => weights.matmul(v),
+    }
 }
 
 /// A linear map in PyTorch's layout: `weight` `[out, in]`, `y = x·weightᵀ + bias`.
@@ -123,6 +137,8 @@ pub struct MultiheadAttention {
     embed: usize,
     heads: usize,
     batch_first: bool,
+    /// Dropout on the attention weights while training (PyTorch's `dropout`).
+    drop: Option<Dropout>,
 }
 
 impl MultiheadAttention {
@@ -153,7 +169,20 @@ impl MultiheadAttention {
             embed,
             heads,
             batch_first,
+            drop: None,
         })
+    }
+
+    /// Drops attention weights with probability `p` while training, masks drawn from `seed`
+    /// (PyTorch's `dropout` argument).
+    pub fn with_dropout(mut self, p: f32, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Data(format!(
+                "MultiheadAttention: dropout {p} is not in [0, 1)"
+            )));
+        }
+        self.drop = (p > 0.0).then(|| Dropout::new(p, seed));
+        Ok(self)
     }
 
     /// Attention of `query` over `key` and `value`, with `mask`.
@@ -184,9 +213,23 @@ impl MultiheadAttention {
                 .reshape(&[batch, seq, h, d])
                 .permute(&[0, 2, 1, 3])
         };
-        let (batch, nq) = (q.shape()[0], q.shape()[1]);
-        let out =
-            scaled_dot_product_attention(&project(&q, 0), &project(&k, 1), &project(&v, 2), mask);
+        let (batch, nq, nk) = (q.shape()[0], q.shape()[1], k.shape()[1]);
+        // Masks given per (batch · head), as PyTorch takes them, lined up with the scores
+        // [batch, heads, queries, keys].
+        let per_head = |m: Option<&Tensor>| {
+            m.map(|t| match t.shape().len() {
+                3 => t.reshape(&[batch, h, nq, nk]),
+                _ => t.clone(),
+            })
+        };
+        let (additive, allowed) = (per_head(mask.additive), per_head(mask.allowed));
+        let mask = AttentionMask {
+            additive: additive.as_ref(),
+            allowed: allowed.as_ref(),
+            ..mask
+        };
+        let qkv = (&project(&q, 0), &project(&k, 1), &project(&v, 2));
+        let out = attention(qkv, mask, self.drop.as_ref());
         let out = out.permute(&[0, 2, 1, 3]).reshape(&[batch, nq, e]);
         let out = self.out_proj.forward(&out);
         if self.batch_first {
@@ -280,9 +323,13 @@ impl TransformerEncoderLayer {
                 config.dropout
             )));
         }
-        let drop = |k: u64| Dropout::new(config.dropout, config.seed.wrapping_add(k));
+        // Mixed with a draw of `rng`, so that layers built from one config drop independently.
+        let seed = config.seed ^ rng.next_u64();
+        let drop = |k: u64| Dropout::new(config.dropout, seed.wrapping_add(k));
+        let attention = MultiheadAttention::new(device, d_model, heads, config.batch_first, rng)?
+            .with_dropout(config.dropout, seed)?;
         Ok(TransformerEncoderLayer {
-            self_attn: MultiheadAttention::new(device, d_model, heads, config.batch_first, rng)?,
+            self_attn: attention,
             linear1: Linear::new(device, d_model, config.dim_feedforward, rng)?,
             linear2: Linear::new(device, config.dim_feedforward, d_model, rng)?,
             norm1: LayerNorm::new(device, &[d_model], norm)?,
@@ -336,7 +383,31 @@ impl Module for TransformerEncoderLayer {
 
     fn set_training(&self, training: bool) {
         self.training.set(training);
-        self.drops.iter().for_each(|d| d.set_training(training));
+        let all = self.drops.iter().chain(&self.self_attn.drop);
+        all.for_each(|d| d.set_training(training));
+    }
+
+    fn named_counters(&self) -> Vec<(String, u64)> {
+        let all = self.drops.iter().chain(&self.self_attn.drop).enumerate();
+        all.flat_map(|(i, d)| {
+            let counters = d.named_counters().into_iter();
+            counters.map(move |(n, v)| (format!("dropout{i}.{n}"), v))
+        })
+        .collect()
+    }
+
+    fn set_counter(&self, name: &str, value: u64) -> bool {
+        let Some((head, rest)) = name.split_once('.') else {
+            return false;
+        };
+        let index = head
+            .strip_prefix("dropout")
+            .and_then(|i| i.parse::<usize>().ok());
+        let mut all = self.drops.iter().chain(&self.self_attn.drop);
+        match index.and_then(|i| all.nth(i)) {
+            Some(d) => d.set_counter(rest, value),
+            None => false,
+        }
     }
 
     fn is_training(&self) -> bool {

@@ -218,9 +218,17 @@ pub struct BinaryCounts {
 }
 
 impl BinaryCounts {
-    /// Adds the predictions `logits` (any shape) against `targets` (the same shape, 0 or 1),
-    /// counted on the device; four numbers are read back.
+    /// Adds the predictions `logits` against `targets` (0 or 1, as many as the logits; `[n, 1]`
+    /// logits are read as `[n]`), counted on the device; four numbers are read back.
     pub fn add(&mut self, logits: &Tensor, targets: &Tensor) -> Result<()> {
+        if logits.numel() != targets.numel() {
+            return Err(wgrad_graph::Error::Data(format!(
+                "binary counts: {:?} logits for {:?} targets",
+                logits.shape(),
+                targets.shape()
+            )));
+        }
+        let logits = logits.reshape(targets.shape());
         let predicted = logits.gt(&logits.scalar_like(0.0));
         let truth = targets.gt(&targets.scalar_like(0.5));
         let count = |a: &Tensor, b: &Tensor| (a * b).sum_all().reshape(&[1]);

@@ -35,6 +35,12 @@ impl Embedding {
         padding_idx: Option<usize>,
         rng: &mut Rng,
     ) -> Result<Embedding> {
+        // Ids are compared with padding_idx as f32, exact below 2^24.
+        if num > 1 << 24 && padding_idx.is_some() {
+            return Err(Error::Data(format!(
+                "Embedding: padding_idx needs at most 2^24 rows, got {num}"
+            )));
+        }
         if let Some(p) = padding_idx.filter(|&p| p >= num) {
             return Err(Error::Data(format!(
                 "Embedding: padding_idx {p} is past the {num} rows"
@@ -197,8 +203,10 @@ impl Recurrent {
                 });
             }
         }
+        // Mixed with a draw of `rng`, so that layers built from one config drop independently.
+        let seed = config.seed ^ rng.next_u64();
         let between = (config.dropout > 0.0 && config.num_layers > 1)
-            .then(|| Dropout::new(config.dropout, config.seed));
+            .then(|| Dropout::new(config.dropout, seed));
         Ok(Recurrent {
             kind,
             cells,
@@ -552,6 +560,18 @@ macro_rules! recurrent_module {
             }
             fn set_training(&self, training: bool) {
                 self.0.set_training(training)
+            }
+            fn named_counters(&self) -> Vec<(String, u64)> {
+                let drop = self.0.between.iter();
+                drop.flat_map(|d| d.named_counters())
+                    .map(|(n, v)| (format!("dropout.{n}"), v))
+                    .collect()
+            }
+            fn set_counter(&self, name: &str, value: u64) -> bool {
+                match (name.strip_prefix("dropout."), &self.0.between) {
+                    (Some(n), Some(d)) => d.set_counter(n, value),
+                    _ => false,
+                }
             }
             fn is_training(&self) -> bool {
                 self.0.training.get()

@@ -33,7 +33,8 @@ impl Vocab {
     pub const UNK: u32 = 1;
 
     /// The vocabulary of `texts` (already tokenized): tokens seen at least `min_count` times,
-    /// at most `max_vocab` ids in all (padding and unknown included) when given.
+    /// at most `max_vocab` ids in all (padding and unknown included, so never fewer than 2)
+    /// when given.
     pub fn build<'a>(
         texts: impl IntoIterator<Item = &'a [String]>,
         min_count: usize,
@@ -185,7 +186,8 @@ pub struct Sentiment {
 
 impl Sentiment {
     /// Reads `dir`: either files `*_labelled.txt` of `text<TAB>label` lines (the bundled
-    /// layout; in each file, line i is a test text when i % 5 == 4, else a training text),
+    /// layout; in each file, the i-th labelled line, blank lines not counted, is a test text
+    /// when i % 5 == 4, else a training text),
     /// or the `aclImdb` layout (`train/pos/*.txt`, `train/neg/*.txt`, `test/...`).
     pub fn load(dir: impl AsRef<Path>) -> Result<Sentiment> {
         let dir = dir.as_ref();

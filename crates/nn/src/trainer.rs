@@ -195,14 +195,17 @@ impl<'a> Trainer<'a> {
             let order = epoch_order(data.len(), None, 0);
             for picks in order.chunks(500) {
                 let (x, y) = data.batch(&self.device, picks)?;
-                let out = self.model.forward(&x);
+                let out = fit_to_targets(self.model.forward(&x), &y, targets)?;
                 loss_sum = loss_sum + self.loss(&out, &y, targets) * picks.len() as f32;
                 match targets {
                     Targets::Classes(c) => {
                         confusion = confusion + confusion_lazy(&out, &y, c);
                         realize_all(&[&loss_sum, &confusion])?;
                     }
-                    Targets::Binary => binary.add(&out, &y)?,
+                    Targets::Binary => {
+                        loss_sum.realize()?;
+                        binary.add(&out, &y)?;
+                    }
                     Targets::Values => loss_sum.realize().map(|_| ())?,
                 }
             }
@@ -299,7 +302,7 @@ impl<'a> Trainer<'a> {
             let order = epoch_order(train.len(), Some(opts.seed), epoch as u64);
             for (i, picks) in order.chunks(opts.batch_size).enumerate() {
                 let (x, y) = train.batch(&self.device, picks)?;
-                let out = self.model.forward(&x);
+                let out = fit_to_targets(self.model.forward(&x), &y, targets)?;
                 let loss = self.loss(&out, &y, targets);
                 let grads = loss.backward();
                 if opts.check_finite {
@@ -478,8 +481,25 @@ fn correct(out: &Tensor, y: &Tensor, targets: Targets) -> Tensor {
             let predicted = out.gt(&out.scalar_like(0.0));
             predicted.eq(&y.gt(&y.scalar_like(0.5))).sum_all()
         }
-        Targets::Values => out.sum_all().mul_scalar(0.0),
+        Targets::Values => Tensor::scalar(out.device(), 0.0),
     }
+}
+
+/// A binary classifier's logits in its targets' shape: `[n, 1]` against `[n]` is read as
+/// `[n]`; a count that differs is an error naming both shapes. Other outputs as they are.
+fn fit_to_targets(out: Tensor, y: &Tensor, targets: Targets) -> Result<Tensor> {
+    if targets != Targets::Binary || out.shape() == y.shape() {
+        return Ok(out);
+    }
+    if out.numel() != y.numel() {
+        return Err(Error::Data(format!(
+            "the model gives {:?} for binary targets {:?}; a binary classifier gives one \
+             logit per target",
+            out.shape(),
+            y.shape()
+        )));
+    }
+    Ok(out.reshape(y.shape()))
 }
 
 fn epoch_line(s: &EpochStats, (epochs, accuracy): (usize, bool), samples: usize) -> String {

@@ -319,8 +319,7 @@ fn choose(rec: &Recorder, params: &MatmulParams, strided: bool) -> Plan {
             .expect("a known choice is a candidate"),
         Choice::Rule => plans[0],
         Choice::Measure(left) => match measure(rec, params, strided, &plans, left) {
-            Ok((best, times)) => {
-                let spent: Duration = times.iter().map(|t| t.1).sum();
+            Ok((best, times, spent)) => {
                 tuning.keep(&key, best.name(), spent);
                 log::info!(
                     target: "wgrad::tune",
@@ -363,8 +362,8 @@ fn batch_count(params: &MatmulParams) -> usize {
 }
 
 /// Times each plan on scratch operands of `params`' shape, on a recorder of its own: one run
-/// to compile and warm up, then two timed. The best plan, and per plan (plan, time spent on
-/// it, time per run); or the time spent, and whether the plans would take more than the
+/// to warm up (pipelines compiled before), then two timed. The best plan, per plan (plan,
+/// time spent on it, time per run) and the time spent in all; or the time spent, and whether the plans would take more than the
 /// whole [`BUDGET`] (else only more than `left`, or the scratch or a run failed).
 #[allow(clippy::type_complexity)]
 fn measure(
@@ -373,7 +372,7 @@ fn measure(
     strided: bool,
     plans: &[Plan],
     left: Duration,
-) -> std::result::Result<(Plan, Vec<(Plan, Duration, Duration)>), (Duration, bool)> {
+) -> std::result::Result<(Plan, Vec<(Plan, Duration, Duration)>, Duration), (Duration, bool)> {
     let start = Instant::now();
     let trial = Recorder::new(
         rec.ctx().clone(),
@@ -404,6 +403,20 @@ fn measure(
     let operands = (ids[0], ids[1], ids[2]);
     let ctx = rec.ctx();
     let wait = || ctx.device.poll(wgpu::PollType::wait_indefinitely()).is_ok();
+    // An error of the caller's own work stays for the caller's next flush to report.
+    if ctx.has_error() {
+        return Err((start.elapsed(), false));
+    }
+    // Pipelines compiled before anything is timed: a warm-up then times the kernels alone.
+    ctx.scoped(|| {
+        for &plan in plans {
+            match plan {
+                Plan::Kernel(entry) => drop(ctx.pipeline(entry)),
+                Plan::Windows if strided => drop(ctx.pipeline(kernels::MATMUL_VEC4_OUT_UA)),
+                Plan::Windows => drop(ctx.pipeline(kernels::MATMUL_VEC4_UA)),
+            }
+        }
+    });
     let mut times = Vec::with_capacity(plans.len());
     for &plan in plans {
         let warm = Instant::now();
@@ -423,7 +436,7 @@ fn measure(
             let _ = run(&trial, plan, params, operands, strided, None);
         }
         let ran = ctx.scoped(|| trial.submit());
-        if ran.is_err() || !wait() {
+        if ran.is_err() || !wait() || ctx.check().is_err() {
             return Err((start.elapsed(), false));
         }
         times.push((plan, warm.elapsed(), timed.elapsed() / 2));
@@ -433,7 +446,7 @@ fn measure(
         .min_by_key(|t| t.2)
         .map(|t| t.0)
         .expect("two plans or more");
-    Ok((best, times))
+    Ok((best, times, start.elapsed()))
 }
 
 /// The product kernel for `[m, n, k]` with A and B read as `(ta, tb)` say, storing through
