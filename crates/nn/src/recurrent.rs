@@ -203,10 +203,11 @@ impl Recurrent {
                 });
             }
         }
-        // Mixed with a draw of `rng`, so that layers built from one config drop independently.
-        let seed = config.seed ^ rng.next_u64();
+        // Seeded with a draw of `rng` too, so that layers built from one config drop
+        // independently (drawn only when there is dropout, so other layers' weights are as
+        // without it).
         let between = (config.dropout > 0.0 && config.num_layers > 1)
-            .then(|| Dropout::new(config.dropout, seed));
+            .then(|| Dropout::new(config.dropout, config.seed ^ rng.next_u64()));
         Ok(Recurrent {
             kind,
             cells,
