@@ -193,7 +193,9 @@ impl<'a> Trainer<'a> {
             let mut confusion = Tensor::zeros(&self.device, &[classes, classes]);
             let mut binary = BinaryCounts::default();
             let order = epoch_order(data.len(), None, 0);
-            for picks in order.chunks(500) {
+            // Four training batches at a time: memory scales with what training already fits.
+            let chunk = 4 * self.options.batch_size.max(1);
+            for picks in order.chunks(chunk) {
                 let (x, y) = data.batch(&self.device, picks)?;
                 let out = fit_to_targets(self.model.forward(&x), &y, targets)?;
                 loss_sum = loss_sum + self.loss(&out, &y, targets) * picks.len() as f32;
