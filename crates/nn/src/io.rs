@@ -22,6 +22,24 @@ fn format_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// The safetensors file in `bytes`, or an error naming `path`.
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        format_err(
+            path,
+            format!("not a valid safetensors file (corrupt or truncated?): {e}"),
+        )
+    })
+}
+
+/// The values of an F32 tensor view.
+fn f32s(view: &TensorView<'_>) -> Vec<f32> {
+    view.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
@@ -136,12 +154,7 @@ pub fn load_with_metadata(
 ) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-        format_err(
-            path,
-            format!("not a valid safetensors file (corrupt or truncated?): {e}"),
-        )
-    })?;
+    let file = parse(path, &bytes)?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| format_err(path, format!("unreadable header: {e}")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
@@ -168,11 +181,7 @@ pub fn load_with_metadata(
                 ),
             ));
         }
-        Ok(view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        Ok(f32s(&view))
     };
 
     let params = model.named_parameters();
@@ -292,12 +301,7 @@ pub struct TensorInfo {
 pub fn inspect(path: impl AsRef<Path>) -> Result<Vec<TensorInfo>> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-        format_err(
-            path,
-            format!("not a valid safetensors file (corrupt or truncated?): {e}"),
-        )
-    })?;
+    let file = parse(path, &bytes)?;
     let mut out: Vec<TensorInfo> = file
         .tensors()
         .into_iter()
@@ -346,12 +350,7 @@ pub fn load_state_dict(
         return Ok(report);
     }
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-        format_err(
-            path,
-            format!("not a valid safetensors file (corrupt or truncated?): {e}"),
-        )
-    })?;
+    let file = parse(path, &bytes)?;
     let mut report = LoadReport::default();
     let mut fits = Vec::new();
     let params = model.named_parameters();
@@ -363,12 +362,7 @@ pub fn load_state_dict(
                 .mismatched
                 .push((name.clone(), view.shape().to_vec(), t.shape().to_vec())),
             Ok(view) => {
-                let v: Vec<f32> = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                fits.push((name.clone(), t.clone(), v));
+                fits.push((name.clone(), t.clone(), f32s(&view)));
             }
         }
     }
