@@ -6,7 +6,7 @@
 mod common;
 
 use common::gpu;
-use wgrad::nn::{Embedding, Gru, Lstm, Module, Rng, Rnn, RnnConfig};
+use wgrad::nn::{Embedding, Gru, Lstm, Module, Optimizer, Rng, Rnn, RnnConfig};
 use wgrad::{Device, Tensor};
 
 #[derive(Clone, Copy, Debug)]
@@ -582,4 +582,39 @@ fn bad_layer_settings_are_errors() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("multiple of 4 heads"), "{e}");
+}
+
+/// A recurrent training step (forward, backward and Adam update) is one submission on the
+/// GPU, and the timestep count the trainer's debug log divides by is that of every layer
+/// and direction.
+#[test]
+fn a_training_step_is_one_submission() {
+    let mut devices = vec![wgrad::cpu::CpuBackend::device()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let config = RnnConfig {
+            num_layers: 2,
+            bidirectional: true,
+            ..RnnConfig::default()
+        };
+        let lstm = Lstm::new(dev, 3, 4, config, &mut Rng::new(1)).unwrap();
+        let mut adam = wgrad::nn::Adam::new(lstm.parameters(), 1e-3);
+        let x = Tensor::randn(dev, &[5, 2, 3], 7);
+        let (cells, stats) = (wgrad::nn::recurrent::cell_steps(), dev.stats());
+        let (out, _) = lstm.forward_with(&x, None);
+        let loss = (&out * &out).mean_all();
+        let grads = loss.backward();
+        adam.step_with(&grads, &[&loss]).unwrap();
+        let cost = dev.stats() - stats;
+        assert_eq!(wgrad::nn::recurrent::cell_steps() - cells, 5 * 2 * 2);
+        assert!(
+            cost.dispatches > 20,
+            "{} on {}",
+            cost.dispatches,
+            dev.name()
+        );
+        let submissions = if dev.is_gpu() { 1 } else { 0 };
+        assert_eq!(cost.submissions, submissions, "{}", dev.name());
+        assert_eq!(cost.copies > 0, dev.is_gpu(), "{}", dev.name());
+    }
 }

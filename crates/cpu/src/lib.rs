@@ -8,10 +8,10 @@
 mod conv;
 mod kernels;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use wgrad_graph::shape::numel;
-use wgrad_graph::{Arg, Backend, BufferId, Capabilities, Device, Error, Launch, Op, Result};
+use wgrad_graph::{Arg, Backend, BufferId, Capabilities, Device, Error, Launch, Op, Result, Stats};
 
 /// The CPU reference backend. Buffers are host vectors of 32-bit words. It runs one op at a
 /// time and fuses nothing.
@@ -19,6 +19,8 @@ pub struct CpuBackend {
     buffers: RefCell<Vec<Option<Vec<u32>>>>,
     free: RefCell<Vec<BufferId>>,
     caps: Capabilities,
+    /// Ops run so far.
+    ran: Cell<u64>,
 }
 
 impl Default for CpuBackend {
@@ -27,6 +29,7 @@ impl Default for CpuBackend {
             buffers: RefCell::default(),
             free: RefCell::default(),
             caps: Capabilities::unfused("CPU (reference backend)", false),
+            ran: Cell::new(0),
         }
     }
 }
@@ -80,7 +83,10 @@ impl Backend for CpuBackend {
 
     fn exec(&self, launch: &Launch<'_>) -> Result<()> {
         match *launch {
-            Launch::Op { op, inputs, out } => self.exec_op(op, inputs, out),
+            Launch::Op { op, inputs, out } => {
+                self.ran.set(self.ran.get() + 1);
+                self.exec_op(op, inputs, out)
+            }
             _ => Err(Error::Device(
                 "the CPU backend runs one op at a time; it fuses nothing".into(),
             )),
@@ -89,6 +95,13 @@ impl Backend for CpuBackend {
 
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            dispatches: self.ran.get(),
+            ..Stats::default()
+        }
     }
 }
 

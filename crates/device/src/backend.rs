@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use wgrad_graph::{
     Arg, Backend, BufferId, Capabilities, Device, Error, Fused, FusedValue, Launch, Op, Result,
+    Stats,
 };
 
 use crate::context::Context;
@@ -218,6 +219,10 @@ impl Backend for GpuBackend {
                 outs,
             } => self.exec_epilogue(op, operands, fused, (inputs, outs)),
         }
+    }
+
+    fn stats(&self) -> Stats {
+        self.rec.stats()
     }
 
     fn flush(&self) -> Result<()> {

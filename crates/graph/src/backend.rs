@@ -115,6 +115,33 @@ pub trait Backend {
     fn exec(&self, launch: &Launch<'_>) -> Result<()>;
     /// Submits recorded work.
     fn flush(&self) -> Result<()>;
+    /// Work done since the backend was made. A backend that does not count returns zeros.
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
+}
+
+/// Work a backend has done since it was made; the difference of two readings is the work
+/// between them (see [`crate::Device::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Queue submissions (flushes that had work to submit).
+    pub submissions: u64,
+    /// Kernel dispatches, or on the CPU, kernels run.
+    pub dispatches: u64,
+    /// Buffer copies and clears recorded beside the dispatches.
+    pub copies: u64,
+}
+
+impl std::ops::Sub for Stats {
+    type Output = Stats;
+    fn sub(self, earlier: Stats) -> Stats {
+        Stats {
+            submissions: self.submissions - earlier.submissions,
+            dispatches: self.dispatches - earlier.dispatches,
+            copies: self.copies - earlier.copies,
+        }
+    }
 }
 
 /// A group of elementwise ops computed in one kernel: values in topological order, some of

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::backend::{Backend, BufferId, Capabilities};
+use crate::backend::{Backend, BufferId, Capabilities, Stats};
 use crate::error::Result;
 use crate::plan::Plans;
 
@@ -44,6 +44,23 @@ impl Device {
     /// What the backend can do (see [`Capabilities`]).
     pub fn capabilities(&self) -> &Capabilities {
         self.backend.capabilities()
+    }
+
+    /// Submissions, dispatches and copies since the backend was made. Two readings around a
+    /// training step give what the step costs the device:
+    ///
+    /// ```
+    /// # use wgrad_graph::Device;
+    /// # fn step(device: &Device) {}
+    /// # fn count(device: &Device) {
+    /// let before = device.stats();
+    /// step(device);
+    /// let cost = device.stats() - before;
+    /// println!("{} dispatches in {} submissions", cost.dispatches, cost.submissions);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.backend.stats()
     }
 
     /// The backend behind this handle.

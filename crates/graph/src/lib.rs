@@ -19,7 +19,9 @@ pub mod shape;
 mod tensor;
 
 pub use autodiff::Grads;
-pub use backend::{Arg, Backend, BufferId, Capabilities, Fused, FusedRead, FusedValue, Launch};
+pub use backend::{
+    Arg, Backend, BufferId, Capabilities, Fused, FusedRead, FusedValue, Launch, Stats,
+};
 pub use composite::{bce_with_logits, cross_entropy, mse_loss};
 pub use device::Device;
 pub use error::{Error, Result};

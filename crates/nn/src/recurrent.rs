@@ -15,6 +15,18 @@ use crate::layers::Dropout;
 use crate::module::Module;
 use crate::rng::Rng;
 
+thread_local! {
+    /// Timesteps run by every recurrent layer in this thread (see [`cell_steps`]).
+    static CELL_STEPS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many timesteps recurrent layers have added to graphs in this thread so far, counting
+/// each layer and direction. With [`Device::stats`] around a training step it gives the
+/// dispatches per timestep, which the [`crate::Trainer`] logs at debug level.
+pub fn cell_steps() -> u64 {
+    CELL_STEPS.with(Cell::get)
+}
+
 /// A lookup table of `num` vectors of `dim` values: `u32` ids `[...]` → `[..., dim]`.
 /// Weights `[num, dim]` drawn from N(0, 1), as PyTorch's `nn.Embedding`.
 pub struct Embedding {
@@ -324,6 +336,7 @@ impl Recurrent {
     ) -> (Tensor, Tensor, Option<Tensor>) {
         let (batch, time, features) = (seq.shape()[0], seq.shape()[1], seq.shape()[2]);
         let (hid, gates) = (self.hidden, self.kind.gates() * self.hidden);
+        CELL_STEPS.with(|n| n.set(n.get() + time as u64));
         let dev = seq.device();
         // Every timestep's input projection in one product; an LSTM adds both biases here.
         let mut xp = seq

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use wgrad_graph::{no_grad, realize_all, Device, Error, Result, Tensor};
+use wgrad_graph::{no_grad, realize_all, Device, Error, Result, Stats, Tensor};
 
 use crate::callbacks::{Callback, Control};
 use crate::data::{epoch_order, Samples, Targets};
@@ -303,6 +303,7 @@ impl<'a> Trainer<'a> {
             let mut last_read = Instant::now();
             let order = epoch_order(train.len(), Some(opts.seed), epoch as u64);
             for (i, picks) in order.chunks(opts.batch_size).enumerate() {
+                let cost = StepCost::start(&self.device);
                 let (x, y) = train.batch(&self.device, picks)?;
                 let out = fit_to_targets(self.model.forward(&x), &y, targets)?;
                 let loss = self.loss(&out, &y, targets);
@@ -315,6 +316,7 @@ impl<'a> Trainer<'a> {
                 self.optimizer.step_with(&grads, &[&loss_sum, &hits])?;
                 seen += picks.len();
                 step += 1;
+                cost.log(&self.device, step);
                 // Reading values waits for the device, so the bar's loss is refreshed a few
                 // times a second rather than every step.
                 if !bar.is_hidden() && (last_read.elapsed().as_millis() >= 250 || i + 1 == steps) {
@@ -489,6 +491,44 @@ fn correct(out: &Tensor, y: &Tensor, targets: Targets) -> Tensor {
 
 /// A binary classifier's logits in its targets' shape: `[n, 1]` against `[n]` is read as
 /// `[n]`; a count that differs is an error naming both shapes. Other outputs as they are.
+/// What one training step costs the device, for the debug log: dispatches, copies and
+/// submissions, and, for recurrent models, dispatches per timestep.
+struct StepCost {
+    stats: Option<(Stats, u64)>,
+}
+
+impl StepCost {
+    fn start(device: &Device) -> Self {
+        let on = log::log_enabled!(target: "wgrad::trainer", log::Level::Debug);
+        StepCost {
+            stats: on.then(|| (device.stats(), crate::recurrent::cell_steps())),
+        }
+    }
+
+    fn log(self, device: &Device, step: usize) {
+        let Some((before, cells_before)) = self.stats else {
+            return;
+        };
+        let cost = device.stats() - before;
+        let cells = crate::recurrent::cell_steps() - cells_before;
+        let per_cell = if cells > 0 {
+            format!(
+                "; {cells} recurrent timesteps (over layers and directions): {:.1} dispatches per timestep (the step's count ÷ timesteps)",
+                cost.dispatches as f64 / cells as f64
+            )
+        } else {
+            String::new()
+        };
+        log::debug!(
+            target: "wgrad::trainer",
+            "step {step}: {} dispatches, {} copies or clears, {} submission(s){per_cell}",
+            cost.dispatches,
+            cost.copies,
+            cost.submissions
+        );
+    }
+}
+
 fn fit_to_targets(out: Tensor, y: &Tensor, targets: Targets) -> Result<Tensor> {
     if targets != Targets::Binary || out.shape() == y.shape() {
         return Ok(out);

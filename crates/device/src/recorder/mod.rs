@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
-use wgrad_graph::{BufferId, Error, Result};
+use wgrad_graph::{BufferId, Error, Result, Stats};
 
 use crate::context::Context;
 use crate::kernels::{self, Entry, WORKGROUP};
@@ -84,6 +84,8 @@ pub(crate) struct Recorder {
     bind_groups: RefCell<HashMap<BindKey, (Arc<wgpu::ComputePipeline>, wgpu::BindGroup)>>,
     /// Bytes written from the host since the last submission (for the debug log).
     uploaded: Cell<u64>,
+    /// Work submitted so far.
+    stats: Cell<Stats>,
     settings: Settings,
 }
 
@@ -97,6 +99,7 @@ impl Recorder {
             params_buffer: RefCell::default(),
             bind_groups: RefCell::default(),
             uploaded: Cell::new(0),
+            stats: Cell::default(),
             settings,
         }
     }
@@ -287,6 +290,11 @@ impl Recorder {
         self.push_linear(kernels::FILL, &params, vec![dst], n);
     }
 
+    /// Submissions, dispatches and copies submitted so far.
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats.get()
+    }
+
     /// Encodes every recorded command into one command buffer and submits it.
     pub(crate) fn submit(&self) -> Result<()> {
         let commands = std::mem::take(&mut *self.commands.borrow_mut());
@@ -411,6 +419,12 @@ impl Recorder {
             profile.read_stamps(ctx, &mut encoder)?;
         }
         ctx.queue.submit([encoder.finish()]);
+        let total = self.stats.get();
+        self.stats.set(Stats {
+            submissions: total.submissions + 1,
+            dispatches: total.dispatches + dispatches as u64,
+            copies: total.copies + (commands.len() - dispatches) as u64,
+        });
         // Reclaim finished submissions without waiting, so resources do not pile up.
         let _ = ctx.device.poll(wgpu::PollType::Poll);
         log::debug!(
