@@ -270,26 +270,26 @@ fn bad_weight_files_are_named_errors() {
     let good = |n: usize| vec![0u8; 4 * n];
     let cases: Vec<(Vec<u8>, Vec<&str>)> = vec![
         (
-            raw_safetensors(&[("0.weight", "F32", vec![3, 2], good(6))]),
+            raw_safetensors(&[("0.weight", "F32", vec![2, 3], good(6))]),
             vec!["`0.bias`", "missing", "[2]"],
         ),
         (
             raw_safetensors(&[
-                ("0.weight", "F32", vec![2, 3], good(6)),
+                ("0.weight", "F32", vec![3, 2], good(6)),
                 ("0.bias", "F32", vec![2], good(2)),
             ]),
-            vec!["`0.weight`", "[2, 3]", "[3, 2]"],
+            vec!["`0.weight`", "[3, 2]", "[2, 3]"],
         ),
         (
             raw_safetensors(&[
-                ("0.weight", "F64", vec![3, 2], vec![0; 48]),
+                ("0.weight", "F64", vec![2, 3], vec![0; 48]),
                 ("0.bias", "F32", vec![2], good(2)),
             ]),
             vec!["`0.weight`", "F64"],
         ),
         (
             raw_safetensors(&[
-                ("0.weight", "F32", vec![3, 2], good(6)),
+                ("0.weight", "F32", vec![2, 3], good(6)),
                 ("0.bias", "F32", vec![2], good(2)),
                 ("1.weight", "F32", vec![4], good(4)),
             ]),
@@ -315,7 +315,7 @@ fn bad_weight_files_are_named_errors() {
     }
     // Corrupt and truncated files.
     let valid = raw_safetensors(&[
-        ("0.weight", "F32", vec![3, 2], good(6)),
+        ("0.weight", "F32", vec![2, 3], good(6)),
         ("0.bias", "F32", vec![2], good(2)),
     ]);
     std::fs::write(&path, &valid).unwrap();

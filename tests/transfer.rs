@@ -2,6 +2,8 @@
 //! file lists its tensors, and weights load by name strictly or into a model that shares
 //! only part of them.
 
+mod common;
+
 use wgrad::nn::{io, Adam, Dense, Module, Optimizer, Rng, Sequential};
 use wgrad::Tensor;
 
@@ -55,9 +57,9 @@ fn weights_list_and_load_by_name_strictly_or_in_part() {
         names,
         [
             ("0.bias", &[4][..], "F32"),
-            ("0.weight", &[3, 4][..], "F32"),
+            ("0.weight", &[4, 3][..], "F32"),
             ("1.bias", &[2][..], "F32"),
-            ("1.weight", &[4, 2][..], "F32")
+            ("1.weight", &[2, 4][..], "F32")
         ]
     );
     // A model with a new head: strictly, an error naming the tensor; in part, the shared
@@ -72,7 +74,7 @@ fn weights_list_and_load_by_name_strictly_or_in_part() {
     assert_eq!(
         report.mismatched,
         [
-            ("1.weight".to_string(), vec![4, 2], vec![4, 5]),
+            ("1.weight".to_string(), vec![2, 4], vec![5, 4]),
             ("1.bias".to_string(), vec![2], vec![5])
         ]
     );
@@ -170,4 +172,223 @@ fn reconstruction_data_and_image_grids() {
     let dim = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
     assert_eq!((dim(16), dim(20)), (3 * 8 + 2, 8 + 2));
     std::fs::remove_file(&path).unwrap();
+}
+
+/// A weights file as wgrad wrote them before `Dense` took PyTorch's layout: format version 1
+/// (no `format_version` in the header), `Dense` weights `[in, out]`.
+fn version_1_file(model: &Sequential, optimizer: Option<&dyn Optimizer>) -> Vec<u8> {
+    let mut named = model.named_parameters();
+    let mut meta = std::collections::HashMap::from([("format".to_string(), "wgrad".to_string())]);
+    if let Some(opt) = optimizer {
+        meta.insert("optimizer".into(), opt.kind().into());
+        named.extend(
+            opt.state_dict()
+                .into_iter()
+                .map(|(n, t)| (format!("optimizer.{n}"), t)),
+        );
+    }
+    let transposed = model.legacy_transposed();
+    let mut data = Vec::new();
+    for (name, t) in &named {
+        let mut shape = t.shape().to_vec();
+        let mut values = t.to_vec().unwrap();
+        // The parameter names of optimizer state: `optimizer.m.0` is parameter 0's.
+        let param = name
+            .strip_prefix("optimizer.")
+            .and_then(|k| k.rsplit_once('.'))
+            .and_then(|(_, i)| i.parse::<usize>().ok())
+            .map(|i| model.named_parameters()[i].0.clone());
+        let legacy = transposed.contains(name) || param.is_some_and(|p| transposed.contains(&p));
+        if legacy {
+            let (rows, cols) = (shape[0], shape[1]);
+            values = (0..rows * cols)
+                .map(|k| values[(k % rows) * cols + k / rows])
+                .collect();
+            shape = vec![cols, rows];
+        }
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        data.push((name.clone(), shape, bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+#[test]
+fn files_with_dense_weights_in_the_old_layout_still_load() {
+    let dev = wgrad::cpu();
+    let dir = std::env::temp_dir().join(format!("wgrad-legacy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v1.safetensors");
+    // Square layers too, whose transposition no shape check could notice.
+    let mut rng = Rng::new(3);
+    let build = |rng: &mut Rng| {
+        Sequential::new()
+            .add(Dense::new(&dev, 3, 3, rng).unwrap())
+            .add_named(
+                "head",
+                Sequential::new().add(Dense::new(&dev, 3, 2, rng).unwrap()),
+            )
+    };
+    let a = build(&mut rng);
+    let mut opt = Adam::new(a.parameters(), 0.1);
+    let x = Tensor::from_slice(&dev, &[0.5, -1.0, 2.0, 1.0, 0.0, -0.5], &[2, 3]).unwrap();
+    let y = Tensor::from_u32(&dev, &[1, 0], &[2]).unwrap();
+    let loss = wgrad::cross_entropy(&a.forward(&x), &y);
+    opt.step_with(&loss.backward(), &[&loss]).unwrap();
+    assert_eq!(a.legacy_transposed(), ["0.weight", "head.0.weight"]);
+    std::fs::write(&path, version_1_file(&a, Some(&opt))).unwrap();
+    // In the file: [in, out].
+    let listed = io::inspect(&path).unwrap();
+    let head = listed.iter().find(|t| t.name == "head.0.weight").unwrap();
+    assert_eq!(head.shape, [3, 2]);
+    let want: Vec<Vec<f32>> = a.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
+    let want_out = a.forward(&x).to_vec().unwrap();
+    for strict in [false, true] {
+        let b = build(&mut Rng::new(9));
+        let mut opt_b = Adam::new(b.parameters(), 0.1);
+        if strict {
+            io::load(&path, &b, Some(&mut opt_b)).unwrap();
+        } else {
+            let report = io::load_state_dict(&path, &b, false).unwrap();
+            assert_eq!(report.loaded.len(), 4, "{report:?}");
+        }
+        for ((n, p), q) in b.named_parameters().iter().zip(&want) {
+            assert_eq!(&p.to_vec().unwrap(), q, "{n}");
+        }
+        assert_eq!(b.forward(&x).to_vec().unwrap(), want_out);
+        if strict {
+            // The optimizer's moments came back in the new layout too: one more step on
+            // each gives the same weights.
+            let step = |m: &Sequential, o: &mut Adam| {
+                let loss = wgrad::cross_entropy(&m.forward(&x), &y);
+                o.step_with(&loss.backward(), &[&loss]).unwrap();
+            };
+            let mut opt_a = Adam::new(a.parameters(), 0.1);
+            let state = opt.state_dict();
+            let map = state.into_iter().collect();
+            opt_a.load_state_dict(&map);
+            step(&a, &mut opt_a);
+            step(&b, &mut opt_b);
+            for (p, q) in b.parameters().iter().zip(a.parameters()) {
+                assert_eq!(p.to_vec().unwrap(), q.to_vec().unwrap());
+            }
+        }
+    }
+    // Saved again, the file has today's layout and version.
+    io::save(&path, &a, None).unwrap();
+    let listed = io::inspect(&path).unwrap();
+    let head = listed.iter().find(|t| t.name == "head.0.weight").unwrap();
+    assert_eq!(head.shape, [2, 3]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn named_layers_give_dotted_names_and_are_found_by_them() {
+    let dev = wgrad::cpu();
+    let mut rng = Rng::new(4);
+    let encoder = Sequential::new()
+        .add(Dense::new(&dev, 3, 2, &mut rng).unwrap())
+        .add(wgrad::nn::BatchNorm::new_1d(&dev, 2, Default::default()).unwrap());
+    let m = Sequential::new()
+        .add_named("encoder", encoder)
+        .add(Dense::new(&dev, 2, 3, &mut rng).unwrap());
+    let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "encoder.0.weight",
+            "encoder.0.bias",
+            "encoder.1.weight",
+            "encoder.1.bias",
+            "1.weight",
+            "1.bias"
+        ]
+    );
+    let buffers: Vec<String> = m.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(buffers[0], "encoder.1.running_mean");
+    assert_eq!(
+        m.get_named("encoder").unwrap().describe(),
+        "Sequential(2 layers)"
+    );
+    assert_eq!(m.get_named("1").unwrap().describe(), "Dense(2 -> 3)");
+    assert!(m.get_named("0").is_none() && m.get_named("decoder").is_none());
+    // Buffers are set through the dotted name.
+    let mean = Tensor::from_slice(&dev, &[1.0, 2.0], &[2]).unwrap();
+    assert!(m.set_buffer("encoder.1.running_mean", mean));
+    assert_eq!(m.named_buffers()[0].1.to_vec().unwrap(), [1.0, 2.0]);
+    assert!(m.summary().contains("encoder"), "{}", m.summary());
+}
+
+/// A PyTorch network's state_dict (Conv2d, BatchNorm2d with `num_batches_tracked`,
+/// ConvTranspose2d, Linear) loads by name and gives the output of PyTorch's equations
+/// (`tests/fixtures/make_layers.py`), on the CPU backend and the GPU.
+#[test]
+fn pytorch_layer_weights_load_by_name_and_reproduce_outputs() {
+    use wgrad::nn::{Activation, BatchNorm, Conv2d, ConvConfig, ConvTranspose2d, Flatten};
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layers.safetensors");
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(common::gpu());
+    for dev in &devices {
+        let mut rng = Rng::new(0);
+        let down = ConvConfig {
+            stride: [2, 2],
+            padding: [1, 1],
+            ..ConvConfig::default()
+        };
+        let up = ConvConfig {
+            output_padding: [1, 1],
+            ..down
+        };
+        let model = Sequential::new()
+            .add(Conv2d::new(dev, 3, 4, [3, 3], &mut rng, down).unwrap())
+            .add(BatchNorm::new_2d(dev, 4, Default::default()).unwrap())
+            .add(Activation::Relu)
+            .add(ConvTranspose2d::new(dev, 4, 2, [3, 3], &mut rng, up).unwrap())
+            .add(Flatten)
+            .add(Dense::new(dev, 72, 5, &mut rng).unwrap());
+        model.set_training(false);
+        let report = io::load_state_dict(&path, &model, false).unwrap();
+        assert_eq!(report.loaded.len(), 10, "{report:?}");
+        assert!(
+            report.missing.is_empty() && report.mismatched.is_empty(),
+            "{report:?}"
+        );
+        // The input and output stored beside the weights are all the model lacks.
+        assert_eq!(report.unexpected, ["input", "output"]);
+        assert_eq!(
+            model.named_counters()[0],
+            ("1.num_batches_tracked".to_string(), 12)
+        );
+        let e = io::load(&path, &model, None).unwrap_err().to_string();
+        assert!(e.contains("`input`") && e.contains("`output`"), "{e}");
+        let file = std::fs::read(&path).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&file).unwrap();
+        let get = |name: &str| {
+            let view = file.tensor(name).unwrap();
+            let v: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (v, view.shape().to_vec())
+        };
+        let (x, shape) = get("input");
+        let got = model.forward(&Tensor::from_slice(dev, &x, &shape).unwrap());
+        let (want, shape) = get("output");
+        assert_eq!(got.shape(), &shape[..]);
+        for (g, w) in got.to_vec().unwrap().iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{g} vs {w} on {}",
+                dev.name()
+            );
+        }
+    }
 }

@@ -101,6 +101,10 @@ impl Module for Classifier {
         self.fc.forward(&h).reshape(&[batch])
     }
 
+    fn legacy_transposed(&self) -> Vec<String> {
+        vec!["fc.weight".into()]
+    }
+
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let (name, encoder) = match &self.encoder {
             Encoder::Lstm(l) => ("lstm", l.named_parameters()),

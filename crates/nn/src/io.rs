@@ -14,6 +14,84 @@ use crate::optim::Optimizer;
 
 const OPTIMIZER_PREFIX: &str = "optimizer.";
 const COUNTER_PREFIX: &str = "counter.";
+/// The layout of the files `save` writes. Version 1 (files without `format_version`) stored
+/// `Dense` weights as `[in, out]`; version 2 stores them as PyTorch does, `[out, in]`, and
+/// reading a version-1 file transposes them (see [`Module::legacy_transposed`]).
+const FORMAT_VERSION: u32 = 2;
+
+/// A parsed file read in today's layout: in a wgrad file of format version 1, the tensors a
+/// model names in [`Module::legacy_transposed`] (and their optimizer state) are read back
+/// transposed.
+struct Stored<'f, 'a> {
+    file: &'f SafeTensors<'a>,
+    transposed: Vec<String>,
+}
+
+impl<'f, 'a> Stored<'f, 'a> {
+    fn new(
+        file: &'f SafeTensors<'a>,
+        meta: &HashMap<String, String>,
+        model: &dyn Module,
+        optimizer: Option<&dyn Optimizer>,
+    ) -> Self {
+        let version_1 = meta.get("format").is_some_and(|f| f == "wgrad")
+            && !meta.contains_key("format_version");
+        let mut transposed = Vec::new();
+        if version_1 {
+            transposed = model.legacy_transposed();
+            // Optimizer state is stored per parameter index: `optimizer.m.3`.
+            let named = model.named_parameters();
+            let legacy = |p: &Tensor| {
+                named
+                    .iter()
+                    .any(|(n, t)| t.id() == p.id() && transposed.contains(n))
+            };
+            if let Some(opt) = optimizer {
+                let indices: Vec<usize> = (opt.params().iter().enumerate())
+                    .filter(|(_, p)| legacy(p))
+                    .map(|(i, _)| i)
+                    .collect();
+                for name in file.names() {
+                    let index = name
+                        .strip_prefix(OPTIMIZER_PREFIX)
+                        .and_then(|key| key.rsplit_once('.'))
+                        .and_then(|(_, i)| i.parse::<usize>().ok());
+                    if index.is_some_and(|i| indices.contains(&i)) {
+                        transposed.push(name.to_string());
+                    }
+                }
+            }
+            if !transposed.is_empty() {
+                log::info!(
+                    target: "wgrad::io",
+                    "a file of format version 1: reading {} Dense weights [in, out] as [out, in]",
+                    transposed.len()
+                );
+            }
+        }
+        Stored { file, transposed }
+    }
+
+    /// The element type, shape and (for F32) values of `name`, in today's layout.
+    fn get(&self, name: &str) -> Option<(Dtype, Vec<usize>, Vec<f32>)> {
+        let view = self.file.tensor(name).ok()?;
+        let (dtype, shape) = (view.dtype(), view.shape().to_vec());
+        let values = if dtype == Dtype::F32 {
+            f32s(&view)
+        } else {
+            Vec::new()
+        };
+        match shape[..] {
+            [rows, cols] if dtype == Dtype::F32 && self.transposed.iter().any(|n| n == name) => {
+                let t = (0..rows * cols)
+                    .map(|i| values[(i % rows) * cols + i / rows])
+                    .collect();
+                Some((dtype, vec![cols, rows], t))
+            }
+            _ => Some((dtype, shape, values)),
+        }
+    }
+}
 
 fn format_err(path: &Path, message: impl Into<String>) -> Error {
     Error::Format {
@@ -30,6 +108,25 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
             format!("not a valid safetensors file (corrupt or truncated?): {e}"),
         )
     })
+}
+
+/// The model's counters that the file holds as integer scalars, as PyTorch stores
+/// `num_batches_tracked`, with their values.
+fn counter_tensors(file: &SafeTensors<'_>, model: &dyn Module) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for (name, _) in model.named_counters() {
+        let Ok(view) = file.tensor(&name) else {
+            continue;
+        };
+        let b = view.data();
+        let value = match (view.dtype(), b.len()) {
+            (Dtype::I64, 8) => i64::from_le_bytes(b.try_into().expect("8 bytes")).max(0) as u64,
+            (Dtype::I32, 4) => i32::from_le_bytes(b.try_into().expect("4 bytes")).max(0) as u64,
+            _ => continue,
+        };
+        out.push((name, value));
+    }
+    out
 }
 
 /// The values of an F32 tensor view.
@@ -79,7 +176,10 @@ pub fn save_with_metadata(
     let path = path.as_ref();
     let mut named = model.named_parameters();
     named.extend(model.named_buffers());
-    let mut metadata = HashMap::from([("format".to_string(), "wgrad".to_string())]);
+    let mut metadata = HashMap::from([
+        ("format".to_string(), "wgrad".to_string()),
+        ("format_version".to_string(), FORMAT_VERSION.to_string()),
+    ]);
     metadata.extend(extra.iter().cloned());
     for (name, value) in model.named_counters() {
         metadata.insert(format!("{COUNTER_PREFIX}{name}"), value.to_string());
@@ -159,29 +259,29 @@ pub fn load_with_metadata(
         .map_err(|e| format_err(path, format!("unreadable header: {e}")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
 
+    let stored = Stored::new(&file, &meta, model, optimizer.as_deref());
     let read = |name: &str, want: &[usize]| -> Result<Vec<f32>> {
-        let view = file.tensor(name).map_err(|_| {
+        let (dtype, shape, values) = stored.get(name).ok_or_else(|| {
             format_err(
                 path,
                 format!("tensor `{name}` (shape {want:?}) is missing from the file"),
             )
         })?;
-        if view.dtype() != Dtype::F32 {
+        if dtype != Dtype::F32 {
             return Err(format_err(
                 path,
-                format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
+                format!("tensor `{name}` is {dtype:?}, expected F32"),
             ));
         }
-        if view.shape() != want {
+        if shape != want {
             return Err(format_err(
                 path,
                 format!(
-                    "tensor `{name}` has shape {:?} in the file but the model expects {want:?}",
-                    view.shape()
+                    "tensor `{name}` has shape {shape:?} in the file but the model expects {want:?}"
                 ),
             ));
         }
-        Ok(f32s(&view))
+        Ok(values)
     };
 
     let params = model.named_parameters();
@@ -197,6 +297,8 @@ pub fn load_with_metadata(
         buffer_values.push(read(name, t.shape())?);
         expected.push(name);
     }
+    let counters = counter_tensors(&file, model);
+    expected.extend(counters.iter().map(|(n, _)| n.as_str()));
     let mut extra: Vec<&str> = file
         .names()
         .into_iter()
@@ -272,6 +374,9 @@ pub fn load_with_metadata(
         if let (Some(name), Ok(v)) = (key.strip_prefix(COUNTER_PREFIX), value.parse::<u64>()) {
             model.set_counter(name, v);
         }
+    }
+    for (name, v) in &counters {
+        model.set_counter(name, *v);
     }
     if let (Some(opt), Some(state)) = (optimizer, optimizer_state) {
         let device = opt.params().first().map(|p| p.device().clone());
@@ -351,25 +456,33 @@ pub fn load_state_dict(
     }
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let file = parse(path, &bytes)?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format_err(path, format!("unreadable header: {e}")))?;
+    let stored = Stored::new(
+        &file,
+        &meta.metadata().clone().unwrap_or_default(),
+        model,
+        None,
+    );
     let mut report = LoadReport::default();
     let mut fits = Vec::new();
     let params = model.named_parameters();
     let buffers = model.named_buffers();
     for (name, t) in params.iter().chain(&buffers) {
-        match file.tensor(name) {
-            Err(_) => report.missing.push(name.clone()),
-            Ok(view) if view.dtype() != Dtype::F32 || view.shape() != t.shape() => report
+        match stored.get(name) {
+            None => report.missing.push(name.clone()),
+            Some((dtype, shape, _)) if dtype != Dtype::F32 || shape != t.shape() => report
                 .mismatched
-                .push((name.clone(), view.shape().to_vec(), t.shape().to_vec())),
-            Ok(view) => {
-                fits.push((name.clone(), t.clone(), f32s(&view)));
-            }
+                .push((name.clone(), shape, t.shape().to_vec())),
+            Some((_, _, values)) => fits.push((name.clone(), t.clone(), values)),
         }
     }
+    let counters = counter_tensors(&file, model);
     let known: Vec<&str> = params
         .iter()
         .chain(&buffers)
         .map(|(n, _)| n.as_str())
+        .chain(counters.iter().map(|(n, _)| n.as_str()))
         .collect();
     report.unexpected = file
         .names()
@@ -378,6 +491,9 @@ pub fn load_state_dict(
         .map(str::to_string)
         .collect();
     report.unexpected.sort();
+    for (name, v) in &counters {
+        model.set_counter(name, *v);
+    }
     let is_buffer = |n: &str| buffers.iter().any(|(b, _)| b == n);
     for (name, t, v) in fits {
         let value = Tensor::from_slice(t.device(), &v, t.shape())?;

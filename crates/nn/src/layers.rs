@@ -8,9 +8,10 @@ use crate::init::Init;
 use crate::module::Module;
 use crate::rng::Rng;
 
-/// Fully connected layer `y = x·W + b`, with `W` of shape `[inputs, outputs]`.
+/// Fully connected layer `y = x·Wᵀ + b`, with `W` of shape `[outputs, inputs]` as PyTorch's
+/// `nn.Linear` stores it, so that its weights load by name from PyTorch files.
 pub struct Dense {
-    /// Weights `[inputs, outputs]`.
+    /// Weights `[outputs, inputs]`.
     pub weight: Tensor,
     /// Bias `[outputs]`, if enabled.
     pub bias: Option<Tensor>,
@@ -50,8 +51,13 @@ impl Dense {
         rng: &mut Rng,
         config: DenseConfig,
     ) -> Result<Dense> {
+        // Drawn in the order of an `[inputs, outputs]` matrix (as before the layout became
+        // PyTorch's), so that a seed gives the same network as it always did.
         let w = config.init.sample(rng, inputs, outputs, inputs * outputs);
-        let weight = Tensor::param(device, &w, &[inputs, outputs])?;
+        let w: Vec<f32> = (0..inputs * outputs)
+            .map(|k| w[(k % inputs) * outputs + k / inputs])
+            .collect();
+        let weight = Tensor::param(device, &w, &[outputs, inputs])?;
         let bias = if config.bias {
             Some(Tensor::param(device, &vec![0.0; outputs], &[outputs])?)
         } else {
@@ -76,7 +82,7 @@ impl Module for Dense {
             self.inputs,
             x.shape()
         );
-        let y = x.matmul(&self.weight);
+        let y = x.matmul_t(&self.weight, false, true);
         match &self.bias {
             Some(b) => y + b,
             None => y,
@@ -89,6 +95,10 @@ impl Module for Dense {
             p.push(("bias".to_string(), b.clone()));
         }
         p
+    }
+
+    fn legacy_transposed(&self) -> Vec<String> {
+        vec!["weight".into()]
     }
 
     fn describe(&self) -> String {

@@ -32,6 +32,13 @@ pub trait Module {
         false
     }
 
+    /// Names of 2-D parameters that wgrad files of format version 1 stored transposed (the
+    /// weights of `Dense`, then `[in, out]`, now PyTorch's `[out, in]`), so that loading
+    /// such a file transposes them. A container lists its children's with their prefixes.
+    fn legacy_transposed(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Stops training every parameter: they get no gradient, so optimizers and the trainer
     /// leave them as they are (transfer learning, a frozen encoder).
     fn freeze(&self) {
@@ -84,10 +91,14 @@ pub fn check_input(model: &dyn Module, shape: &[usize]) -> Result<Vec<usize>> {
     })
 }
 
-/// Modules applied one after another.
+/// Modules applied one after another. A layer's parameters are named after its index
+/// (`0.weight`), or after the name it was added with (`encoder.0.weight` for a `Sequential`
+/// added as `encoder`), as PyTorch names them.
 #[derive(Default)]
 pub struct Sequential {
     layers: Vec<Box<dyn Module>>,
+    /// One per layer: the name it was added with, or empty for its index.
+    names: Vec<String>,
 }
 
 impl Sequential {
@@ -100,13 +111,56 @@ impl Sequential {
     /// of sequential models look for, rather than after `std::ops::Add`.
     #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: impl Module + 'static) -> Self {
-        self.layers.push(Box::new(layer));
+        self.push(layer);
         self
     }
 
     /// Appends a layer.
     pub fn push(&mut self, layer: impl Module + 'static) {
         self.layers.push(Box::new(layer));
+        self.names.push(String::new());
+    }
+
+    /// Appends a layer whose parameters are named `{name}.…` rather than by its index, as
+    /// in PyTorch's `nn.Sequential(OrderedDict(...))`: an autoencoder's `encoder` and
+    /// `decoder`.
+    ///
+    /// # Panics
+    /// If the name is empty, holds a dot, is a number, or is taken: these are mistakes in
+    /// the program, not in data.
+    #[track_caller]
+    pub fn add_named(mut self, name: &str, layer: impl Module + 'static) -> Self {
+        assert!(
+            !name.is_empty() && !name.contains('.') && name.parse::<usize>().is_err(),
+            "Sequential::add_named: `{name}` must be non-empty, without dots, and not a number"
+        );
+        assert!(
+            !self.names.iter().any(|n| n == name),
+            "Sequential::add_named: `{name}` is taken"
+        );
+        self.layers.push(Box::new(layer));
+        self.names.push(name.to_string());
+        self
+    }
+
+    /// The layer added as `name` (see [`Sequential::add_named`]), or layer `name` by index.
+    pub fn get_named(&self, name: &str) -> Option<&dyn Module> {
+        let i = match self.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => name
+                .parse::<usize>()
+                .ok()
+                .filter(|i| self.names[*i].is_empty())?,
+        };
+        self.get(i)
+    }
+
+    /// What layer `i`'s parameter names start with: its name, or its index.
+    fn label(&self, i: usize) -> String {
+        match &self.names[i] {
+            n if n.is_empty() => i.to_string(),
+            n => n.clone(),
+        }
     }
 
     /// The layers in order.
@@ -148,6 +202,7 @@ impl Sequential {
                 self.layers.len()
             )));
         }
+        self.names.remove(i);
         Ok(self.layers.remove(i))
     }
 
@@ -160,6 +215,8 @@ impl Sequential {
                 self.layers.len()
             )));
         }
+        self.names.truncate(range.end);
+        self.names.drain(..range.start);
         let mut rest: Vec<Box<dyn Module>> = self.layers.drain(range.end..).collect();
         let head: Vec<Box<dyn Module>> = self.layers.drain(..range.start).collect();
         rest.splice(0..0, head);
@@ -178,9 +235,22 @@ impl Sequential {
 
     /// The layer a dotted name starts with (`3.weight` → layer 3, `weight`).
     fn child<'n>(&self, name: &'n str) -> Option<(&dyn Module, &'n str)> {
-        let (index, rest) = name.split_once('.')?;
-        let layer = self.layers.get(index.parse::<usize>().ok()?)?;
-        Some((layer.as_ref(), rest))
+        let (first, rest) = name.split_once('.')?;
+        Some((self.get_named(first)?, rest))
+    }
+
+    /// Each layer's `(name, value)` pairs from `f`, prefixed with the layer's label.
+    fn prefixed<T>(&self, f: impl Fn(&dyn Module) -> Vec<(String, T)>) -> Vec<(String, T)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let label = self.label(i);
+            out.extend(
+                f(l.as_ref())
+                    .into_iter()
+                    .map(|(n, v)| (format!("{label}.{n}"), v)),
+            );
+        }
+        out
     }
 
     /// Number of trainable scalars.
@@ -207,7 +277,8 @@ impl Sequential {
                 String::new()
             };
             s.push_str(&format!(
-                "{i:>3}  {:<32} {n:>10} params{frozen}\n",
+                "{:>3}  {:<32} {n:>10} params{frozen}\n",
+                self.label(i),
                 l.describe()
             ));
         }
@@ -228,27 +299,16 @@ impl Module for Sequential {
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| {
-                l.named_parameters()
-                    .into_iter()
-                    .map(move |(n, t)| (format!("{i}.{n}"), t))
-            })
-            .collect()
+        self.prefixed(|l| l.named_parameters())
     }
 
     fn named_buffers(&self) -> Vec<(String, Tensor)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| {
-                l.named_buffers()
-                    .into_iter()
-                    .map(move |(n, t)| (format!("{i}.{n}"), t))
-            })
-            .collect()
+        self.prefixed(|l| l.named_buffers())
+    }
+
+    fn legacy_transposed(&self) -> Vec<String> {
+        let names = self.prefixed(|l| l.legacy_transposed().into_iter().map(|n| (n, ())).collect());
+        names.into_iter().map(|(n, ())| n).collect()
     }
 
     fn set_buffer(&self, name: &str, value: Tensor) -> bool {
@@ -259,15 +319,7 @@ impl Module for Sequential {
     }
 
     fn named_counters(&self) -> Vec<(String, u64)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| {
-                l.named_counters()
-                    .into_iter()
-                    .map(move |(n, v)| (format!("{i}.{n}"), v))
-            })
-            .collect()
+        self.prefixed(|l| l.named_counters())
     }
 
     fn set_counter(&self, name: &str, value: u64) -> bool {

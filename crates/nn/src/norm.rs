@@ -42,6 +42,9 @@ pub struct BatchNorm {
     /// Accepted input ranks: [2, 3] for 1-D, [4] for 2-D.
     ranks: &'static [usize],
     training: Cell<bool>,
+    /// Training batches seen, as PyTorch's `num_batches_tracked` (saved with the model and
+    /// read from PyTorch files; the running statistics use the momentum, not this count).
+    batches: Cell<u64>,
 }
 
 /// Batch normalisation of `[n, c]` or `[n, c, l]` inputs.
@@ -74,6 +77,7 @@ impl BatchNorm {
             channels,
             ranks,
             training: Cell::new(true),
+            batches: Cell::new(0),
         })
     }
 
@@ -131,6 +135,7 @@ impl Module for BatchNorm {
         let c = self.config;
         let (mean, var) = if self.training.get() {
             let count = x.numel() / self.channels;
+            self.batches.set(self.batches.get() + 1);
             assert!(
                 count > 1,
                 "{}: training needs more than one value per channel, got input {:?}",
@@ -192,6 +197,18 @@ impl Module for BatchNorm {
             _ => return false,
         }
         true
+    }
+
+    fn named_counters(&self) -> Vec<(String, u64)> {
+        vec![("num_batches_tracked".into(), self.batches.get())]
+    }
+
+    fn set_counter(&self, name: &str, value: u64) -> bool {
+        let known = name == "num_batches_tracked";
+        if known {
+            self.batches.set(value);
+        }
+        known
     }
 
     fn set_training(&self, training: bool) {
