@@ -8,11 +8,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use wgrad::nn::{
-    io, Activation, Adam, Conv2d, ConvConfig, ConvTranspose2d, FitOptions, Mnist, Module,
-    Reconstruct, Rng, Samples, Sequential, Trainer,
-};
-use wgrad::{Device, Error, Result};
+use wgrad::nn::{io, Adam, FitOptions, Mnist, Module, Reconstruct, Samples, Trainer};
+use wgrad::{Error, Result};
 
 const OPTIONS: &[(&str, bool, &str)] = &[
     ("epochs", true, "training epochs (default 5)"),
@@ -41,30 +38,6 @@ const OPTIONS: &[(&str, bool, &str)] = &[
     ("quiet", false, "no progress bar"),
 ];
 
-/// Conv(1 → 16, 3×3, stride 2) → relu → Conv(16 → 32, 3×3, stride 2) → relu: a 32 × 7 × 7
-/// code; then ConvTranspose(32 → 16) → relu → ConvTranspose(16 → 1) → sigmoid.
-fn autoencoder(dev: &Device, seed: u64) -> Result<Sequential> {
-    let mut rng = Rng::new(seed);
-    let down = ConvConfig {
-        stride: [2, 2],
-        padding: [1, 1],
-        ..ConvConfig::default()
-    };
-    let up = ConvConfig {
-        output_padding: [1, 1],
-        ..down
-    };
-    Ok(Sequential::new()
-        .add(Conv2d::new(dev, 1, 16, [3, 3], &mut rng, down)?)
-        .add(Activation::Relu)
-        .add(Conv2d::new(dev, 16, 32, [3, 3], &mut rng, down)?)
-        .add(Activation::Relu)
-        .add(ConvTranspose2d::new(dev, 32, 16, [3, 3], &mut rng, up)?)
-        .add(Activation::Relu)
-        .add(ConvTranspose2d::new(dev, 16, 1, [3, 3], &mut rng, up)?)
-        .add(Activation::Sigmoid))
-}
-
 fn run() -> Result<()> {
     let args = common::Args::parse("usage: mnist_autoencoder [OPTIONS]", OPTIONS);
     wgrad::init_logging();
@@ -77,7 +50,7 @@ fn run() -> Result<()> {
     let data = Mnist::load(args.path("data", common::DEFAULT_DATA))?;
     let dev = wgrad::default_device();
     println!("device: {}", dev.name());
-    let model = autoencoder(&dev, args.get("seed", 0))?;
+    let model = wgrad::nn::models::conv_autoencoder(&dev, args.get("seed", 0))?;
     println!("{}", model.summary());
     let (save, png) = (
         args.path("save", "mnist_autoencoder.safetensors"),

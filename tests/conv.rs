@@ -534,3 +534,41 @@ fn hand_computed_cases() {
         .unwrap();
     assert_eq!(m, vec![5.0, 6.0, 8.0, 9.0]);
 }
+
+/// The input gradient of strided convolutions (and transposed convolutions) runs as
+/// products and a gather: a batch in two chunks of scratch, a reduction over 70,000 output
+/// channels, and strides with dilation and padding, each against the CPU.
+#[test]
+fn strided_input_gradients_as_products_match_cpu() {
+    let cases = [
+        // 576 taps × 2,500 pixels per image: two images per chunk of scratch, then one.
+        (
+            "chunks",
+            [3, 64, 100, 100],
+            [2, 64, 3, 3],
+            spec([2, 2], [1, 1], [1, 1], 1),
+        ),
+        // Each input value sums 70,000 output channels.
+        (
+            "wide",
+            [1, 1, 4, 4],
+            [70_000, 1, 1, 1],
+            spec([2, 2], [0, 0], [1, 1], 1),
+        ),
+        (
+            "dilated",
+            [2, 3, 11, 9],
+            [4, 3, 3, 3],
+            spec([2, 3], [1, 2], [2, 1], 1),
+        ),
+    ];
+    for (name, x, w, s) in cases {
+        let k = w[0] * w[2] * w[3];
+        check(
+            &format!("strided_grad_input_{name}"),
+            k,
+            &[f(&x), f(&w)],
+            move |t| t[0].conv2d(&t[1], s),
+        );
+    }
+}

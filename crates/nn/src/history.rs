@@ -31,6 +31,9 @@ pub struct EpochStats {
     pub learning_rate: f32,
     /// Wall-clock seconds of the epoch, validation included.
     pub seconds: f64,
+    /// Means of the other metrics a custom training step reported (see
+    /// [`crate::Metrics`]), by name, e.g. a GAN's `d_loss` and `g_loss`.
+    pub extra: Vec<(String, f64)>,
 }
 
 impl EpochStats {
@@ -47,7 +50,7 @@ impl EpochStats {
             "val_f1" => self.val_f1,
             "learning_rate" => Some(self.learning_rate as f64),
             "seconds" => Some(self.seconds),
-            _ => None,
+            _ => self.extra.iter().find(|(n, _)| n == name).map(|(_, v)| *v),
         }
     }
 }
@@ -79,10 +82,19 @@ pub struct History {
 impl History {
     /// The history as CSV with a header row; missing values are empty.
     pub fn to_csv(&self) -> String {
-        let mut s = COLUMNS.join(",");
+        // The fixed columns, then each extra metric in the order first seen.
+        let mut columns: Vec<&str> = COLUMNS.to_vec();
+        for e in &self.epochs {
+            for (name, _) in &e.extra {
+                if !columns.contains(&name.as_str()) {
+                    columns.push(name);
+                }
+            }
+        }
+        let mut s = columns.join(",");
         s.push('\n');
         for e in &self.epochs {
-            let row: Vec<String> = COLUMNS
+            let row: Vec<String> = columns
                 .iter()
                 // Shortest exact representation, so a history read back is bit-identical.
                 .map(|c| match (*c, e.get(c)) {
@@ -121,7 +133,11 @@ impl History {
                     "val_f1" => e.val_f1 = v,
                     "learning_rate" => e.learning_rate = v? as f32,
                     "seconds" => e.seconds = v?,
-                    _ => {}
+                    other => {
+                        if let Some(v) = v {
+                            e.extra.push((other.to_string(), v));
+                        }
+                    }
                 }
             }
             epochs.push(e);
@@ -165,7 +181,10 @@ mod tests {
     fn history_csv_round_trips() {
         let mut h = History::from_val_losses(&[0.5, 0.25]);
         h.epochs[0].train_loss = 1.5;
+        h.epochs[1].extra.push(("g_loss".into(), 0.75));
         let back = History::from_csv(&h.to_csv()).unwrap();
+        assert_eq!(back.epochs[1].extra, [("g_loss".to_string(), 0.75)]);
+        assert!(back.epochs[0].extra.is_empty());
         assert_eq!(back.epochs.len(), 2);
         assert_eq!(back.epochs[0].train_loss, 1.5);
         assert_eq!(back.epochs[1].val_loss, Some(0.25));

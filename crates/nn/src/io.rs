@@ -173,6 +173,33 @@ pub fn save_with_metadata(
     optimizer: Option<&dyn Optimizer>,
     extra: &[(String, String)],
 ) -> Result<()> {
+    let optimizers: Vec<(&str, &dyn Optimizer)> = optimizer.map(|o| ("", o)).into_iter().collect();
+    save_checkpoint(path, model, &optimizers, extra)
+}
+
+/// Where the state of the optimizer called `name` lives: `optimizer.` for the unnamed one
+/// [`save`] writes, `optimizers.{name}.` for each of several (a GAN's two).
+fn optimizer_prefix(name: &str) -> String {
+    match name {
+        "" => OPTIMIZER_PREFIX.to_string(),
+        n => format!("optimizers.{n}."),
+    }
+}
+
+/// Whether a tensor name is optimizer state rather than the model's.
+fn is_optimizer_state(name: &str) -> bool {
+    name.starts_with(OPTIMIZER_PREFIX) || name.starts_with("optimizers.")
+}
+
+/// Saves a model with several optimizers, each under its name, and metadata: a training
+/// run with more than one optimizer (see [`crate::TrainStep`]) in one file, written
+/// atomically. [`load_checkpoint`] reads it back.
+pub fn save_checkpoint(
+    path: impl AsRef<Path>,
+    model: &dyn Module,
+    optimizers: &[(&str, &dyn Optimizer)],
+    extra: &[(String, String)],
+) -> Result<()> {
     let path = path.as_ref();
     let mut named = model.named_parameters();
     named.extend(model.named_buffers());
@@ -184,12 +211,16 @@ pub fn save_with_metadata(
     for (name, value) in model.named_counters() {
         metadata.insert(format!("{COUNTER_PREFIX}{name}"), value.to_string());
     }
-    if let Some(opt) = optimizer {
-        metadata.insert("optimizer".to_string(), opt.kind().to_string());
+    for (name, opt) in optimizers {
+        let prefix = optimizer_prefix(name);
+        metadata.insert(
+            prefix.trim_end_matches('.').to_string(),
+            opt.kind().to_string(),
+        );
         named.extend(
             opt.state_dict()
                 .into_iter()
-                .map(|(n, t)| (format!("{OPTIMIZER_PREFIX}{n}"), t)),
+                .map(|(n, t)| (format!("{prefix}{n}"), t)),
         );
     }
     realize_all(&named.iter().map(|(_, t)| t).collect::<Vec<_>>())?;
@@ -252,6 +283,18 @@ pub fn load_with_metadata(
     model: &dyn Module,
     optimizer: Option<&mut dyn Optimizer>,
 ) -> Result<HashMap<String, String>> {
+    let mut optimizers: Vec<(&str, &mut dyn Optimizer)> =
+        optimizer.map(|o| ("", o)).into_iter().collect();
+    load_checkpoint(path, model, &mut optimizers)
+}
+
+/// Loads what [`save_checkpoint`] wrote: the model, and each optimizer's state from under
+/// its name. Checked as [`load`] checks, before anything changes. Returns the metadata.
+pub fn load_checkpoint(
+    path: impl AsRef<Path>,
+    model: &dyn Module,
+    optimizers: &mut [(&str, &mut dyn Optimizer)],
+) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let file = parse(path, &bytes)?;
@@ -259,7 +302,12 @@ pub fn load_with_metadata(
         .map_err(|e| format_err(path, format!("unreadable header: {e}")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
 
-    let stored = Stored::new(&file, &meta, model, optimizer.as_deref());
+    // Format-1 files held one optimizer, unnamed.
+    let unnamed = optimizers
+        .iter()
+        .find(|(n, _)| n.is_empty())
+        .map(|(_, o)| &**o as &dyn Optimizer);
+    let stored = Stored::new(&file, &meta, model, unnamed);
     let read = |name: &str, want: &[usize]| -> Result<Vec<f32>> {
         let (dtype, shape, values) = stored.get(name).ok_or_else(|| {
             format_err(
@@ -302,7 +350,7 @@ pub fn load_with_metadata(
     let mut extra: Vec<&str> = file
         .names()
         .into_iter()
-        .filter(|n| !n.starts_with(OPTIMIZER_PREFIX) && !expected.contains(n))
+        .filter(|n| !is_optimizer_state(n) && !expected.contains(n))
         .collect();
     if !extra.is_empty() {
         extra.sort();
@@ -326,11 +374,16 @@ pub fn load_with_metadata(
         ));
     }
 
-    let mut optimizer_state = None;
-    if let Some(opt) = &optimizer {
-        let kind = meta
-            .get("optimizer")
-            .ok_or_else(|| format_err(path, "the file holds no optimizer state"))?;
+    let mut states = Vec::new();
+    for (opt_name, opt) in optimizers.iter() {
+        let prefix = optimizer_prefix(opt_name);
+        let kind = meta.get(prefix.trim_end_matches('.')).ok_or_else(|| {
+            let which = match *opt_name {
+                "" => String::new(),
+                n => format!(" for `{n}`"),
+            };
+            format_err(path, format!("the file holds no optimizer state{which}"))
+        })?;
         if kind != opt.kind() {
             return Err(format_err(
                 path,
@@ -340,7 +393,7 @@ pub fn load_with_metadata(
         let shapes: Vec<Vec<usize>> = opt.params().iter().map(|p| p.shape().to_vec()).collect();
         let mut state = Vec::new();
         for name in file.names() {
-            let Some(key) = name.strip_prefix(OPTIMIZER_PREFIX) else {
+            let Some(key) = name.strip_prefix(&prefix) else {
                 continue;
             };
             let want = match key
@@ -360,7 +413,7 @@ pub fn load_with_metadata(
             };
             state.push((key.to_string(), want.clone(), read(name, &want)?));
         }
-        optimizer_state = Some(state);
+        states.push(state);
     }
 
     // Everything checked: apply.
@@ -378,7 +431,7 @@ pub fn load_with_metadata(
     for (name, v) in &counters {
         model.set_counter(name, *v);
     }
-    if let (Some(opt), Some(state)) = (optimizer, optimizer_state) {
+    for ((_, opt), state) in optimizers.iter_mut().zip(states) {
         let device = opt.params().first().map(|p| p.device().clone());
         let mut map = HashMap::new();
         if let Some(device) = device {
@@ -487,7 +540,7 @@ pub fn load_state_dict(
     report.unexpected = file
         .names()
         .into_iter()
-        .filter(|n| !n.starts_with(OPTIMIZER_PREFIX) && !known.contains(n))
+        .filter(|n| !is_optimizer_state(n) && !known.contains(n))
         .map(str::to_string)
         .collect();
     report.unexpected.sort();

@@ -26,6 +26,7 @@ pub mod attention;
 pub mod callbacks;
 pub mod conv;
 pub mod data;
+pub mod gan;
 pub mod history;
 pub mod init;
 pub mod io;
@@ -38,6 +39,7 @@ pub mod optim;
 pub mod recurrent;
 pub mod resample;
 pub mod rng;
+pub mod step;
 pub mod text;
 pub mod trainer;
 
@@ -48,6 +50,7 @@ pub use attention::{
 pub use callbacks::{Callback, Control, EarlyStopping, LrSchedule};
 pub use conv::{AvgPool2d, Conv2d, ConvConfig, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d};
 pub use data::{Batch, DataLoader, Dataset, Mnist, Reconstruct, Samples, Targets};
+pub use gan::Gan;
 pub use history::{EpochStats, History};
 pub use init::Init;
 pub use layers::{Activation, Dense, DenseConfig, Dropout, Flatten, Unflatten};
@@ -62,6 +65,7 @@ pub use optim::{
 pub use recurrent::{Embedding, Gru, Lstm, Rnn, RnnConfig};
 pub use resample::{Upsample, UpsampleMode};
 pub use rng::Rng;
+pub use step::{Metrics, TrainStep};
 pub use text::{Labelled, Padding, Sentiment, Sequences, Vocab};
 pub use trainer::{Evaluation, FitOptions, Trainer};
 

@@ -7,15 +7,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use wgrad_graph::{no_grad, realize_all, Device, Error, Result, Stats, Tensor};
+use wgrad_graph::{no_grad, realize_all, Device, Error, Result, Tensor};
 
 use crate::callbacks::{Callback, Control};
 use crate::data::{epoch_order, Samples, Targets};
 use crate::history::{EpochStats, History};
 use crate::io;
-use crate::metrics::{confusion_lazy, correct_lazy, BinaryCounts, ConfusionMatrix};
+use crate::metrics::{confusion_lazy, BinaryCounts, ConfusionMatrix};
 use crate::module::{check_input, Module};
 use crate::optim::Optimizer;
+use crate::step::{
+    fill_stats, fit_to_targets, loss_of, LossFn, Metrics, ModelStep, StepCost, TrainStep,
+};
 
 /// Options of [`Trainer::fit`].
 #[derive(Clone, Debug)]
@@ -58,8 +61,6 @@ impl Default for FitOptions {
     }
 }
 
-type LossFn<'a> = Box<dyn Fn(&Tensor, &Tensor) -> Tensor + 'a>;
-
 /// Trains a model: `fit` runs epochs over [`Samples`] and returns a [`History`]. The loss is
 /// cross-entropy for class ids, BCE with logits for binary targets and the mean squared
 /// error for values, unless [`Trainer::with_loss`] sets another.
@@ -79,14 +80,32 @@ type LossFn<'a> = Box<dyn Fn(&Tensor, &Tensor) -> Tensor + 'a>;
 /// # Ok::<(), wgrad_graph::Error>(())
 /// ```
 pub struct Trainer<'a> {
-    model: &'a dyn Module,
-    optimizer: &'a mut dyn Optimizer,
+    learner: Learner<'a>,
     device: Device,
     /// Set by `with_loss`; else the data's targets decide.
     loss: Option<LossFn<'a>>,
     /// Options used by [`Trainer::fit`].
     pub options: FitOptions,
     callbacks: Vec<Box<dyn Callback + 'a>>,
+}
+
+/// What a trainer trains: a model with an optimizer and a loss, or a step of one's own.
+enum Learner<'a> {
+    Model {
+        model: &'a dyn Module,
+        optimizer: &'a mut dyn Optimizer,
+    },
+    Custom(&'a mut dyn TrainStep),
+}
+
+impl Learner<'_> {
+    /// The model checkpoints hold, and its optimizers by name (unnamed for a plain model).
+    fn parts(&mut self) -> (&dyn Module, Vec<(&str, &mut dyn Optimizer)>) {
+        match self {
+            Learner::Model { model, optimizer } => (*model, vec![("", &mut **optimizer)]),
+            Learner::Custom(step) => step.parts(),
+        }
+    }
 }
 
 /// Validation loss and metrics.
@@ -105,8 +124,7 @@ impl<'a> Trainer<'a> {
     /// A trainer with the data's default loss and default [`FitOptions`].
     pub fn new(model: &'a dyn Module, optimizer: &'a mut dyn Optimizer, device: &Device) -> Self {
         Trainer {
-            model,
-            optimizer,
+            learner: Learner::Model { model, optimizer },
             device: device.clone(),
             loss: None,
             options: FitOptions::default(),
@@ -114,20 +132,35 @@ impl<'a> Trainer<'a> {
         }
     }
 
+    /// A trainer running `step` on each batch (see [`TrainStep`]): a GAN's alternating
+    /// updates, or any scheme with several models or optimizers. Validation data is not
+    /// evaluated (the step's `on_epoch_end` may); everything else works as for a model.
+    pub fn custom(step: &'a mut dyn TrainStep, device: &Device) -> Self {
+        Trainer {
+            learner: Learner::Custom(step),
+            device: device.clone(),
+            loss: None,
+            options: FitOptions::default(),
+            callbacks: Vec::new(),
+        }
+    }
+
+    /// The model trained, for a trainer made with [`Trainer::new`].
+    fn model(&self) -> Result<&'a dyn Module> {
+        match &self.learner {
+            Learner::Model { model, .. } => Ok(*model),
+            Learner::Custom(_) => Err(Error::Data(
+                "a trainer with a custom step has no model of its own to evaluate; evaluate \
+                 the step's models directly"
+                    .into(),
+            )),
+        }
+    }
+
     /// Replaces the loss `(model output, targets) -> scalar`.
     pub fn with_loss(mut self, loss: impl Fn(&Tensor, &Tensor) -> Tensor + 'a) -> Self {
         self.loss = Some(Box::new(loss));
         self
-    }
-
-    /// The loss for data with `targets`.
-    fn loss(&self, out: &Tensor, y: &Tensor, targets: Targets) -> Tensor {
-        match (&self.loss, targets) {
-            (Some(loss), _) => loss(out, y),
-            (None, Targets::Classes(_)) => wgrad_graph::cross_entropy(out, y),
-            (None, Targets::Binary) => wgrad_graph::bce_with_logits(out, y),
-            (None, Targets::Values) => wgrad_graph::mse_loss(out, y),
-        }
     }
 
     /// Replaces the options.
@@ -145,13 +178,14 @@ impl<'a> Trainer<'a> {
     /// Checks `data` against the model: its samples fit the input, and the model's outputs
     /// fit the targets (a score for every class the labels name).
     fn sample_shape(&self, data: &dyn Samples) -> Result<()> {
-        let Some(sample) = data.input_shape() else {
+        let (Some(sample), Learner::Model { model, .. }) = (data.input_shape(), &self.learner)
+        else {
             return data.check(None);
         };
         let mut shape = vec![self.options.batch_size.clamp(1, data.len().max(1))];
         shape.extend(&sample);
         data.check(None)?;
-        let out = check_input(self.model, &shape)?;
+        let out = check_input(*model, &shape)?;
         match out[..] {
             [_, outputs] => data.check(Some(outputs)),
             _ => Ok(()),
@@ -159,7 +193,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Refuses options that would train nothing or on nonsense, before anything runs.
-    fn check_options(&self, train: &dyn Samples) -> Result<()> {
+    fn check_options(&mut self, train: &dyn Samples) -> Result<()> {
         if self.options.batch_size == 0 {
             return Err(Error::Data("the batch size must be at least 1".into()));
         }
@@ -168,11 +202,13 @@ impl<'a> Trainer<'a> {
                 "the training data is empty: there is nothing to train on".into(),
             ));
         }
-        let lr = self.optimizer.learning_rate();
-        if !(lr.is_finite() && lr >= 0.0) {
-            return Err(Error::Data(format!(
-                "the learning rate is {lr}; it must be a finite number of at least 0"
-            )));
+        for (_, optimizer) in self.learner.parts().1 {
+            let lr = optimizer.learning_rate();
+            if !(lr.is_finite() && lr >= 0.0) {
+                return Err(Error::Data(format!(
+                    "the learning rate is {lr}; it must be a finite number of at least 0"
+                )));
+            }
         }
         Ok(())
     }
@@ -181,8 +217,9 @@ impl<'a> Trainer<'a> {
     /// mode it was in.
     pub fn evaluate(&self, data: &dyn Samples) -> Result<Evaluation> {
         self.sample_shape(data)?;
-        let was_training = self.model.is_training();
-        self.model.set_training(false);
+        let model = self.model()?;
+        let was_training = model.is_training();
+        model.set_training(false);
         let targets = data.targets();
         let result = no_grad(|| -> Result<Evaluation> {
             let mut loss_sum = Tensor::scalar(&self.device, 0.0);
@@ -197,8 +234,8 @@ impl<'a> Trainer<'a> {
             let chunk = 4 * self.options.batch_size.max(1);
             for picks in order.chunks(chunk) {
                 let (x, y) = data.batch(&self.device, picks)?;
-                let out = fit_to_targets(self.model.forward(&x), &y, targets)?;
-                loss_sum = loss_sum + self.loss(&out, &y, targets) * picks.len() as f32;
+                let out = fit_to_targets(model.forward(&x), &y, targets)?;
+                loss_sum = loss_sum + loss_of(&self.loss, &out, &y, targets) * picks.len() as f32;
                 match targets {
                     Targets::Classes(c) => {
                         confusion = confusion + confusion_lazy(&out, &y, c);
@@ -232,7 +269,7 @@ impl<'a> Trainer<'a> {
                 binary,
             })
         });
-        self.model.set_training(was_training);
+        model.set_training(was_training);
         result
     }
 
@@ -290,51 +327,74 @@ impl<'a> Trainer<'a> {
         let steps = train.len().div_ceil(opts.batch_size);
         let mut step = start_epoch * steps;
         let targets = train.targets();
-        self.model.set_training(true);
+        if validation.is_some() && matches!(self.learner, Learner::Custom(_)) {
+            return Err(Error::Data(
+                "a trainer with a custom step does not validate; evaluate in the step's \
+                 on_epoch_end instead"
+                    .into(),
+            ));
+        }
+        self.learner.parts().0.set_training(true);
         for epoch in start_epoch..opts.epochs {
-            for cb in &mut self.callbacks {
-                cb.on_epoch_begin(epoch, self.optimizer);
+            for (_, optimizer) in self.learner.parts().1 {
+                for cb in &mut self.callbacks {
+                    cb.on_epoch_begin(epoch, optimizer);
+                }
             }
             let bar = self.progress_bar(epoch, steps);
             let started = Instant::now();
-            let mut loss_sum = Tensor::scalar(&self.device, 0.0);
-            let mut hits = Tensor::scalar(&self.device, 0.0);
+            let mut metrics = Metrics::new();
             let mut seen = 0usize;
             let mut last_read = Instant::now();
             let order = epoch_order(train.len(), Some(opts.seed), epoch as u64);
             for (i, picks) in order.chunks(opts.batch_size).enumerate() {
                 let cost = StepCost::start(&self.device);
                 let (x, y) = train.batch(&self.device, picks)?;
-                let out = fit_to_targets(self.model.forward(&x), &y, targets)?;
-                let loss = self.loss(&out, &y, targets);
-                let grads = loss.backward();
-                if opts.check_finite {
-                    self.check_finite(&loss, &grads, step + 1)?;
+                metrics.begin_batch(picks.len());
+                match &mut self.learner {
+                    Learner::Model { model, optimizer } => ModelStep {
+                        model: *model,
+                        optimizer: &mut **optimizer,
+                        loss: &self.loss,
+                        targets,
+                        check_finite: opts.check_finite.then_some(step + 1),
+                    }
+                    .run(&x, &y, &mut metrics)?,
+                    Learner::Custom(custom) => custom.train_step(&x, &y, step, &mut metrics)?,
                 }
-                loss_sum = no_grad(|| loss_sum.clone() + &loss * picks.len() as f32);
-                hits = no_grad(|| hits.clone() + correct(&out, &y, targets));
-                self.optimizer.step_with(&grads, &[&loss_sum, &hits])?;
+                metrics.settle()?;
                 seen += picks.len();
                 step += 1;
                 cost.log(&self.device, step);
                 // Reading values waits for the device, so the bar's loss is refreshed a few
                 // times a second rather than every step.
                 if !bar.is_hidden() && (last_read.elapsed().as_millis() >= 250 || i + 1 == steps) {
-                    let avg = loss_sum.item()? as f64 / seen as f64;
                     let rate = seen as f64 / started.elapsed().as_secs_f64();
-                    bar.set_message(format!("loss {avg:.4}  {rate:.0} samples/s"));
+                    let first = match metrics.first_mean(seen)? {
+                        Some((name, avg)) => format!("{name} {avg:.4}  "),
+                        None => String::new(),
+                    };
+                    bar.set_message(format!("{first}{rate:.0} samples/s"));
                     last_read = Instant::now();
                 }
                 bar.set_position(i as u64 + 1);
             }
             bar.finish_and_clear();
+            let learning_rate = self
+                .learner
+                .parts()
+                .1
+                .first()
+                .map_or(0.0, |(_, o)| o.learning_rate());
             let mut stats = EpochStats {
                 epoch: epoch + 1,
-                train_loss: loss_sum.item()? as f64 / seen.max(1) as f64,
-                train_accuracy: hits.item()? as f64 / seen.max(1) as f64,
-                learning_rate: self.optimizer.learning_rate(),
+                learning_rate,
                 ..Default::default()
             };
+            let means = metrics.means(seen)?;
+            let has = |name: &str| means.iter().any(|(n, _)| n == name);
+            let shown = (has("loss"), has("accuracy"));
+            fill_stats(&mut stats, means);
             if let Some(v) = validation {
                 let e = self.evaluate(v)?;
                 stats.val_loss = Some(e.loss);
@@ -358,8 +418,10 @@ impl<'a> Trainer<'a> {
             }
             stats.seconds = started.elapsed().as_secs_f64();
             if opts.verbose {
-                let accuracy = targets != Targets::Values;
-                println!("{}", epoch_line(&stats, (opts.epochs, accuracy), seen));
+                println!("{}", epoch_line(&stats, opts.epochs, shown, seen));
+            }
+            if let Learner::Custom(custom) = &mut self.learner {
+                custom.on_epoch_end(&stats)?;
             }
             history.epochs.push(stats);
             if let Some(dir) = &opts.checkpoint_dir {
@@ -392,45 +454,16 @@ impl<'a> Trainer<'a> {
             .with_prefix(format!("epoch {}/{}", epoch + 1, self.options.epochs))
     }
 
-    /// Stops at the first non-finite loss or gradient, before the optimizer applies it.
-    fn check_finite(&self, loss: &Tensor, grads: &wgrad_graph::Grads, step: usize) -> Result<()> {
-        let named = self.model.named_parameters();
-        let flags: Vec<Tensor> = no_grad(|| {
-            // How many values are NaN or infinite (a bit test on every backend).
-            let bad = |t: &Tensor| t.isfinite().neg().add_scalar(1.0).sum_all().reshape(&[1]);
-            let mut flags = vec![bad(loss)];
-            for (_, p) in &named {
-                flags.push(match grads.get(p) {
-                    Some(g) => bad(g),
-                    None => Tensor::zeros(&self.device, &[1]),
-                });
-            }
-            flags
-        });
-        let refs: Vec<&Tensor> = flags.iter().collect();
-        let all = Tensor::concat(&refs, 0).to_vec()?;
-        if all[0] != 0.0 {
-            return Err(Error::NonFinite {
-                step,
-                what: "the loss".into(),
-            });
-        }
-        if let Some(i) = all[1..].iter().position(|&v| v != 0.0) {
-            return Err(Error::NonFinite {
-                step,
-                what: format!("the gradient of `{}`", named[i].0),
-            });
-        }
-        Ok(())
-    }
-
-    fn save_checkpoint(&self, dir: &Path, epoch: usize, history: &History) -> Result<()> {
+    fn save_checkpoint(&mut self, dir: &Path, epoch: usize, history: &History) -> Result<()> {
         let path = dir.join(format!("epoch-{epoch:04}.safetensors"));
         let meta = [
             ("epoch".to_string(), epoch.to_string()),
             ("history".to_string(), history.to_csv()),
         ];
-        io::save_with_metadata(&path, self.model, Some(&*self.optimizer), &meta)
+        let (model, optimizers) = self.learner.parts();
+        let optimizers: Vec<(&str, &dyn Optimizer)> =
+            optimizers.into_iter().map(|(n, o)| (n, &*o)).collect();
+        io::save_checkpoint(&path, model, &optimizers, &meta)
     }
 
     /// The newest checkpoint in `dir` that loads completely; older ones are tried when a newer
@@ -454,7 +487,8 @@ impl<'a> Trainer<'a> {
         found.sort();
         let any = !found.is_empty();
         for (epoch, path) in found.into_iter().rev() {
-            match io::load_with_metadata(&path, self.model, Some(&mut *self.optimizer)) {
+            let (model, mut optimizers) = self.learner.parts();
+            match io::load_checkpoint(&path, model, &mut optimizers) {
                 Ok(meta) => {
                     let history = meta
                         .get("history")
@@ -476,78 +510,19 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// The number of right predictions in a batch, lazily: the class with the largest score, or
-/// a logit's side of 0 against a 0/1 target; nothing for values.
-fn correct(out: &Tensor, y: &Tensor, targets: Targets) -> Tensor {
-    match targets {
-        Targets::Classes(_) => correct_lazy(out, y),
-        Targets::Binary => {
-            let predicted = out.gt(&out.scalar_like(0.0));
-            predicted.eq(&y.gt(&y.scalar_like(0.5))).sum_all()
-        }
-        Targets::Values => Tensor::scalar(out.device(), 0.0),
+/// The line printed after an epoch; `shown` says whether the step reported a loss and an
+/// accuracy.
+fn epoch_line(s: &EpochStats, epochs: usize, shown: (bool, bool), samples: usize) -> String {
+    let (loss, accuracy) = shown;
+    let mut line = format!("epoch {}/{epochs}", s.epoch);
+    if loss {
+        line.push_str(&format!("  loss {:.4}", s.train_loss));
     }
-}
-
-/// A binary classifier's logits in its targets' shape: `[n, 1]` against `[n]` is read as
-/// `[n]`; a count that differs is an error naming both shapes. Other outputs as they are.
-/// What one training step costs the device, for the debug log: dispatches, copies and
-/// submissions, and, for recurrent models, dispatches per timestep.
-struct StepCost {
-    stats: Option<(Stats, u64)>,
-}
-
-impl StepCost {
-    fn start(device: &Device) -> Self {
-        let on = log::log_enabled!(target: "wgrad::trainer", log::Level::Debug);
-        StepCost {
-            stats: on.then(|| (device.stats(), crate::recurrent::cell_steps())),
-        }
-    }
-
-    fn log(self, device: &Device, step: usize) {
-        let Some((before, cells_before)) = self.stats else {
-            return;
-        };
-        let cost = device.stats() - before;
-        let cells = crate::recurrent::cell_steps() - cells_before;
-        let per_cell = if cells > 0 {
-            format!(
-                "; {cells} recurrent timesteps (over layers and directions): {:.1} dispatches per timestep (the step's count ÷ timesteps)",
-                cost.dispatches as f64 / cells as f64
-            )
-        } else {
-            String::new()
-        };
-        log::debug!(
-            target: "wgrad::trainer",
-            "step {step}: {} dispatches, {} copies or clears, {} submission(s){per_cell}",
-            cost.dispatches,
-            cost.copies,
-            cost.submissions
-        );
-    }
-}
-
-fn fit_to_targets(out: Tensor, y: &Tensor, targets: Targets) -> Result<Tensor> {
-    if targets != Targets::Binary || out.shape() == y.shape() {
-        return Ok(out);
-    }
-    if out.numel() != y.numel() {
-        return Err(Error::Data(format!(
-            "the model gives {:?} for binary targets {:?}; a binary classifier gives one \
-             logit per target",
-            out.shape(),
-            y.shape()
-        )));
-    }
-    Ok(out.reshape(y.shape()))
-}
-
-fn epoch_line(s: &EpochStats, (epochs, accuracy): (usize, bool), samples: usize) -> String {
-    let mut line = format!("epoch {}/{epochs}  loss {:.4}", s.epoch, s.train_loss);
     if accuracy {
         line.push_str(&format!("  accuracy {:.2}%", s.train_accuracy * 100.0));
+    }
+    for (name, v) in &s.extra {
+        line.push_str(&format!("  {name} {v:.4}"));
     }
     if let Some(l) = s.val_loss {
         line.push_str(&format!("  val_loss {l:.4}"));

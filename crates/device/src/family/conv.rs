@@ -80,6 +80,10 @@ pub(crate) fn record(
             if spec.stride == [1, 1] && grad_input_stride1(rec, &params, x, out)? {
                 return Ok(());
             }
+            let operands = (x[0].buffer, x[1].buffer, out.buffer);
+            if spec.stride != [1, 1] && conv_gemm::grad_input_cols(rec, &params, operands)? {
+                return Ok(());
+            }
             let entry = kernels::CONV2D_GRAD_INPUT;
             let blocks = (params.h * params.w, params.cg);
             let steps = (params.og, tap_trip(&params));

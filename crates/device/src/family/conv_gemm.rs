@@ -10,7 +10,7 @@ use wgrad_graph::{BufferId, Result};
 use super::generated::{self, Epilogue};
 use super::{layout, matmul};
 use crate::kernels;
-use crate::params::{ConvLanesParams, Im2colParams, MatmulParams};
+use crate::params::{ConvLanesParams, ConvParams, Im2colParams, MatmulParams};
 use crate::recorder::Recorder;
 use crate::MAX_TRIP;
 
@@ -343,6 +343,91 @@ pub(crate) fn conv_gemm_weight(
             None,
         )
     });
+    rec.free_all(scratch);
+    result.map(|_| true)
+}
+
+/// The input gradient of a strided convolution (or a transposed convolution) as a product
+/// and a gather: per chunk of images, g is copied as `[o, images·oh·ow]` (rows rounded up to
+/// whole vec4s), `cols = Wᵀ · g` (`[c·kh·kw, images·oh·ow]`, W read transposed in place)
+/// in one product, and `col2im` sums each input value's taps in a fixed order. The direct
+/// kernel walks every output channel for each input value; this does that work in a matrix
+/// kernel, with the images side by side so that small images still fill its lanes. False
+/// (nothing recorded) for grouped convolutions, windows past the loop bound, or when
+/// scratch memory is short.
+pub(crate) fn grad_input_cols(
+    rec: &Recorder,
+    params: &ConvParams,
+    (g, w, out): (BufferId, BufferId, BufferId),
+) -> Result<bool> {
+    let grid = rec.limits().max_compute_workgroups_per_dimension;
+    let taps = params.c * params.kh * params.kw;
+    let np = params.oh * params.ow;
+    let fits = params.groups == 1
+        && (params.kh * (1 + params.kw)) as usize <= MAX_TRIP
+        && params.c <= grid
+        && (params.h * params.w).div_ceil(64) <= grid
+        && params.n > 0
+        && taps > 0
+        && np > 0;
+    if !fits {
+        return Ok(false);
+    }
+    let per_image = (taps + params.o) as usize * np as usize;
+    let chunk = (CHUNK_VALUES / per_image).clamp(1, params.n.min(grid) as usize) as u32;
+    let row_max = (chunk * np).next_multiple_of(4) as usize;
+    let sizes = [taps as usize * row_max * 4, params.o as usize * row_max * 4];
+    let Some(scratch) = rec.alloc_all(&sizes) else {
+        return Ok(false);
+    };
+    let (cols, gt) = (scratch[0], scratch[1]);
+    let (o, npu) = (params.o as usize, np as usize);
+    let result = (0..params.n)
+        .step_by(chunk as usize)
+        .try_for_each(|image0| {
+            let images = chunk.min(params.n - image0);
+            // Column j of the product reads only column j of gt, so the padding columns (never
+            // written) reach only columns of cols that col2im never reads.
+            let row = (images * np).next_multiple_of(4);
+            layout::copy_strided(
+                rec,
+                g,
+                gt,
+                &[images as usize, o, npu],
+                (image0 as usize * o * npu, &[o * npu, npu, 1]),
+                (0, &[npu, row as usize, 1]),
+            );
+            let product = MatmulParams {
+                m: taps,
+                n: row,
+                k: params.o,
+                batch_rank: 1,
+                batch: [1, 1, 1, 1],
+                sa: [0; 4],
+                sb: [0; 4],
+                out_offset: 0,
+                out_n: row,
+                accumulate: 0,
+                ta: 1,
+                tb: 0,
+                a_row0: 0,
+                a_rows: 0,
+                window_rows: 0,
+                b_panel: 0,
+                k_chunk: 0,
+                batch_count: 0,
+            };
+            matmul::product(rec, &product, (w, gt, cols), false, None)?;
+            let gather = ConvParams {
+                red_begin: image0,
+                red_end: row,
+                out_base: 0,
+                ..*params
+            };
+            let groups = [(params.h * params.w).div_ceil(64), params.c, images];
+            rec.push(kernels::COL2IM, &gather, vec![out, cols], groups);
+            Ok(())
+        });
     rec.free_all(scratch);
     result.map(|_| true)
 }
