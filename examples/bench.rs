@@ -469,6 +469,23 @@ fn run() -> Result<()> {
             ))
         })?;
     }
+    // The DCGAN generator's upsampling layer: a transposed convolution with stride 2 (the
+    // input gradient of a strided convolution).
+    let flop = 2.0 * (64 * 49 * 64 * 32 * 16) as f64;
+    b.kernel("conv_transpose", Work::Flop(flop), 1e-4, &|dev| {
+        let spec = Conv2dSpec {
+            stride: [2, 2],
+            padding: [1, 1],
+            ..Default::default()
+        };
+        Ok((
+            vec![
+                random(dev, &[64, 64, 7, 7], 3)?,
+                random(dev, &[64, 32, 4, 4], 4)?,
+            ],
+            Box::new(move |t: &[Tensor]| t[0].conv_transpose2d(&t[1], spec, [0, 0])),
+        ))
+    })?;
     b.kernel("maxpool", Work::None, 0.0, &|dev| {
         Ok((
             vec![random(dev, &[64, 32, 26, 26], 5)?],

@@ -18,7 +18,13 @@ fn run() -> Result<()> {
     println!("device: {}", dev.name());
     let model = common::mnist_cnn_model(&dev, args.get("seed", 0))?;
     println!("{}", model.summary());
-    common::train_mnist(&args, &model, &dev, &data, "mnist_cnn.safetensors")
+    common::train_classifier(
+        &args,
+        &model,
+        &dev,
+        (&data.train, &data.test),
+        "mnist_cnn.safetensors",
+    )
 }
 
 fn main() {

@@ -17,7 +17,13 @@ fn run() -> Result<()> {
     println!("device: {}", dev.name());
     let model = wgrad::nn::models::mnist_mlp(&dev, data.train.features(), args.get("seed", 0))?;
     println!("{}", model.summary());
-    common::train_mnist(&args, &model, &dev, &data, "mnist_mlp.safetensors")
+    common::train_classifier(
+        &args,
+        &model,
+        &dev,
+        (&data.train, &data.test),
+        "mnist_mlp.safetensors",
+    )
 }
 
 fn main() {

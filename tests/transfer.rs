@@ -31,6 +31,10 @@ fn frozen_layers_stay_while_the_rest_trains() {
     assert_eq!(after[0], before[0], "a frozen weight changed");
     assert_eq!(after[1], before[1], "a frozen bias changed");
     assert_ne!(after[2], before[2], "a trainable weight did not change");
+    // The optimizer made no state for the frozen parameters (0 and 1), only for the others.
+    let state: Vec<String> = opt.state_dict().into_iter().map(|(n, _)| n).collect();
+    assert!(!state.iter().any(|n| n == "m.0" || n == "v.1"), "{state:?}");
+    assert!(state.iter().any(|n| n == "m.2") && state.iter().any(|n| n == "v.3"), "{state:?}");
     let summary = m.summary();
     assert!(
         summary.contains("16 frozen") && summary.contains("10 trainable, 16 frozen"),

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use wgrad::nn::{
-    io, Adam, EarlyStopping, FitOptions, LrSchedule, Mnist, Module, Optimizer, Sequential, Trainer,
+    io, Adam, Dataset, EarlyStopping, FitOptions, LrSchedule, Module, Optimizer, Sequential,
+    Trainer,
 };
 use wgrad::{Device, Result};
 
@@ -157,13 +158,13 @@ pub const TRAIN_OPTIONS: &[(&str, bool, &str)] = &[
     ("quiet", false, "no progress bar"),
 ];
 
-/// Trains `model` on MNIST (validating on the test split after every epoch) or, with
+/// Trains `model` on a training split (validating on the test split after every epoch) or, with
 /// `--eval`, evaluates saved weights; then saves weights, history and chart as asked.
-pub fn train_mnist(
+pub fn train_classifier(
     args: &Args,
     model: &dyn Module,
     dev: &Device,
-    data: &Mnist,
+    data: (&Dataset, &Dataset),
     default_save: &str,
 ) -> Result<()> {
     let eval: String = args.get("eval", String::new());
@@ -171,11 +172,11 @@ pub fn train_mnist(
         io::load(&eval, model, None)?;
         let mut opt = Adam::new(model.parameters(), 0.0);
         let trainer = Trainer::new(model, &mut opt, dev);
-        let e = trainer.evaluate(&data.test)?;
+        let e = trainer.evaluate(data.1)?;
         println!(
             "{eval}: test accuracy {:.2}% on {} images (loss {:.4})",
             e.confusion.accuracy() * 100.0,
-            data.test.len(),
+            data.1.len(),
             e.loss
         );
         println!("{}", e.confusion);
@@ -183,8 +184,8 @@ pub fn train_mnist(
     }
     println!(
         "data: {} training and {} test images",
-        data.train.len(),
-        data.test.len()
+        data.0.len(),
+        data.1.len()
     );
     let lr: f32 = args.get("lr", 1e-3);
     let epochs: usize = args.get("epochs", 5);
@@ -252,7 +253,7 @@ pub fn train_mnist(
             std::process::exit(2);
         }
     }
-    let history = trainer.fit(&data.train, Some(&data.test))?;
+    let history = trainer.fit(data.0, Some(data.1))?;
     drop(trainer);
     if let Some(c) = &history.confusion {
         println!("{c}");

@@ -24,6 +24,7 @@
 
 pub mod attention;
 pub mod callbacks;
+pub mod cifar;
 pub mod conv;
 pub mod data;
 pub mod gan;
@@ -48,6 +49,7 @@ pub use attention::{
     LearnedPositions, MultiheadAttention, TransformerEncoderLayer,
 };
 pub use callbacks::{Callback, Control, EarlyStopping, LrSchedule};
+pub use cifar::{Cifar10, CIFAR10_CLASSES};
 pub use conv::{AvgPool2d, Conv2d, ConvConfig, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d};
 pub use data::{Batch, DataLoader, Dataset, Mnist, Reconstruct, Samples, Targets};
 pub use gan::Gan;

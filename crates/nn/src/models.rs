@@ -14,10 +14,22 @@ use crate::rng::Rng;
 /// Conv(64, 3×3, relu) → Flatten → Dense(64, relu) → Dense(10), for `[n, 1, 28, 28]` images;
 /// weights drawn from `seed`. Layers 0–9 are the features, 10–11 the head.
 pub fn mnist_cnn(device: &Device, seed: u64) -> Result<Sequential> {
+    small_cnn(device, 1, 3 * 3, seed)
+}
+
+/// The source material's colour variant of the MNIST CNN, for `[n, 3, 32, 32]` images
+/// (CIFAR-10): the same layers, with 3 input channels and 64 × 4 × 4 features.
+pub fn cifar_cnn(device: &Device, seed: u64) -> Result<Sequential> {
+    small_cnn(device, 3, 4 * 4, seed)
+}
+
+/// Three 3×3 convolutions (32, 64, 64 channels) with two 2×2 pools between them, then
+/// Dense(64) and Dense(10), for `channels` input channels leaving `pixels` pixels.
+fn small_cnn(device: &Device, channels: usize, pixels: usize, seed: u64) -> Result<Sequential> {
     let mut rng = Rng::new(seed);
     let conv = |i, o, rng: &mut Rng| Conv2d::new(device, i, o, [3, 3], rng, ConvConfig::default());
     Ok(Sequential::new()
-        .add(conv(1, 32, &mut rng)?)
+        .add(conv(channels, 32, &mut rng)?)
         .add(Activation::Relu)
         .add(MaxPool2d::new(2))
         .add(conv(32, 64, &mut rng)?)
@@ -26,7 +38,7 @@ pub fn mnist_cnn(device: &Device, seed: u64) -> Result<Sequential> {
         .add(conv(64, 64, &mut rng)?)
         .add(Activation::Relu)
         .add(Flatten)
-        .add(Dense::new(device, 64 * 3 * 3, 64, &mut rng)?)
+        .add(Dense::new(device, 64 * pixels, 64, &mut rng)?)
         .add(Activation::Relu)
         .add(Dense::new(device, 64, 10, &mut rng)?))
 }
