@@ -359,22 +359,26 @@ fn matmul((a, ta): (&In, bool), (b, tb): (&In, bool), out_shape: &[usize], out: 
     let sb = broadcast_strides(&b.shape[..b.shape.len() - 2], batch_shape);
     let (av, bv) = (a.f32(), b.f32());
     let mut row = vec![0f64; n];
+    // A transposed b is copied row-major once per matrix, so the inner loop runs along
+    // contiguous memory either way (the sums are the same, in the same order).
+    let mut b_rows = Vec::new();
     for batch in 0..numel(batch_shape) {
         let ao = offset(batch, batch_shape, &sa) * m * k;
         let bo = offset(batch, batch_shape, &sb) * k * n;
+        let (bm, bo) = if b_col == 1 {
+            (bv, bo)
+        } else {
+            b_rows.clear();
+            b_rows.extend((0..k * n).map(|i| bv[bo + (i / n) * b_row + (i % n) * b_col]));
+            (&b_rows[..], 0)
+        };
         for i in 0..m {
             row.fill(0.0);
             for p in 0..k {
                 let aip = av[ao + i * a_row + p * a_col] as f64;
-                let at = bo + p * b_row;
-                if b_col == 1 {
-                    for (acc, &bpj) in row.iter_mut().zip(&bv[at..at + n]) {
-                        *acc += aip * bpj as f64;
-                    }
-                } else {
-                    for (j, acc) in row.iter_mut().enumerate() {
-                        *acc += aip * bv[at + j * b_col] as f64;
-                    }
+                let at = bo + p * n;
+                for (acc, &bpj) in row.iter_mut().zip(&bm[at..at + n]) {
+                    *acc += aip * bpj as f64;
                 }
             }
             let dst = &mut out[(batch * m + i) * n..(batch * m + i + 1) * n];
