@@ -34,7 +34,10 @@ fn frozen_layers_stay_while_the_rest_trains() {
     // The optimizer made no state for the frozen parameters (0 and 1), only for the others.
     let state: Vec<String> = opt.state_dict().into_iter().map(|(n, _)| n).collect();
     assert!(!state.iter().any(|n| n == "m.0" || n == "v.1"), "{state:?}");
-    assert!(state.iter().any(|n| n == "m.2") && state.iter().any(|n| n == "v.3"), "{state:?}");
+    assert!(
+        state.iter().any(|n| n == "m.2") && state.iter().any(|n| n == "v.3"),
+        "{state:?}"
+    );
     let summary = m.summary();
     assert!(
         summary.contains("16 frozen") && summary.contains("10 trainable, 16 frozen"),

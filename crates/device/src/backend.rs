@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use wgrad_graph::{
-    Arg, Backend, BufferId, Capabilities, Device, Error, Fused, FusedValue, Launch, Op, Result,
-    Stats,
+    Arg, Backend, BackendFuture, BufferId, Capabilities, Device, Error, Fused, FusedValue, Launch,
+    Op, Result, Stats,
 };
 
 use crate::context::Context;
@@ -89,6 +89,14 @@ impl GpuBackend {
         Ok(Device::new(GpuBackend::new(Context::shared()?)))
     }
 
+    /// A [`Device`] on the best adapter, found asynchronously: the way in a browser, where
+    /// [`GpuBackend::device`] cannot wait for the adapter. Works natively too.
+    pub async fn device_async() -> Result<Device> {
+        let options = crate::context::AdapterOptions::from_env();
+        let ctx = Context::with_options_async(&options).await?;
+        Ok(Device::new(GpuBackend::new(ctx)))
+    }
+
     /// A [`Device`] on a given context, e.g. one built from an application's wgpu device.
     pub fn device_on(ctx: Arc<Context>) -> Device {
         Device::new(GpuBackend::new(ctx))
@@ -143,6 +151,49 @@ impl GpuBackend {
     }
 }
 
+impl GpuBackend {
+    /// Submits a copy of `bytes` bytes of buffer `id` (and the index flags, when made)
+    /// into a new staging buffer, after all recorded work; returns it and the data's size
+    /// in it.
+    fn stage(&self, id: BufferId, bytes: usize) -> Result<(wgpu::Buffer, u64)> {
+        self.flush()?;
+        let ctx = self.rec.ctx();
+        let size = (bytes as u64).div_ceil(4) * 4;
+        // The index flags come back behind the data, in the same copy-and-map.
+        let flags = self.flags.made();
+        let extra = if flags.is_some() { INDEX_FLAG_BYTES } else { 0 };
+        let staging = ctx.scoped(|| {
+            let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgrad readback"),
+                size: size + extra,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&self.rec.buffer(id), 0, &staging, 0, size);
+            if let Some(f) = flags {
+                encoder.copy_buffer_to_buffer(&self.rec.buffer(f), 0, &staging, size, extra);
+            }
+            ctx.queue.submit([encoder.finish()]);
+            staging
+        });
+        ctx.check()?;
+        Ok((staging, size))
+    }
+
+    /// The first `bytes` bytes of what a staging buffer held, after checking the index
+    /// flags behind them.
+    fn unstage(&self, data: Result<Vec<u8>>, size: u64, bytes: usize) -> Result<Vec<u8>> {
+        self.rec.ctx().check()?;
+        let mut data = data?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&data[size as usize..]);
+        self.flags.check(&self.rec, &words)?;
+        data.truncate(bytes);
+        log::debug!(target: "wgrad::device", "read back {bytes} bytes");
+        Ok(data)
+    }
+}
+
 impl Backend for GpuBackend {
     fn capabilities(&self) -> &Capabilities {
         &self.caps
@@ -171,34 +222,35 @@ impl Backend for GpuBackend {
     }
 
     fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>> {
-        self.flush()?;
-        let ctx = self.rec.ctx();
-        let size = (bytes as u64).div_ceil(4) * 4;
-        // The index flags come back behind the data, in the same copy-and-map.
-        let flags = self.flags.made();
-        let extra = if flags.is_some() { INDEX_FLAG_BYTES } else { 0 };
-        let data = ctx.scoped(|| {
-            let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgrad readback"),
-                size: size + extra,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            encoder.copy_buffer_to_buffer(&self.rec.buffer(id), 0, &staging, 0, size);
-            if let Some(f) = flags {
-                encoder.copy_buffer_to_buffer(&self.rec.buffer(f), 0, &staging, size, extra);
-            }
-            ctx.queue.submit([encoder.finish()]);
-            ctx.map_read(&staging, (size + extra) as usize)
-        });
-        ctx.check()?;
-        let mut data = data?;
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&data[size as usize..]);
-        self.flags.check(&self.rec, &words)?;
-        data.truncate(bytes);
-        log::debug!(target: "wgrad::device", "read back {bytes} bytes");
-        Ok(data)
+        if cfg!(target_arch = "wasm32") {
+            return Err(Error::Device(
+                "a blocking read cannot finish in a browser, where the GPU answers only after \
+                 control returns to the event loop: use to_vec_async or item_async"
+                    .into(),
+            ));
+        }
+        let (staging, size) = self.stage(id, bytes)?;
+        let data = self.rec.ctx().map_read(&staging, staging.size() as usize);
+        self.unstage(data, size, bytes)
+    }
+
+    fn read_async(&self, id: BufferId, bytes: usize) -> BackendFuture<'_, Vec<u8>> {
+        Box::pin(async move {
+            let (staging, size) = self.stage(id, bytes)?;
+            let data = self
+                .rec
+                .ctx()
+                .map_read_async(&staging, staging.size() as usize)
+                .await;
+            self.unstage(data, size, bytes)
+        })
+    }
+
+    fn finish_async(&self) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            self.flush()?;
+            self.rec.ctx().finished_async().await
+        })
     }
 
     fn exec(&self, launch: &Launch<'_>) -> Result<()> {

@@ -104,8 +104,21 @@ impl Context {
             .map_err(Error::NoAdapter)
     }
 
-    /// The best adapter matching `options`.
+    /// The best adapter matching `options`. In a browser, where adapters are found
+    /// asynchronously, this is an error: use [`Context::with_options_async`].
     pub fn with_options(options: &AdapterOptions) -> Result<Arc<Context>> {
+        if cfg!(target_arch = "wasm32") {
+            return Err(Error::NoAdapter(
+                "in a browser the adapter is found asynchronously: use \
+                 GpuBackend::device_async or Context::with_options_async"
+                    .into(),
+            ));
+        }
+        pollster::block_on(Self::with_options_async(options))
+    }
+
+    /// The best adapter matching `options`, awaited: what a browser needs.
+    pub async fn with_options_async(options: &AdapterOptions) -> Result<Arc<Context>> {
         let backends = match &options.backend {
             Some(b) => parse_backend(b)?,
             None => wgpu::Backends::all(),
@@ -113,7 +126,7 @@ impl Context {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
-        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let adapters = instance.enumerate_adapters(backends).await;
         let names: Vec<String> = adapters
             .iter()
             .map(|a| {
@@ -147,21 +160,23 @@ impl Context {
         let info = adapter.get_info();
         let wanted_limits = adapter.limits();
         let request = |limits: wgpu::Limits| {
-            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgrad"),
                 required_limits: limits,
                 // For timing kernels on the device clock (`WGRAD_PROFILE=gpu`).
                 required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
                 ..Default::default()
-            }))
+            })
         };
-        let (device, queue) = match request(wanted_limits) {
+        let (device, queue) = match request(wanted_limits).await {
             Ok(dq) => dq,
             Err(e) => {
                 log::warn!(target: "wgrad::device", "adapter refused its own limits ({e}); using default limits");
-                request(wgpu::Limits::default())
-                    .or_else(|_| request(wgpu::Limits::downlevel_defaults()))
-                    .map_err(|e| Error::Device(format!("could not open {}: {e}", info.name)))?
+                let opened = match request(wgpu::Limits::default()).await {
+                    Ok(dq) => Ok(dq),
+                    Err(_) => request(wgpu::Limits::downlevel_defaults()).await,
+                };
+                opened.map_err(|e| Error::Device(format!("could not open {}: {e}", info.name)))?
             }
         };
         // The device is wgrad's own: errors outside its scopes (there should be none) and a
@@ -260,6 +275,11 @@ impl Context {
     /// [`take_error`]: Context::take_error
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> T {
         use wgpu::ErrorFilter as F;
+        // In a browser a scope's result arrives only after control returns to the event
+        // loop; there errors reach the uncaptured-error handler, which keeps them alike.
+        if cfg!(target_arch = "wasm32") {
+            return f();
+        }
         let scopes = [F::OutOfMemory, F::Internal, F::Validation]
             .map(|filter| self.device.push_error_scope(filter));
         let out = f();
@@ -382,6 +402,49 @@ impl Context {
             }
             Some(msg) => Err(Error::Device(msg)),
         }
+    }
+
+    /// Like [`Context::map_read`], awaiting the map instead of blocking: in a browser the map
+    /// completes only after control returns to the event loop. Natively the device is
+    /// waited for first, so the future is ready when first polled.
+    pub(crate) async fn map_read_async(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: usize,
+    ) -> Result<Vec<u8>> {
+        let slice = staging.slice(..);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("waiting for the device failed: {e}")))?;
+        rx.await
+            .map_err(|_| Error::Map("the map request was dropped".into()))?
+            .map_err(|e| Error::Map(e.to_string()))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Map(e.to_string()))?[..bytes]
+            .to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Completes when the work submitted so far has run.
+    pub(crate) async fn finished_async(&self) -> Result<()> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("waiting for the device failed: {e}")))?;
+        rx.await
+            .map_err(|_| Error::Device("the device dropped a completion callback".into()))?;
+        self.check()
     }
 
     /// Maps `staging` (after the work that fills it was submitted), waits, and copies out its

@@ -54,7 +54,9 @@ pub enum Choice {
 impl Tuning {
     /// Settings from the environment for the adapter `info` describes.
     pub fn from_env(info: &wgpu::AdapterInfo) -> Tuning {
-        let enabled = std::env::var("WGRAD_AUTOTUNE").map_or(true, |v| v != "0");
+        // A browser has no clock for measuring (`Instant`) and no files to keep choices in.
+        let enabled = !cfg!(target_arch = "wasm32")
+            && std::env::var("WGRAD_AUTOTUNE").map_or(true, |v| v != "0");
         let dir = match std::env::var("WGRAD_CACHE_DIR") {
             Ok(d) if d.trim().is_empty() => None,
             Ok(d) => Some(PathBuf::from(d)),

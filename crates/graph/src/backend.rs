@@ -4,8 +4,14 @@
 //! A backend knows buffers by id and work by [`Launch`] descriptions; it never sees tensors
 //! or graphs, and the graph never sees its kernels.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::error::Result;
 use crate::op::{DType, Op};
+
+/// A boxed future a backend returns from its asynchronous calls.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + 'a>>;
 
 /// A backend's handle to one of its buffers.
 pub type BufferId = usize;
@@ -115,6 +121,17 @@ pub trait Backend {
     fn exec(&self, launch: &Launch<'_>) -> Result<()>;
     /// Submits recorded work.
     fn flush(&self) -> Result<()>;
+    /// Like [`Backend::read`], without blocking the thread: in a browser a GPU buffer can be
+    /// read only after control returns to the event loop, so reads there must be awaited.
+    /// The default reads at once.
+    fn read_async(&self, id: BufferId, bytes: usize) -> BackendFuture<'_, Vec<u8>> {
+        Box::pin(std::future::ready(self.read(id, bytes)))
+    }
+    /// Completes when everything submitted so far has run. The default completes at once
+    /// (after a flush), as for a backend that runs work when it is given.
+    fn finish_async(&self) -> BackendFuture<'_, ()> {
+        Box::pin(std::future::ready(self.flush()))
+    }
     /// Work done since the backend was made. A backend that does not count returns zeros.
     fn stats(&self) -> Stats {
         Stats::default()

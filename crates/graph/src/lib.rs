@@ -20,7 +20,8 @@ mod tensor;
 
 pub use autodiff::Grads;
 pub use backend::{
-    Arg, Backend, BufferId, Capabilities, Fused, FusedRead, FusedValue, Launch, Stats,
+    Arg, Backend, BackendFuture, BufferId, Capabilities, Fused, FusedRead, FusedValue, Launch,
+    Stats,
 };
 pub use composite::{bce_with_logits, cross_entropy, mse_loss};
 pub use device::Device;

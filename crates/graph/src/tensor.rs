@@ -329,6 +329,74 @@ impl Tensor {
         Ok(self.to_vec()?[0])
     }
 
+    /// Like [`Tensor::to_vec`], without blocking the thread: what a browser needs (see
+    /// [`crate::Backend::read_async`]). Works on every backend; natively it waits for the
+    /// device inside.
+    #[track_caller]
+    pub fn to_vec_async(&self) -> impl std::future::Future<Output = Result<Vec<f32>>> + '_ {
+        assert_eq!(
+            self.dtype(),
+            DType::F32,
+            "to_vec_async: tensor is u32; use to_vec_u32_async"
+        );
+        async move {
+            Ok(bytemuck::pod_collect_to_vec(
+                &self.read_bytes_async().await?,
+            ))
+        }
+    }
+
+    /// Like [`Tensor::to_vec_u32`], without blocking the thread.
+    #[track_caller]
+    pub fn to_vec_u32_async(&self) -> impl std::future::Future<Output = Result<Vec<u32>>> + '_ {
+        assert_eq!(
+            self.dtype(),
+            DType::U32,
+            "to_vec_u32_async: tensor is f32; use to_vec_async"
+        );
+        async move {
+            Ok(bytemuck::pod_collect_to_vec(
+                &self.read_bytes_async().await?,
+            ))
+        }
+    }
+
+    /// Like [`Tensor::item`], without blocking the thread.
+    #[track_caller]
+    pub fn item_async(&self) -> impl std::future::Future<Output = Result<f32>> + '_ {
+        assert_eq!(
+            self.numel(),
+            1,
+            "item_async: tensor has shape {:?}",
+            self.shape()
+        );
+        async move { Ok(self.to_vec_async().await?[0]) }
+    }
+
+    /// Computes this tensor, as [`Tensor::realize`] does (which submits the work and never
+    /// waits for it), then completes when the device has run it.
+    pub async fn realize_async(&self) -> Result<&Self> {
+        self.realize()?;
+        self.device().backend.finish_async().await?;
+        Ok(self)
+    }
+
+    async fn read_bytes_async(&self) -> Result<Vec<u8>> {
+        self.realize()?;
+        // Held across the wait, so the buffer is not reused before it is read.
+        let buffer = self
+            .0
+            .buffer
+            .borrow()
+            .clone()
+            .expect("realized tensor has a buffer");
+        let bytes = self.numel() * 4;
+        if bytes == 0 {
+            return Ok(vec![]);
+        }
+        self.device().backend.read_async(buffer.id, bytes).await
+    }
+
     fn read_bytes(&self) -> Result<Vec<u8>> {
         self.realize()?;
         let buffer = self

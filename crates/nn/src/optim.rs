@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use wgrad_graph::{no_grad, realize_all, Error, Grads, Result, Tensor};
+use wgrad_graph::{no_grad, realize_all, BackendFuture, Error, Grads, Result, Tensor};
 
 /// Updates parameters from their gradients.
 pub trait Optimizer {
@@ -37,6 +37,23 @@ pub trait Optimizer {
     /// One update from `grads`; parameters without a gradient are left alone.
     fn step(&mut self, grads: &Grads) -> Result<()> {
         self.step_with(grads, &[])
+    }
+
+    /// Like [`Optimizer::step_with`] (which submits the update and never waits for it), then
+    /// completes when the device has run it: a training loop in a browser awaits this or a
+    /// read (`Tensor::item_async`) so that the page's event loop keeps turning.
+    fn step_async<'a>(
+        &'a mut self,
+        grads: &'a Grads,
+        also: &'a [&'a Tensor],
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            self.step_with(grads, also)?;
+            match self.params().first() {
+                Some(p) => p.device().backend().finish_async().await,
+                None => Ok(()),
+            }
+        })
     }
 
     /// One update, computing `also` (e.g. the loss) in the same batch. A learning rate

@@ -49,7 +49,11 @@ impl Buffers {
             return Ok(id);
         }
         let (buffer, refused) = ctx.scoped(|| {
-            let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            // In a browser the scope's answer would come only after control returns to the
+            // event loop: an allocation that fails is reported by the uncaptured-error
+            // handler at the next check instead.
+            let scope = (!cfg!(target_arch = "wasm32"))
+                .then(|| ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
             let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size: class,
@@ -61,7 +65,7 @@ impl Buffers {
                     | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            (buffer, pollster::block_on(scope.pop()))
+            (buffer, scope.and_then(|s| pollster::block_on(s.pop())))
         });
         if let Some(e) = refused {
             log::error!("allocating {class} bytes failed: {e}");
