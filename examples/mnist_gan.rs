@@ -12,11 +12,13 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use wgrad::nn::{io, models, FitOptions, Gan, Mnist, Module, Trainer};
+use std::path::Path;
+
+use wgrad::nn::{io, models, FitOptions, Gan, Mnist, Module, Sequential, Trainer};
 use wgrad::{Device, Error, Result, Tensor};
 
 const OPTIONS: &[(&str, bool, &str)] = &[
-    ("epochs", true, "training epochs (default 8)"),
+    ("epochs", true, "training epochs (default 10)"),
     ("batch", true, "batch size (default 64)"),
     ("latent", true, "noise dimensions (default 64)"),
     (
@@ -49,29 +51,35 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         true,
         "samples the classifier judges (default 1000)",
     ),
+    (
+        "eval",
+        true,
+        "load both networks from FILE, draw and judge samples, and exit",
+    ),
     ("quiet", false, "no progress bar"),
 ];
 
-/// `n` images from `generator` for noise seeded by `seed`, as 784 values in [0, 1] each.
-fn sample(gan: &Gan, dev: &Device, n: usize, seed: u64) -> Result<Vec<f32>> {
-    let z = gan.noise(dev, n, seed);
-    let images = wgrad::no_grad(|| (gan.generator().forward(&z) + 1.0) * 0.5);
-    images.to_vec()
+/// `n` images from `generator` for noise seeded by `seed`, as 784 values in [0, 1] each,
+/// with batch norm in evaluation mode (its running statistics), as a trained generator is
+/// used; the nets are left in the mode they were in.
+fn sample(
+    nets: &Sequential,
+    dev: &Device,
+    (n, latent): (usize, usize),
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let generator = nets.get_named("generator").expect("a Gan has a generator");
+    let z = Tensor::randn(dev, &[n, latent], seed);
+    let training = nets.is_training();
+    nets.set_training(false);
+    let images = wgrad::no_grad(|| (generator.forward(&z) + 1.0) * 0.5).to_vec();
+    nets.set_training(training);
+    images
 }
 
 /// Draws 64 samples of a fixed noise batch as an 8 × 8 grid.
-fn draw(
-    gan_nets: &wgrad::nn::Sequential,
-    dev: &Device,
-    latent: usize,
-    seed: u64,
-    png: &std::path::Path,
-) -> Result<()> {
-    let generator = gan_nets
-        .get_named("generator")
-        .expect("a Gan has a generator");
-    let z = Tensor::randn(dev, &[64, latent], seed);
-    let images = wgrad::no_grad(|| (generator.forward(&z) + 1.0) * 0.5).to_vec()?;
+fn draw(nets: &Sequential, dev: &Device, latent: usize, seed: u64, png: &Path) -> Result<()> {
+    let images = sample(nets, dev, (64, latent), seed)?;
     let images: Vec<Vec<f32>> = images.chunks(784).map(<[f32]>::to_vec).collect();
     wgrad::plot::save_image_grid(&images, (28, 28), 8, 2, png)
 }
@@ -79,7 +87,7 @@ fn draw(
 fn run() -> Result<()> {
     let args = common::Args::parse("usage: mnist_gan [OPTIONS]", OPTIONS);
     wgrad::init_logging();
-    let (epochs, batch): (usize, usize) = (args.get("epochs", 8), args.get("batch", 64));
+    let (epochs, batch): (usize, usize) = (args.get("epochs", 10), args.get("batch", 64));
     let (latent, samples): (usize, usize) = (args.get("latent", 64), args.get("samples", 1000));
     if epochs == 0 || batch < 2 || latent == 0 || samples == 0 {
         return Err(Error::Data(
@@ -113,18 +121,25 @@ fn run() -> Result<()> {
             );
             Ok(())
         });
-    let options = FitOptions {
-        epochs,
-        batch_size: batch,
-        seed,
-        quiet: args.flag("quiet"),
-        ..FitOptions::default()
-    };
-    Trainer::custom(&mut gan, &dev)
-        .with_options(options)
-        .fit(&data.train, None)?;
-    io::save(&save, &gan.nets, None)?;
-    println!("saved both networks to {}", save.display());
+    let eval: String = args.get("eval", String::new());
+    if eval.is_empty() {
+        let options = FitOptions {
+            epochs,
+            batch_size: batch,
+            seed,
+            quiet: args.flag("quiet"),
+            ..FitOptions::default()
+        };
+        Trainer::custom(&mut gan, &dev)
+            .with_options(options)
+            .fit(&data.train, None)?;
+        io::save(&save, &gan.nets, None)?;
+        println!("saved both networks to {}", save.display());
+    } else {
+        io::load(&eval, &gan.nets, None)?;
+        draw(&gan.nets, &dev, latent, fixed, &png)?;
+        println!("loaded {eval}; drew 64 samples in {}", png.display());
+    }
 
     // Do the samples look like digits? The MNIST CNN's verdict on them.
     if !classifier_path.exists() {
@@ -143,7 +158,7 @@ fn run() -> Result<()> {
     let mut done = 0;
     while done < samples {
         let n = (samples - done).min(200);
-        let images = sample(&gan, &dev, n, seed ^ 0x5a3e ^ done as u64)?;
+        let images = sample(&gan.nets, &dev, (n, latent), seed ^ 0x5a3e ^ done as u64)?;
         let x = Tensor::from_slice(&dev, &images, &[n, 1, 28, 28])?;
         let p = wgrad::no_grad(|| cnn.forward(&x).softmax(-1)).to_vec()?;
         for row in p.chunks(10) {

@@ -106,6 +106,12 @@ pub fn read_idx(path: &Path) -> Result<Idx> {
         path: path.to_path_buf(),
         source,
     })?;
+    decode_idx(path, raw)
+}
+
+/// Parses IDX bytes, gzip-compressed or not, that came from `path` (a file or, in a
+/// browser, a URL); errors name it.
+pub fn decode_idx(path: &Path, raw: Vec<u8>) -> Result<Idx> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
@@ -197,11 +203,14 @@ fn locate(dir: &Path, name: &str) -> Result<PathBuf> {
 fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Dataset> {
     let ip = locate(dir, images)?;
     let lp = locate(dir, labels)?;
-    let img = read_idx(&ip)?;
-    let lab = read_idx(&lp)?;
+    split_from((&ip, read_idx(&ip)?), (&lp, read_idx(&lp)?))
+}
+
+/// A split from its images and labels, checked against each other.
+fn split_from((ip, img): (&Path, Idx), (lp, lab): (&Path, Idx)) -> Result<Dataset> {
     if img.dims.len() != 3 {
         return Err(format_err(
-            &ip,
+            ip,
             format!(
                 "expected images [n, rows, cols], found dimensions {:?}",
                 img.dims
@@ -210,13 +219,13 @@ fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Dataset> {
     }
     if lab.dims.len() != 1 {
         return Err(format_err(
-            &lp,
+            lp,
             format!("expected labels [n], found dimensions {:?}", lab.dims),
         ));
     }
     if img.dims[0] != lab.dims[0] {
         return Err(format_err(
-            &lp,
+            lp,
             format!(
                 "{} labels for {} images in {}",
                 lab.dims[0],
@@ -226,7 +235,7 @@ fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Dataset> {
         ));
     }
     if let Some(bad) = lab.data.iter().find(|&&l| l > 9) {
-        return Err(format_err(&lp, format!("label {bad} is not a digit 0-9")));
+        return Err(format_err(lp, format!("label {bad} is not a digit 0-9")));
     }
     Ok(Dataset {
         images: img.data.iter().map(|&b| b as f32 / 255.0).collect(),
@@ -243,6 +252,22 @@ impl Mnist {
         Ok(Mnist {
             train: load_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
             test: load_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
+        })
+    }
+
+    /// MNIST from the contents of its four files (plain or gzip), as a page fetches them:
+    /// `(name, bytes)` of the training images and labels, then the test images and labels;
+    /// errors name the file.
+    pub fn from_bytes(files: [(&str, Vec<u8>); 4]) -> Result<Mnist> {
+        let [ti, tl, vi, vl] = files.map(|(name, bytes)| (PathBuf::from(name), bytes));
+        let idx = |(path, bytes): (PathBuf, Vec<u8>)| -> Result<(PathBuf, Idx)> {
+            let idx = decode_idx(&path, bytes)?;
+            Ok((path, idx))
+        };
+        let (ti, tl, vi, vl) = (idx(ti)?, idx(tl)?, idx(vi)?, idx(vl)?);
+        Ok(Mnist {
+            train: split_from((&ti.0, ti.1), (&tl.0, tl.1))?,
+            test: split_from((&vi.0, vi.1), (&vl.0, vl.1))?,
         })
     }
 }
@@ -483,6 +508,33 @@ mod tests {
         }
         b.extend(data);
         b
+    }
+
+    #[test]
+    fn mnist_from_fetched_bytes_is_mnist_from_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+        let read = |name: &'static str| (name, std::fs::read(dir.join(name)).unwrap());
+        let fetched = Mnist::from_bytes([
+            read("train-images-idx3-ubyte.gz"),
+            read("train-labels-idx1-ubyte.gz"),
+            read("t10k-images-idx3-ubyte.gz"),
+            read("t10k-labels-idx1-ubyte.gz"),
+        ])
+        .unwrap();
+        let loaded = Mnist::load(&dir).unwrap();
+        assert_eq!(fetched.train.labels, loaded.train.labels);
+        assert_eq!(fetched.test.images, loaded.test.images);
+        // Labels and images swapped: an error naming the file.
+        let e = Mnist::from_bytes([
+            read("train-labels-idx1-ubyte.gz"),
+            read("train-images-idx3-ubyte.gz"),
+            read("t10k-images-idx3-ubyte.gz"),
+            read("t10k-labels-idx1-ubyte.gz"),
+        ])
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("train-labels-idx1-ubyte.gz"), "{e}");
     }
 
     #[test]
