@@ -28,7 +28,8 @@ case "${1:-build}" in
         ;;
     test)
         build
-        cargo build --release --manifest-path web/Cargo.toml --bin reference
+        # The same run natively on the CPU backend, then its first losses for the browser.
+        cargo test --release --manifest-path web/Cargo.toml
         mkdir -p "$CARGO_TARGET_DIR/web"
         "$CARGO_TARGET_DIR/release/reference" "$CARGO_TARGET_DIR/web/reference.json" mlp
         (cd web/test && npm ci --no-audit --no-fund --silent)

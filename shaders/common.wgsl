@@ -17,12 +17,16 @@ fn quot(i: u32, d: u32) -> u32 {
     return q;
 }
 
+// Through a variable, so that the bitcast is not a constant expression: browsers' compilers
+// refuse a constant infinity or NaN.
 fn inf() -> f32 {
-    return bitcast<f32>(0x7f800000u);
+    var bits = 0x7f800000u;
+    return bitcast<f32>(bits);
 }
 
 fn nan() -> f32 {
-    return bitcast<f32>(0x7fc00000u);
+    var bits = 0x7fc00000u;
+    return bitcast<f32>(bits);
 }
 
 // NaN and infinity by their bits: compilers may assume that no float is NaN, and then fold

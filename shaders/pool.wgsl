@@ -93,7 +93,7 @@ fn takes(v: f32, best: f32) -> bool {
 // Plane offset of the first maximum (or first NaN) of a window in row-major order.
 fn argmax(plane: u32, win: Window) -> u32 {
     var best = u32(win.r.x) * geo_w() + u32(win.r.z);
-    var best_v = bitcast<f32>(0xff800000u);
+    var best_v = -inf();
     for (var y = win.r.x; y < win.r.y; y++) {
         for (var x = win.r.z; x < win.r.w; x++) {
             let at = u32(y) * geo_w() + u32(x);

@@ -4,6 +4,7 @@
 
 use wgrad_graph::{cross_entropy, no_grad, Device, Result};
 use wgrad_nn::data::epoch_order;
+use wgrad_nn::metrics::correct_lazy;
 use wgrad_nn::{models, Adam, Mnist, Module, Optimizer, Samples, Sequential};
 
 #[cfg(target_arch = "wasm32")]
@@ -120,9 +121,10 @@ async fn evaluate(dev: &Device, model: &Sequential, data: &Mnist) -> Result<(f64
     let mut predictions = Vec::new();
     for picks in all.chunks(500) {
         let (x, y) = data.test.batch(dev, picks)?;
-        let predicted = no_grad(|| model.forward(&x).argmax(-1, false));
-        let hits = predicted.eq(&y).cast(wgrad_graph::DType::F32).sum_all();
+        let logits = no_grad(|| model.forward(&x));
+        let hits = no_grad(|| correct_lazy(&logits, &y));
         right += f64::from(hits.item_async().await?);
+        let predicted = logits.argmax(-1, false);
         if predictions.is_empty() {
             let first = predicted.narrow(0, 0, SHOWN.min(picks.len()));
             predictions = first.to_vec_u32_async().await?;

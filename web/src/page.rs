@@ -140,12 +140,21 @@ fn now_ms() -> f64 {
 /// steps').
 #[wasm_bindgen]
 pub async fn run(model: String, seed: u32, epochs: u32) -> Result<JsValue, JsValue> {
+    // A panic would otherwise end the module with only "unreachable": show its message and
+    // hand it to the page as the run's error.
+    std::panic::set_hook(Box::new(|info| {
+        let message = format!("panic: {info}");
+        web_sys::console::error_1(&message.clone().into());
+        if let Some(w) = web_sys::window() {
+            let _ = Reflect::set(&w, &"wgradError".into(), &message.into());
+        }
+    }));
     set_text("status", "looking for a WebGPU adapter…");
     let dev = wgrad_device::GpuBackend::device_async()
         .await
         .map_err(js_err)?;
     let adapter = dev.name();
-    set_text("adapter", &adapter);
+    set_text("backend", &adapter);
     set_text("status", "fetching the MNIST files…");
     let mut files = Vec::new();
     for name in FILES {

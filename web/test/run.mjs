@@ -65,11 +65,13 @@ try {
   const page = await browser.newPage();
   await page.setViewport({ width: 820, height: 620 });
   page.on("console", (m) => console.log(`[page] ${m.text()}`));
-  page.on("pageerror", (e) => console.log(`[page error] ${e.message}`));
+  let pageError = null;
+  page.on("pageerror", (e) => { console.log(`[page error] ${e.message}`); pageError ??= e.message; });
   await page.goto(url);
   console.log(`opened ${url}`);
-  // Progress every 15 s while the page trains.
+  // Progress at most every 15 s while the page trains.
   let last = "";
+  let lastShown = 0;
   const deadline = Date.now() + timeout;
   for (;;) {
     const state = await page.evaluate(() => ({
@@ -79,12 +81,14 @@ try {
       loss: document.getElementById("loss")?.textContent,
     }));
     if (state.error) fail(`the page reported: ${state.error}`);
+    if (pageError) fail(`the page stopped with an error: ${pageError}`);
     if (state.result) { result = state.result; break; }
     const line = `${state.status} ${state.loss}`;
-    if (line !== last) { console.log(`${((Date.now() - started) / 1000).toFixed(0)} s: ${line}`); last = line; }
+    if (line !== last && Date.now() - lastShown > 15000) { lastShown = Date.now(); console.log(`${((Date.now() - started) / 1000).toFixed(0)} s: ${line}`); last = line; }
     if (Date.now() > deadline) fail(`no result within ${timeout / 1000} s (last: ${line})`);
-    await new Promise((ok) => setTimeout(ok, 15000));
+    await new Promise((ok) => setTimeout(ok, 2000));
   }
+  result.adapterInfo = await page.$eval("#adapter", (e) => e.textContent);
   await page.screenshot({ path: join(out, "screenshot.png") });
 } finally {
   await browser.close();
@@ -101,10 +105,10 @@ console.log("step  browser     cpu backend  relative difference");
 for (const r of rows) {
   console.log(`${String(r.step).padStart(4)}  ${r.browser.toFixed(6)}  ${r.cpu.toFixed(6)}   ${r.rel.toExponential(2)}`);
 }
-const report = { adapter: result.adapter, model, accuracy: result.accuracy,
+const report = { adapter: `${result.adapterInfo} ${result.adapter}`, model, accuracy: result.accuracy,
   secondsPerEpoch: result.secondsPerEpoch, steps: result.steps, rows };
 await writeFile(join(out, "result.json"), JSON.stringify(report, null, 2));
-console.log(`adapter: ${result.adapter}`);
+console.log(`adapter: ${result.adapterInfo} ${result.adapter}`);
 console.log(`test accuracy after one epoch: ${(result.accuracy * 100).toFixed(2)}%, ${result.secondsPerEpoch.toFixed(1)} s per epoch`);
 console.log(`screenshot: ${join(out, "screenshot.png")}`);
 
