@@ -19,7 +19,12 @@ use wgrad::{Device, Error, Result, Tensor};
 
 const OPTIONS: &[(&str, bool, &str)] = &[
     ("epochs", true, "training epochs (default 10)"),
-    ("batch", true, "batch size (default 64)"),
+    ("batch", true, "batch size (default 32)"),
+    (
+        "real-label",
+        true,
+        "the discriminator's target for real images (default 0.9: one-sided smoothing)",
+    ),
     ("latent", true, "noise dimensions (default 64)"),
     (
         "seed",
@@ -87,7 +92,7 @@ fn draw(nets: &Sequential, dev: &Device, latent: usize, seed: u64, png: &Path) -
 fn run() -> Result<()> {
     let args = common::Args::parse("usage: mnist_gan [OPTIONS]", OPTIONS);
     wgrad::init_logging();
-    let (epochs, batch): (usize, usize) = (args.get("epochs", 10), args.get("batch", 64));
+    let (epochs, batch): (usize, usize) = (args.get("epochs", 10), args.get("batch", 32));
     let (latent, samples): (usize, usize) = (args.get("latent", 64), args.get("samples", 1000));
     if epochs == 0 || batch < 2 || latent == 0 || samples == 0 {
         return Err(Error::Data(
@@ -111,8 +116,9 @@ fn run() -> Result<()> {
     println!("discriminator:\n{}", discriminator.summary());
     let fixed = seed ^ 0xf1e0;
     let (draw_dev, draw_png) = (dev.clone(), png.clone());
-    let mut gan =
-        Gan::new(generator, discriminator, latent, seed).on_epoch_end(move |nets, stats| {
+    let mut gan = Gan::new(generator, discriminator, latent, seed)
+        .with_real_label(args.get("real-label", 0.9))
+        .on_epoch_end(move |nets, stats| {
             draw(nets, &draw_dev, latent, fixed, &draw_png)?;
             println!(
                 "epoch {}: drew 64 samples in {}",

@@ -21,6 +21,11 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         "epochs on the 10% of digits 5–9, fine-tuned and from scratch alike (default 10)",
     ),
     ("batch", true, "batch size (default 32)"),
+    (
+        "runs",
+        true,
+        "runs from seeds seed, seed + 1, …, averaged (default 3)",
+    ),
     ("lr", true, "Adam learning rate (default 0.001)"),
     (
         "fraction",
@@ -117,62 +122,84 @@ fn run() -> Result<()> {
         100.0 / step as f64,
         second_test.labels.len()
     );
-    let options = |epochs| FitOptions {
+    let runs: u64 = args.get("runs", 3);
+    let mut results = Vec::new();
+    for run in 0..runs.max(1) {
+        let seed = seed + run;
+        println!("\n== run {} of {}, seed {seed}", run + 1, runs.max(1));
+        let options = |epochs| FitOptions {
+            epochs,
+            batch_size: batch,
+            seed,
+            quiet: args.flag("quiet"),
+            verbose: !args.flag("quiet"),
+            ..FitOptions::default()
+        };
+        results.push(compare(
+            &dev,
+            seed,
+            lr,
+            [(&first_train, &first_test), (&second_train, &second_test)],
+            [options(pre_epochs), options(epochs)],
+        )?);
+    }
+    let n = results.len() as f64;
+    let mean = |i: usize| results.iter().map(|r| r[i]).sum::<f64>() / n * 100.0;
+    println!(
+        "\naccuracy on the {} test images of digits 5–9, mean of {} runs: transferred {:.2}%, \
+         from scratch {:.2}% ({} epochs on {} images each; the base networks reached {:.2}% \
+         on digits 0–4)",
+        second_test.labels.len(),
+        results.len(),
+        mean(1),
+        mean(2),
         epochs,
-        batch_size: batch,
-        seed,
-        quiet: args.flag("quiet"),
-        ..FitOptions::default()
-    };
+        second_train.labels.len(),
+        mean(0),
+    );
+    for (i, r) in results.iter().enumerate() {
+        println!(
+            "  run {}: transferred {:.2}%, from scratch {:.2}%",
+            i + 1,
+            r[1] * 100.0,
+            r[2] * 100.0
+        );
+    }
+    Ok(())
+}
 
-    println!("\n1. the CNN on digits 0–4");
-    let mut model = five_class_cnn(&dev, seed)?;
-    let base = fit(
-        &dev,
-        &model,
-        (&first_train, &first_test),
-        options(pre_epochs),
-        lr,
-    )?;
+/// One run: the base network's accuracy on digits 0–4, then on 5–9 the transferred
+/// network's and the one trained from scratch.
+fn compare(
+    dev: &Device,
+    seed: u64,
+    lr: f32,
+    [first, second]: [(&Dataset, &Dataset); 2],
+    [pre, fine]: [FitOptions; 2],
+) -> Result<[f64; 3]> {
+    println!("1. the CNN on digits 0–4");
+    let mut model = five_class_cnn(dev, seed)?;
+    let base = fit(dev, &model, first, pre, lr)?;
 
     println!(
-        "\n2. its convolutional layers frozen, a new head, digits 5–9 ({} images)",
-        second_train.labels.len()
+        "2. its convolutional layers frozen, a new head, digits 5–9 ({} images)",
+        second.0.labels.len()
     );
+    // Layers 0–8 (convolutions, pooling, flatten) are the features, kept and frozen; the
+    // head (layers 9–11: Dense, relu, Dense) is new.
     for i in 0..9 {
         model.get(i).expect("the CNN has 12 layers").freeze();
     }
-    model.replace(11, Dense::new(&dev, 64, 5, &mut Rng::new(seed ^ 0x5e7))?)?;
+    let mut head = Rng::new(seed ^ 0x5e7);
+    model.replace(9, Dense::new(dev, 64 * 3 * 3, 64, &mut head)?)?;
+    model.replace(11, Dense::new(dev, 64, 5, &mut head)?)?;
     println!("{}", model.summary());
-    let transfer = fit(
-        &dev,
-        &model,
-        (&second_train, &second_test),
-        options(epochs),
-        lr,
-    )?;
+    let transfer = fit(dev, &model, second, fine.clone(), lr)?;
 
-    println!("\n3. the same network from scratch on the same images");
-    let scratch_model = five_class_cnn(&dev, seed ^ 0x5c7a)?;
-    let scratch = fit(
-        &dev,
-        &scratch_model,
-        (&second_train, &second_test),
-        options(epochs),
-        lr,
-    )?;
-
-    println!(
-        "\naccuracy on the {} test images of digits 5–9: transferred {:.2}%, from scratch {:.2}% \
-         ({} epochs on {} images each; the base network reached {:.2}% on digits 0–4)",
-        second_test.labels.len(),
-        transfer * 100.0,
-        scratch * 100.0,
-        epochs,
-        second_train.labels.len(),
-        base * 100.0
-    );
-    Ok(())
+    println!("3. the same network from scratch on the same images");
+    let scratch_model = five_class_cnn(dev, seed ^ 0x5c7a)?;
+    let scratch = fit(dev, &scratch_model, second, fine, lr)?;
+    Ok([base, transfer, scratch])
 }
 
 fn main() {

@@ -23,6 +23,8 @@ pub struct Gan {
     d_opt: Adam,
     latent: usize,
     seed: u64,
+    /// The discriminator's target for real images (1, or less for one-sided smoothing).
+    real_label: f32,
     /// Called after each epoch, e.g. to draw samples.
     on_epoch: Option<EpochHook>,
 }
@@ -49,8 +51,18 @@ impl Gan {
             d_opt,
             latent,
             seed,
+            real_label: 1.0,
             on_epoch: None,
         }
+    }
+
+    /// One-sided label smoothing (Salimans et al., 2016): the discriminator's target for
+    /// real images becomes `label` (e.g. 0.9) instead of 1, which keeps it from growing so
+    /// sure of itself that the generator's gradients fade. Generated images keep target 0,
+    /// and the generator's own target stays 1.
+    pub fn with_real_label(mut self, label: f32) -> Self {
+        self.real_label = label;
+        self
     }
 
     /// Calls `hook` with the nets after each epoch.
@@ -100,9 +112,10 @@ impl TrainStep for Gan {
         let real = no_grad(|| real * 2.0 - 1.0);
         let z = self.noise(&dev, n, self.seed ^ (step as u64).wrapping_mul(0x9e37_79b9));
         let (ones, zeros) = (Tensor::ones(&dev, &[n, 1]), Tensor::zeros(&dev, &[n, 1]));
+        let real_target = Tensor::full(&dev, &[n, 1], self.real_label);
         let (generator, discriminator) = (self.generator(), self.discriminator());
         let fake = generator.forward(&z);
-        let d_loss = bce_with_logits(&discriminator.forward(&real), &ones)
+        let d_loss = bce_with_logits(&discriminator.forward(&real), &real_target)
             + bce_with_logits(&discriminator.forward(&fake.detach()), &zeros);
         metrics.add("d_loss", &d_loss);
         let d_grads = d_loss.backward();
