@@ -279,6 +279,13 @@ impl<'a> Trainer<'a> {
         train: &dyn Samples,
         validation: Option<&dyn Samples>,
     ) -> Result<History> {
+        if cfg!(target_arch = "wasm32") {
+            return Err(Error::Data(
+                "Trainer::fit waits for the device, which a browser cannot do: train with a \
+                 loop of Optimizer::step_async and item_async there (see web/src/lib.rs)"
+                    .into(),
+            ));
+        }
         self.check_options(train)?;
         self.sample_shape(train)?;
         if let Some(v) = validation {
