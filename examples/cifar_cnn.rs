@@ -39,7 +39,7 @@ fn run() -> Result<()> {
         &model,
         &dev,
         (&data.train, &data.test),
-        "cifar_cnn.safetensors",
+        ("cifar_cnn.safetensors", Some("cifar_cnn.png")),
     )
 }
 

@@ -23,7 +23,7 @@ fn run() -> Result<()> {
         &model,
         &dev,
         (&data.train, &data.test),
-        "mnist_cnn.safetensors",
+        ("mnist_cnn.safetensors", None),
     )
 }
 

@@ -22,7 +22,7 @@ fn run() -> Result<()> {
         &model,
         &dev,
         (&data.train, &data.test),
-        "mnist_mlp.safetensors",
+        ("mnist_mlp.safetensors", None),
     )
 }
 

@@ -42,6 +42,11 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         true,
         "directory with the MNIST IDX files (default: the bundled subset)",
     ),
+    (
+        "png",
+        true,
+        "where to draw both networks' accuracy per epoch (default mnist_transfer.png)",
+    ),
     ("quiet", false, "no progress bar"),
 ];
 
@@ -70,22 +75,28 @@ fn five_class_cnn(dev: &Device, seed: u64) -> Result<Sequential> {
     Ok(model)
 }
 
+/// Trains `model` and returns its test accuracy after each epoch.
 fn fit(
     dev: &Device,
     model: &Sequential,
     data: (&Dataset, &Dataset),
     options: FitOptions,
     lr: f32,
-) -> Result<f64> {
+) -> Result<Vec<f64>> {
     let mut opt = Adam::new(model.parameters(), lr);
     let history = Trainer::new(model, &mut opt, dev)
         .with_options(options)
         .fit(data.0, Some(data.1))?;
     Ok(history
         .epochs
-        .last()
-        .and_then(|e| e.val_accuracy)
-        .unwrap_or(0.0))
+        .iter()
+        .map(|e| e.val_accuracy.unwrap_or(0.0))
+        .collect())
+}
+
+/// The last of a run's accuracies.
+fn last(accuracies: &[f64]) -> f64 {
+    accuracies.last().copied().unwrap_or(0.0)
 }
 
 fn run() -> Result<()> {
@@ -103,6 +114,7 @@ fn run() -> Result<()> {
     }
     let (seed, lr): (u64, f32) = (args.get("seed", 0), args.get("lr", 1e-3));
     let data = Mnist::load(args.path("data", common::DEFAULT_DATA))?;
+    common::check_writable(&args.path("png", "mnist_transfer.png"))?;
     let dev = wgrad::default_device();
     println!("device: {}", dev.name());
     let step = (1.0 / fraction).round() as usize;
@@ -144,7 +156,7 @@ fn run() -> Result<()> {
         )?);
     }
     let n = results.len() as f64;
-    let mean = |i: usize| results.iter().map(|r| r[i]).sum::<f64>() / n * 100.0;
+    let mean = |i: usize| results.iter().map(|r| last(&r[i])).sum::<f64>() / n * 100.0;
     println!(
         "\naccuracy on the {} test images of digits 5–9, mean of {} runs: transferred {:.2}%, \
          from scratch {:.2}% ({} epochs on {} images each; the base networks reached {:.2}% \
@@ -161,22 +173,50 @@ fn run() -> Result<()> {
         println!(
             "  run {}: transferred {:.2}%, from scratch {:.2}%",
             i + 1,
-            r[1] * 100.0,
-            r[2] * 100.0
+            last(&r[1]) * 100.0,
+            last(&r[2]) * 100.0
         );
     }
+    // Mean test accuracy per epoch of both, over the runs.
+    let per_epoch = |i: usize| -> Vec<f64> {
+        (0..epochs)
+            .map(|e| {
+                results
+                    .iter()
+                    .map(|r| r[i].get(e).copied().unwrap_or(0.0))
+                    .sum::<f64>()
+                    / n
+            })
+            .collect()
+    };
+    let png = args.path("png", "mnist_transfer.png");
+    wgrad::plot::save_curves_png(
+        &[
+            ("transferred: frozen features, new head", per_epoch(1)),
+            ("from scratch", per_epoch(2)),
+        ],
+        (
+            "Digits 5–9 from 10% of their images",
+            "test accuracy (mean of the runs)",
+        ),
+        &png,
+    )?;
+    println!(
+        "drew both networks' test accuracy per epoch in {}",
+        png.display()
+    );
     Ok(())
 }
 
-/// One run: the base network's accuracy on digits 0–4, then on 5–9 the transferred
-/// network's and the one trained from scratch.
+/// One run: the base network's accuracy per epoch on digits 0–4, then on 5–9 the
+/// transferred network's and the one trained from scratch.
 fn compare(
     dev: &Device,
     seed: u64,
     lr: f32,
     [first, second]: [(&Dataset, &Dataset); 2],
     [pre, fine]: [FitOptions; 2],
-) -> Result<[f64; 3]> {
+) -> Result<[Vec<f64>; 3]> {
     println!("1. the CNN on digits 0–4");
     let mut model = five_class_cnn(dev, seed)?;
     let base = fit(dev, &model, first, pre, lr)?;

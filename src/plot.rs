@@ -130,6 +130,51 @@ pub fn save_history_png(history: &History, path: impl AsRef<Path>) -> Result<()>
     draw().map_err(|e| plot_err(path, e))
 }
 
+/// Curves of one quantity per epoch (e.g. two models' validation accuracy) as a PNG: each
+/// series a `(label, values)` pair, value `i` at epoch `i + 1`.
+pub fn save_curves_png(
+    series: &[(&str, Vec<f64>)],
+    (title, y_label): (&str, &str),
+    path: impl AsRef<Path>,
+) -> Result<()> {
+    let path = path.as_ref();
+    register_font();
+    let palette = [
+        RGBColor(31, 119, 180),
+        RGBColor(230, 110, 20),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+    ];
+    let epochs = series.iter().map(|s| s.1.len()).max().unwrap_or(0);
+    let drawn: Vec<Series> = series
+        .iter()
+        .enumerate()
+        .map(|(i, (label, values))| {
+            let points = values
+                .iter()
+                .enumerate()
+                .map(|(e, &v)| (e as f64 + 1.0, v))
+                .collect();
+            (*label, palette[i % palette.len()], points)
+        })
+        .collect();
+    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        panel(
+            &root,
+            title,
+            y_label,
+            epochs,
+            &drawn,
+            SeriesLabelPosition::LowerRight,
+        )?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| plot_err(path, e))
+}
+
 /// Greyscale images (values in `[0, 1]`, each `height × width`, row-major) as a PNG grid of
 /// `rows` rows, each image drawn `zoom` times larger with a 2-pixel white gap: e.g. test
 /// digits in the first row and their reconstructions in the second.

@@ -165,7 +165,7 @@ pub fn train_classifier(
     model: &dyn Module,
     dev: &Device,
     data: (&Dataset, &Dataset),
-    default_save: &str,
+    (default_save, default_plot): (&str, Option<&str>),
 ) -> Result<()> {
     let eval: String = args.get("eval", String::new());
     if !eval.is_empty() {
@@ -205,10 +205,11 @@ pub fn train_classifier(
     }
     // Every output is checked before training, so that no run ends without its weights.
     let save = args.path("save", default_save);
+    let plot = args.values_get("plot").or(default_plot);
     for path in [
         Some(save.as_path()),
         args.values_get("log").map(Path::new),
-        args.values_get("plot").map(Path::new),
+        plot.map(Path::new),
     ]
     .into_iter()
     .flatten()
@@ -265,7 +266,7 @@ pub fn train_classifier(
         history.save_csv(path)?;
         println!("history written to {path}");
     }
-    if let Some(path) = args.values_get("plot") {
+    if let Some(path) = plot {
         wgrad::plot::save_history_png(&history, path)?;
         println!("chart written to {path}");
     }
