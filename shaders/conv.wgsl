@@ -179,10 +179,13 @@ fn conv2d_grad_input(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // The input gradient of a strided convolution, after the product cols = Wᵀ·g ([c·kh·kw,
-// images·oh·ow] for the images of a chunk side by side, rows red_end values apart): value
-// (c, y, x) of image red_begin + z sums, in a fixed order, the columns of the taps that
-// reached it, tap (ky, kx) of output pixel (oy, ox) where oy·sh + ky·dh = y + ph (columns
-// alike). a = cols. Invocation: one input pixel (x) of one channel (y) of one image (z).
+// images·oh·ow + 1] for the images of a chunk side by side, rows red_end values apart; the
+// column out_base is Wᵀ·0): value (c, y, x) of image red_begin + z sums, in a fixed order,
+// every tap of the window: the column of its output pixel (oy, ox) where oy·sh + ky·dh =
+// y + ph (columns alike), or, for a tap that reaches no output pixel, the zero column's
+// value, so that such a tap counts as g = 0 times its weights, as the CPU backend counts it
+// (NaN where a weight is not finite). a = cols. Invocation: one input pixel (x) of one
+// channel (y) of one image (z).
 @compute @workgroup_size(64, 1, 1)
 fn col2im(@builtin(global_invocation_id) gid: vec3<u32>) {
     let q = gid.x;
@@ -192,41 +195,48 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>) {
     let y = i32(q / p.w + p.ph);
     let x = i32(q % p.w + p.pw);
     let ksz = p.kh * p.kw;
-    let base = c * ksz * p.red_end + z * p.oh * p.ow;
+    let rows = c * ksz * p.red_end;
+    let base = rows + z * p.oh * p.ow;
+    let zero = rows + p.out_base;
     var acc = 0.0;
     if (p.dh == 1u && p.dw == 1u) {
-        // Undilated: the taps that reach (y, x) are ky ≡ y (mod sh), every sh-th, with the
-        // output row one less each time (columns alike); one division per axis.
-        let ry = u32(y) % p.sh;
-        let rx = u32(x) % p.sw;
-        var oy = (y - i32(ry)) / i32(p.sh);
-        for (var ky = ry; ky < p.kh; ky += p.sh) {
-            if (oy >= 0 && oy < i32(p.oh)) {
-                var ox = (x - i32(rx)) / i32(p.sw);
-                let row = base + ky * p.kw * p.red_end + u32(oy) * p.ow;
-                for (var kx = rx; kx < p.kw; kx += p.sw) {
-                    if (ox >= 0 && ox < i32(p.ow)) {
-                        acc += a[row + kx * p.red_end + u32(ox)];
-                    }
-                    ox -= 1;
+        // Undilated: the tap's row t = y - ky goes down by one per tap, so its remainder and
+        // quotient by the stride are kept by counting, without a division per tap.
+        var ry = u32(y) % p.sh;
+        var oy = i32(u32(y) / p.sh);
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let row_ok = ry == 0u && oy >= 0 && oy < i32(p.oh);
+            var rx = u32(x) % p.sw;
+            var ox = i32(u32(x) / p.sw);
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let tap = (ky * p.kw + kx) * p.red_end;
+                if (row_ok && rx == 0u && ox >= 0 && ox < i32(p.ow)) {
+                    acc += a[base + tap + u32(oy) * p.ow + u32(ox)];
+                } else {
+                    acc += a[zero + tap];
                 }
+                if (rx == 0u) { rx = p.sw - 1u; ox -= 1; } else { rx -= 1u; }
             }
-            oy -= 1;
+            if (ry == 0u) { ry = p.sh - 1u; oy -= 1; } else { ry -= 1u; }
         }
     } else {
         for (var ky = 0u; ky < p.kh; ky++) {
             let ty = y - i32(ky * p.dh);
             let oy = ty / i32(p.sh);
-            if (ty < 0 || ty % i32(p.sh) != 0 || oy >= i32(p.oh)) { continue; }
+            let row_ok = ty >= 0 && ty % i32(p.sh) == 0 && oy < i32(p.oh);
             for (var kx = 0u; kx < p.kw; kx++) {
                 let tx = x - i32(kx * p.dw);
                 let ox = tx / i32(p.sw);
-                if (tx < 0 || tx % i32(p.sw) != 0 || ox >= i32(p.ow)) { continue; }
-                acc += a[base + (ky * p.kw + kx) * p.red_end + u32(oy) * p.ow + u32(ox)];
+                let tap = (ky * p.kw + kx) * p.red_end;
+                if (row_ok && tx >= 0 && tx % i32(p.sw) == 0 && ox < i32(p.ow)) {
+                    acc += a[base + tap + u32(oy) * p.ow + u32(ox)];
+                } else {
+                    acc += a[zero + tap];
+                }
             }
         }
     }
-    put(p.out_base + ((p.red_begin + z) * p.c + c) * p.h * p.w + q, acc);
+    put(((p.red_begin + z) * p.c + c) * p.h * p.w + q, acc);
 }
 
 // Weight gradient: a = x [n, c, h, w], b = g [n, o, oh, ow], out = dw [o, c/groups, kh, kw].

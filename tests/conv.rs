@@ -572,3 +572,34 @@ fn strided_input_gradients_as_products_match_cpu() {
         );
     }
 }
+
+/// A tap that reaches no output position counts as g = 0 times its weight (NaN for an
+/// infinite or NaN weight), the same on the GPU's strided input gradient as on the CPU: an
+/// infinite weight at one tap and a NaN at another, with every other value finite.
+#[test]
+fn strided_input_gradients_keep_non_finite_weights_as_the_cpu_does() {
+    let Some(gpu) = gpu() else { return };
+    let s = spec([2, 2], [1, 0], [1, 1], 1);
+    let run = |dev: &wgrad::Device| {
+        let x: Vec<f32> = (0..2 * 4 * 8 * 8)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let mut w: Vec<f32> = (0..3 * 4 * 3 * 3)
+            .map(|i| ((i * 13 % 29) as f32 / 14.0) - 1.0)
+            .collect();
+        w[5] = f32::INFINITY;
+        w[40] = f32::NAN;
+        let x = Tensor::from_slice(dev, &x, &[2, 4, 8, 8]).unwrap();
+        x.set_requires_grad(true);
+        let w = Tensor::from_slice(dev, &w, &[3, 4, 3, 3]).unwrap();
+        let y = x.conv2d(&w, s);
+        let grads = y.sum_all().backward();
+        grads.get(&x).unwrap().to_vec().unwrap()
+    };
+    let (g, c) = (run(&gpu), run(&wgrad::cpu()));
+    assert!(c.iter().any(|v| v.is_nan()) && c.iter().any(|v| v.is_finite()));
+    for (i, (a, b)) in g.iter().zip(&c).enumerate() {
+        let same = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-4 * (1.0 + b.abs());
+        assert!(same, "dx[{i}]: gpu {a} vs cpu {b}");
+    }
+}

@@ -348,13 +348,15 @@ pub(crate) fn conv_gemm_weight(
 }
 
 /// The input gradient of a strided convolution (or a transposed convolution) as a product
-/// and a gather: per chunk of images, g is copied as `[o, images·oh·ow]` (rows rounded up to
-/// whole vec4s), `cols = Wᵀ · g` (`[c·kh·kw, images·oh·ow]`, W read transposed in place)
-/// in one product, and `col2im` sums each input value's taps in a fixed order. The direct
-/// kernel walks every output channel for each input value; this does that work in a matrix
-/// kernel, with the images side by side so that small images still fill its lanes. False
-/// (nothing recorded) for grouped convolutions, windows past the loop bound, or when
-/// scratch memory is short.
+/// and a gather: per chunk of images, g is copied as `[o, images·oh·ow]` with a column of
+/// zeros after it (rows rounded up to whole vec4s), `cols = Wᵀ · g` (`[c·kh·kw, …]`, W read
+/// transposed in place) in one product, and `col2im` sums each input value's taps in a
+/// fixed order. A tap that reaches no output pixel reads the zero column's `Wᵀ·0`: it
+/// counts as g = 0 times its weights, so a weight that is not finite makes NaN as on the
+/// CPU backend. The direct kernel walks every output channel for each input value; this
+/// does that work in a matrix kernel, with the images side by side so that small images
+/// still fill its lanes. False (nothing recorded) for grouped convolutions, windows past
+/// the loop bound, or when scratch memory is short.
 pub(crate) fn grad_input_cols(
     rec: &Recorder,
     params: &ConvParams,
@@ -375,7 +377,7 @@ pub(crate) fn grad_input_cols(
     }
     let per_image = (taps + params.o) as usize * np as usize;
     let chunk = (CHUNK_VALUES / per_image).clamp(1, params.n.min(grid) as usize) as u32;
-    let row_max = (chunk * np).next_multiple_of(4) as usize;
+    let row_max = (chunk * np + 1).next_multiple_of(4) as usize;
     let sizes = [taps as usize * row_max * 4, params.o as usize * row_max * 4];
     let Some(scratch) = rec.alloc_all(&sizes) else {
         return Ok(false);
@@ -386,9 +388,10 @@ pub(crate) fn grad_input_cols(
         .step_by(chunk as usize)
         .try_for_each(|image0| {
             let images = chunk.min(params.n - image0);
-            // Column j of the product reads only column j of gt, so the padding columns (never
-            // written) reach only columns of cols that col2im never reads.
-            let row = (images * np).next_multiple_of(4);
+            // One zero column after the images' columns; column j of the product reads only
+            // column j of gt, so the rest of the padding reaches nothing col2im reads.
+            let row = (images * np + 1).next_multiple_of(4);
+            rec.fill(gt, o * row as usize, 0);
             layout::copy_strided(
                 rec,
                 g,
@@ -421,7 +424,8 @@ pub(crate) fn grad_input_cols(
             let gather = ConvParams {
                 red_begin: image0,
                 red_end: row,
-                out_base: 0,
+                // Where the zero column is.
+                out_base: images * np,
                 ..*params
             };
             let groups = [(params.h * params.w).div_ceil(64), params.c, images];
