@@ -613,8 +613,13 @@ fn a_training_step_is_one_submission() {
             cost.dispatches,
             dev.name()
         );
-        let submissions = if dev.is_gpu() { 1 } else { 0 };
-        assert_eq!(cost.submissions, submissions, "{}", dev.name());
+        // With WGRAD_POISON=1 every new buffer gets a recorded NaN fill, so a later upload
+        // from the host (the constants, with WGRAD_FUSION=0) submits what was recorded
+        // first; the count holds without that debugging aid.
+        if std::env::var("WGRAD_POISON").as_deref() != Ok("1") {
+            let submissions = if dev.is_gpu() { 1 } else { 0 };
+            assert_eq!(cost.submissions, submissions, "{}", dev.name());
+        }
         assert_eq!(cost.copies > 0, dev.is_gpu(), "{}", dev.name());
     }
 }
