@@ -185,3 +185,32 @@ fn a_training_step_of_the_trainer_is_one_submission() {
     assert_eq!(cost.submissions, 4, "{cost:?}");
     assert!(cost.dispatches > 4 * 20, "{cost:?}");
 }
+
+#[test]
+fn a_custom_step_with_validation_data_is_refused_before_anything_runs() {
+    let dev = wgrad::cpu();
+    let mut gan = gan(&dev);
+    let before: Vec<Vec<f32>> = gan
+        .nets
+        .parameters()
+        .iter()
+        .map(|p| p.to_vec().unwrap())
+        .collect();
+    let data = images(8);
+    let e = Trainer::custom(&mut gan, &dev)
+        .with_options(options(1))
+        .fit(&data, Some(&data))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("custom step") && e.contains("on_epoch_end"),
+        "{e}"
+    );
+    let after: Vec<Vec<f32>> = gan
+        .nets
+        .parameters()
+        .iter()
+        .map(|p| p.to_vec().unwrap())
+        .collect();
+    assert_eq!(before, after);
+}

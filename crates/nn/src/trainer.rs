@@ -287,6 +287,13 @@ impl<'a> Trainer<'a> {
             ));
         }
         self.check_options(train)?;
+        if validation.is_some() && matches!(self.learner, Learner::Custom(_)) {
+            return Err(Error::Data(
+                "a trainer with a custom step does not validate; evaluate in the step's \
+                 on_epoch_end instead"
+                    .into(),
+            ));
+        }
         self.sample_shape(train)?;
         if let Some(v) = validation {
             self.sample_shape(v)?;
@@ -334,13 +341,6 @@ impl<'a> Trainer<'a> {
         let steps = train.len().div_ceil(opts.batch_size);
         let mut step = start_epoch * steps;
         let targets = train.targets();
-        if validation.is_some() && matches!(self.learner, Learner::Custom(_)) {
-            return Err(Error::Data(
-                "a trainer with a custom step does not validate; evaluate in the step's \
-                 on_epoch_end instead"
-                    .into(),
-            ));
-        }
         self.learner.parts().0.set_training(true);
         for epoch in start_epoch..opts.epochs {
             for (_, optimizer) in self.learner.parts().1 {
