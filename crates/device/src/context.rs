@@ -450,22 +450,7 @@ impl Context {
     /// Maps `staging` (after the work that fills it was submitted), waits, and copies out its
     /// first `bytes` bytes.
     pub(crate) fn map_read(&self, staging: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>> {
-        let slice = staging.slice(..);
-        let (tx, rx) = futures::channel::oneshot::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device(format!("waiting for the device failed: {e}")))?;
-        futures::executor::block_on(rx)
-            .map_err(|_| Error::Map("the map request was dropped".into()))?
-            .map_err(|e| Error::Map(e.to_string()))?;
-        let data = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Map(e.to_string()))?[..bytes]
-            .to_vec();
-        staging.unmap();
-        Ok(data)
+        // Natively the asynchronous read waits for the device first, so it is ready at once.
+        futures::executor::block_on(self.map_read_async(staging, bytes))
     }
 }
