@@ -40,6 +40,7 @@ fn run() -> Result<()> {
         &dev,
         (&data.train, &data.test),
         ("cifar_cnn.safetensors", Some("cifar_cnn.png")),
+        None,
     )
 }
 

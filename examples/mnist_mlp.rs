@@ -6,26 +6,34 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use wgrad::dist::Ddp;
 use wgrad::nn::Mnist;
 use wgrad::Result;
 
-fn run() -> Result<()> {
-    let args = common::Args::parse("usage: mnist_mlp [OPTIONS]", common::TRAIN_OPTIONS);
-    wgrad::init_logging();
+fn run(args: &common::Args, ddp: Option<&Ddp>) -> Result<()> {
+    let main = common::is_main(ddp);
     let data = Mnist::load(args.path("data", common::DEFAULT_DATA))?;
     let dev = wgrad::default_device();
-    println!("device: {}", dev.name());
+    if main {
+        println!("device: {}", dev.name());
+    }
     let model = wgrad::nn::models::mnist_mlp(&dev, data.train.features(), args.get("seed", 0))?;
-    println!("{}", model.summary());
+    if main {
+        println!("{}", model.summary());
+    }
     common::train_classifier(
-        &args,
+        args,
         &model,
         &dev,
         (&data.train, &data.test),
         ("mnist_mlp.safetensors", None),
+        ddp,
     )
 }
 
 fn main() {
-    common::exit_on_error(run());
+    let args = common::Args::parse("usage: mnist_mlp [OPTIONS]", common::TRAIN_OPTIONS);
+    wgrad::init_logging();
+    let ddp = common::distributed(&args);
+    common::exit_ranked(run(&args, ddp.as_ref()), ddp.as_ref());
 }

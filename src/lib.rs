@@ -22,6 +22,7 @@ pub mod guide {}
 
 pub use wgrad_cpu as cpu;
 pub use wgrad_device as device;
+pub use wgrad_dist as dist;
 pub use wgrad_graph as graph;
 pub use wgrad_nn as nn;
 

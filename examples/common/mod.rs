@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use wgrad::dist::Ddp;
 use wgrad::nn::{
-    io, Adam, Dataset, EarlyStopping, FitOptions, LrSchedule, Module, Optimizer, Sequential,
-    Trainer,
+    io, Adam, DataParallel, Dataset, EarlyStopping, FitOptions, LrSchedule, Module, Optimizer,
+    Sequential, Trainer,
 };
 use wgrad::{Device, Result};
 
@@ -90,6 +91,36 @@ impl Args {
 /// The bundled MNIST subset, relative to the workspace root.
 pub const DEFAULT_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
 
+/// With `--distributed`: this process as a rank of the MPI job it was started in
+/// (`mpirun -np N …`); exits with a message when that fails (e.g. a build without MPI).
+pub fn distributed(args: &Args) -> Option<Ddp> {
+    if !args.flag("distributed") {
+        return None;
+    }
+    let ddp = exit_on_error(Ddp::from_mpi());
+    if ddp.is_main() {
+        println!("distributed: {} rank(s) over MPI", ddp.world_size());
+    }
+    Some(ddp)
+}
+
+/// Whether this process prints and writes files: not a rank other than 0.
+pub fn is_main(ddp: Option<&Ddp>) -> bool {
+    ddp.is_none_or(|d| d.is_main())
+}
+
+/// Like [`exit_on_error`] for a rank of a distributed run: an error ends every rank, since
+/// the others would wait for this one.
+pub fn exit_ranked<T>(r: Result<T>, ddp: Option<&Ddp>) -> T {
+    match (r, ddp) {
+        (Err(e), Some(d)) if d.world_size() > 1 => {
+            eprintln!("error: rank {}: {e}", d.rank());
+            d.abort(1)
+        }
+        (r, _) => exit_on_error(r),
+    }
+}
+
 /// Prints an error and exits with status 1.
 pub fn exit_on_error<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| {
@@ -156,6 +187,11 @@ pub const TRAIN_OPTIONS: &[(&str, bool, &str)] = &[
         "stop at the first NaN or Inf loss or gradient",
     ),
     ("quiet", false, "no progress bar"),
+    (
+        "distributed",
+        false,
+        "train as one rank of an MPI job: mpirun -np N ... --distributed (--batch is per rank; needs --features mpi)",
+    ),
 ];
 
 /// Trains `model` on a training split (validating on the test split after every epoch) or, with
@@ -166,13 +202,21 @@ pub fn train_classifier(
     dev: &Device,
     data: (&Dataset, &Dataset),
     (default_save, default_plot): (&str, Option<&str>),
+    ddp: Option<&Ddp>,
 ) -> Result<()> {
+    let main = is_main(ddp);
     let eval: String = args.get("eval", String::new());
     if !eval.is_empty() {
         io::load(&eval, model, None)?;
         let mut opt = Adam::new(model.parameters(), 0.0);
-        let trainer = Trainer::new(model, &mut opt, dev);
+        let mut trainer = Trainer::new(model, &mut opt, dev);
+        if let Some(d) = ddp {
+            trainer = trainer.with_data_parallel(d);
+        }
         let e = trainer.evaluate(data.1)?;
+        if !main {
+            return Ok(());
+        }
         println!(
             "{eval}: test accuracy {:.2}% on {} images (loss {:.4})",
             e.confusion.accuracy() * 100.0,
@@ -182,11 +226,13 @@ pub fn train_classifier(
         println!("{}", e.confusion);
         return Ok(());
     }
-    println!(
-        "data: {} training and {} test images",
-        data.0.len(),
-        data.1.len()
-    );
+    if main {
+        println!(
+            "data: {} training and {} test images",
+            data.0.len(),
+            data.1.len()
+        );
+    }
     let lr: f32 = args.get("lr", 1e-3);
     let epochs: usize = args.get("epochs", 5);
     let batch_size: usize = args.get("batch", 64);
@@ -213,6 +259,7 @@ pub fn train_classifier(
     ]
     .into_iter()
     .flatten()
+    .filter(|_| main)
     {
         check_writable(path)?;
     }
@@ -229,6 +276,9 @@ pub fn train_classifier(
         verbose: true,
     };
     let mut trainer = Trainer::new(model, &mut opt, dev).with_options(options);
+    if let Some(d) = ddp {
+        trainer = trainer.with_data_parallel(d);
+    }
     let patience: usize = args.get("patience", 0);
     if patience > 0 {
         trainer = trainer.with_callback(EarlyStopping::new(patience));
@@ -256,6 +306,9 @@ pub fn train_classifier(
     }
     let history = trainer.fit(data.0, Some(data.1))?;
     drop(trainer);
+    if !main {
+        return Ok(());
+    }
     if let Some(c) = &history.confusion {
         println!("{c}");
     }

@@ -58,6 +58,14 @@ impl Grads {
         self.map.is_empty()
     }
 
+    /// Sets the gradient for `t`, which need not have had one (a gradient averaged over
+    /// processes, where only another process's loss reached `t`).
+    #[track_caller]
+    pub fn set(&mut self, t: &Tensor, grad: Tensor) {
+        assert_eq!(t.shape(), grad.shape(), "Grads::set: shapes differ");
+        self.map.insert(t.id(), grad);
+    }
+
     /// Replaces the gradient for `t` (which must have one), e.g. with a clipped one.
     #[track_caller]
     pub fn replace(&mut self, t: &Tensor, grad: Tensor) {

@@ -297,8 +297,19 @@ pub fn load_checkpoint(
 ) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let file = parse(path, &bytes)?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    load_checkpoint_bytes(path, &bytes, model, optimizers)
+}
+
+/// Like [`load_checkpoint`], from the bytes of such a file (one that another process read
+/// and sent); `path` names it in errors.
+pub fn load_checkpoint_bytes(
+    path: &Path,
+    bytes: &[u8],
+    model: &dyn Module,
+    optimizers: &mut [(&str, &mut dyn Optimizer)],
+) -> Result<HashMap<String, String>> {
+    let file = parse(path, bytes)?;
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| format_err(path, format!("unreadable header: {e}")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
 

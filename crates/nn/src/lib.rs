@@ -37,6 +37,7 @@ pub mod models;
 pub mod module;
 pub mod norm;
 pub mod optim;
+pub mod parallel;
 pub mod recurrent;
 pub mod resample;
 pub mod rng;
@@ -64,6 +65,7 @@ pub use optim::{
     clip_grad_norm, clip_grad_value, Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Sgd,
     SgdConfig,
 };
+pub use parallel::DataParallel;
 pub use recurrent::{Embedding, Gru, Lstm, Rnn, RnnConfig};
 pub use resample::{Upsample, UpsampleMode};
 pub use rng::Rng;

@@ -9,6 +9,7 @@ use crate::history::EpochStats;
 use crate::metrics::correct_lazy;
 use crate::module::Module;
 use crate::optim::Optimizer;
+use crate::parallel::DataParallel;
 
 /// A training step of one's own, as Keras' overridden `train_step`: the [`crate::Trainer`]
 /// (made with [`crate::Trainer::custom`]) still shuffles and batches the data, shows
@@ -117,6 +118,15 @@ impl Metrics {
         Ok(out)
     }
 
+    /// Each metric's sum, in the order first added.
+    pub(crate) fn totals(&self) -> Result<Vec<(String, f64)>> {
+        let mut out = Vec::with_capacity(self.sums.len());
+        for (name, sum) in &self.sums {
+            out.push((name.clone(), sum.item()? as f64));
+        }
+        Ok(out)
+    }
+
     /// The mean so far of the first metric (the loss), over `samples`, for the progress bar.
     pub(crate) fn first_mean(&self, samples: usize) -> Result<Option<(String, f64)>> {
         match self.sums.first() {
@@ -152,6 +162,8 @@ pub(crate) struct ModelStep<'s, 'a> {
     pub targets: Targets,
     /// With the step number, when values are checked.
     pub check_finite: Option<usize>,
+    /// Averages the gradients over the ranks of a data-parallel run.
+    pub parallel: Option<&'s dyn DataParallel>,
 }
 
 impl ModelStep<'_, '_> {
@@ -165,6 +177,10 @@ impl ModelStep<'_, '_> {
         metrics.add("loss", &loss);
         if self.targets != Targets::Values {
             metrics.add_total("accuracy", &no_grad(|| correct(&out, y, self.targets)));
+        }
+        let mut grads = grads;
+        if let Some(p) = self.parallel {
+            p.average_gradients(self.optimizer.params(), &mut grads, &metrics.pending())?;
         }
         self.optimizer.step_with(&grads, &metrics.pending())
     }

@@ -16,6 +16,7 @@ use crate::io;
 use crate::metrics::{confusion_lazy, BinaryCounts, ConfusionMatrix};
 use crate::module::{check_input, Module};
 use crate::optim::Optimizer;
+use crate::parallel::{evaluation_shard, DataParallel};
 use crate::step::{
     fill_stats, fit_to_targets, loss_of, LossFn, Metrics, ModelStep, StepCost, TrainStep,
 };
@@ -87,6 +88,8 @@ pub struct Trainer<'a> {
     /// Options used by [`Trainer::fit`].
     pub options: FitOptions,
     callbacks: Vec<Box<dyn Callback + 'a>>,
+    /// Set by `with_data_parallel`: this process is one rank of several.
+    parallel: Option<&'a dyn DataParallel>,
 }
 
 /// What a trainer trains: a model with an optimizer and a loss, or a step of one's own.
@@ -129,6 +132,7 @@ impl<'a> Trainer<'a> {
             loss: None,
             options: FitOptions::default(),
             callbacks: Vec::new(),
+            parallel: None,
         }
     }
 
@@ -142,6 +146,7 @@ impl<'a> Trainer<'a> {
             loss: None,
             options: FitOptions::default(),
             callbacks: Vec::new(),
+            parallel: None,
         }
     }
 
@@ -167,6 +172,21 @@ impl<'a> Trainer<'a> {
     pub fn with_options(mut self, options: FitOptions) -> Self {
         self.options = options;
         self
+    }
+
+    /// Trains as one rank of several (`wgrad_dist::Ddp`): each rank trains on its own shard
+    /// of every epoch and the gradients are averaged over the ranks before each update, as
+    /// PyTorch's `DistributedDataParallel` does. The batch size is per rank. Metrics and
+    /// validation are reduced over the ranks; only rank 0 prints and writes checkpoints.
+    pub fn with_data_parallel(mut self, parallel: &'a dyn DataParallel) -> Self {
+        self.parallel = Some(parallel);
+        self
+    }
+
+    /// Whether this process prints and writes files: always, unless it is a rank other
+    /// than 0 of a data-parallel run.
+    fn is_main(&self) -> bool {
+        self.parallel.is_none_or(|p| p.is_main())
     }
 
     /// Adds a callback, called after the ones added before.
@@ -229,7 +249,10 @@ impl<'a> Trainer<'a> {
             };
             let mut confusion = Tensor::zeros(&self.device, &[classes, classes]);
             let mut binary = BinaryCounts::default();
-            let order = epoch_order(data.len(), None, 0);
+            let mut order = epoch_order(data.len(), None, 0);
+            if let Some(p) = self.parallel {
+                order = evaluation_shard(&order, p.rank(), p.world_size());
+            }
             // Four training batches at a time: memory scales with what training already fits.
             let chunk = 4 * self.options.batch_size.max(1);
             for picks in order.chunks(chunk) {
@@ -248,6 +271,10 @@ impl<'a> Trainer<'a> {
                     Targets::Values => loss_sum.realize().map(|_| ())?,
                 }
             }
+            let mut loss_sum = loss_sum.item()? as f64;
+            if let Some(p) = self.parallel {
+                reduce_evaluation(p, &mut loss_sum, &mut confusion, &mut binary)?;
+            }
             let binary = (targets == Targets::Binary).then_some(binary);
             let confusion = match binary {
                 // Rows: true 0 and 1; columns: predicted 0 and 1.
@@ -264,7 +291,7 @@ impl<'a> Trainer<'a> {
                 None => confusion,
             };
             Ok(Evaluation {
-                loss: loss_sum.item()? as f64 / data.len().max(1) as f64,
+                loss: loss_sum / data.len().max(1) as f64,
                 confusion: ConfusionMatrix::from_tensor(&confusion)?,
                 binary,
             })
@@ -294,25 +321,30 @@ impl<'a> Trainer<'a> {
                     .into(),
             ));
         }
+        if self.parallel.is_some() && matches!(self.learner, Learner::Custom(_)) {
+            return Err(Error::Data(
+                "data-parallel training runs a model, an optimizer and a loss (Trainer::new); \
+                 a custom step would have to average its own gradients"
+                    .into(),
+            ));
+        }
         self.sample_shape(train)?;
         if let Some(v) = validation {
             self.sample_shape(v)?;
         }
         let opts = self.options.clone();
+        let main = self.is_main();
+        let verbose = opts.verbose && main;
         let mut history = History::default();
         let mut start_epoch = 0;
-        if let Some(dir) = &opts.checkpoint_dir {
-            prepare_checkpoint_dir(dir, opts.resume, opts.overwrite)?;
+        if opts.resume && opts.checkpoint_dir.is_none() {
+            return Err(Error::Data("resuming needs a checkpoint directory".into()));
         }
-        if opts.resume {
-            let dir = opts
-                .checkpoint_dir
-                .as_ref()
-                .ok_or_else(|| Error::Data("resuming needs a checkpoint directory".into()))?;
-            if let Some((epoch, h)) = self.load_latest_checkpoint(dir)? {
+        if let Some(dir) = &opts.checkpoint_dir {
+            if let Some((epoch, h)) = self.open_checkpoints(dir, opts.resume, opts.overwrite)? {
                 start_epoch = epoch;
                 history = h;
-                if opts.verbose {
+                if verbose {
                     println!("resumed from {} after epoch {epoch}", dir.display());
                 }
                 // A run that had stopped early stays stopped.
@@ -326,19 +358,30 @@ impl<'a> Trainer<'a> {
                 }
             }
         }
-        if let Some(dir) = &opts.checkpoint_dir {
+        if let (Some(dir), true) = (&opts.checkpoint_dir, main) {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io {
                 path: dir.clone(),
                 source,
             })?;
         }
-        if start_epoch >= opts.epochs && opts.verbose {
+        if let Some(p) = self.parallel {
+            // Every rank starts from rank 0's weights, whatever its seed drew.
+            p.broadcast_module(self.learner.parts().0)?;
+        }
+        if start_epoch >= opts.epochs && verbose {
             println!(
                 "nothing to train: {} epochs asked for, {start_epoch} done",
                 opts.epochs
             );
         }
-        let steps = train.len().div_ceil(opts.batch_size);
+        let parallel = self.parallel;
+        let shard = |order: Vec<usize>| match parallel {
+            Some(p) => p.shard(&order),
+            None => order,
+        };
+        let steps = shard((0..train.len()).collect())
+            .len()
+            .div_ceil(opts.batch_size);
         let mut step = start_epoch * steps;
         let targets = train.targets();
         self.learner.parts().0.set_training(true);
@@ -353,7 +396,7 @@ impl<'a> Trainer<'a> {
             let mut metrics = Metrics::new();
             let mut seen = 0usize;
             let mut last_read = Instant::now();
-            let order = epoch_order(train.len(), Some(opts.seed), epoch as u64);
+            let order = shard(epoch_order(train.len(), Some(opts.seed), epoch as u64));
             for (i, picks) in order.chunks(opts.batch_size).enumerate() {
                 let cost = StepCost::start(&self.device);
                 let (x, y) = train.batch(&self.device, picks)?;
@@ -365,6 +408,7 @@ impl<'a> Trainer<'a> {
                         loss: &self.loss,
                         targets,
                         check_finite: opts.check_finite.then_some(step + 1),
+                        parallel: self.parallel,
                     }
                     .run(&x, &y, &mut metrics)?,
                     Learner::Custom(custom) => custom.train_step(&x, &y, step, &mut metrics)?,
@@ -398,7 +442,15 @@ impl<'a> Trainer<'a> {
                 learning_rate,
                 ..Default::default()
             };
-            let means = metrics.means(seen)?;
+            let means = match self.parallel {
+                Some(p) => reduced_means(p, &metrics, seen)?,
+                None => metrics.means(seen)?,
+            };
+            if let Some(p) = self.parallel {
+                // Batch-norm statistics differ between ranks; rank 0's are the model's, as
+                // with PyTorch's DistributedDataParallel.
+                p.broadcast_module(self.learner.parts().0)?;
+            }
             let has = |name: &str| means.iter().any(|(n, _)| n == name);
             let shown = (has("loss"), has("accuracy"));
             fill_stats(&mut stats, means);
@@ -424,14 +476,15 @@ impl<'a> Trainer<'a> {
                 history.confusion = Some(e.confusion);
             }
             stats.seconds = started.elapsed().as_secs_f64();
-            if opts.verbose {
-                println!("{}", epoch_line(&stats, opts.epochs, shown, seen));
+            if verbose {
+                let samples = self.parallel.map_or(seen, |p| seen * p.world_size());
+                println!("{}", epoch_line(&stats, opts.epochs, shown, samples));
             }
             if let Learner::Custom(custom) = &mut self.learner {
                 custom.on_epoch_end(&stats)?;
             }
             history.epochs.push(stats);
-            if let Some(dir) = &opts.checkpoint_dir {
+            if let (Some(dir), true) = (&opts.checkpoint_dir, main) {
                 self.save_checkpoint(dir, epoch + 1, &history)?;
             }
             let mut stop = false;
@@ -440,7 +493,7 @@ impl<'a> Trainer<'a> {
             }
             if stop {
                 history.stopped_early = true;
-                if opts.verbose {
+                if verbose {
                     println!("stopping early after epoch {}", epoch + 1);
                 }
                 break;
@@ -450,7 +503,7 @@ impl<'a> Trainer<'a> {
     }
 
     fn progress_bar(&self, epoch: usize, steps: usize) -> ProgressBar {
-        if self.options.quiet {
+        if self.options.quiet || !self.is_main() {
             return ProgressBar::hidden();
         }
         let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
@@ -463,9 +516,11 @@ impl<'a> Trainer<'a> {
 
     fn save_checkpoint(&mut self, dir: &Path, epoch: usize, history: &History) -> Result<()> {
         let path = dir.join(format!("epoch-{epoch:04}.safetensors"));
+        let world = self.parallel.map_or(1, |p| p.world_size());
         let meta = [
             ("epoch".to_string(), epoch.to_string()),
             ("history".to_string(), history.to_csv()),
+            ("world_size".to_string(), world.to_string()),
         ];
         let (model, optimizers) = self.learner.parts();
         let optimizers: Vec<(&str, &dyn Optimizer)> =
@@ -473,9 +528,64 @@ impl<'a> Trainer<'a> {
         io::save_checkpoint(&path, model, &optimizers, &meta)
     }
 
-    /// The newest checkpoint in `dir` that loads completely; older ones are tried when a newer
-    /// one is damaged.
-    fn load_latest_checkpoint(&mut self, dir: &Path) -> Result<Option<(usize, History)>> {
+    /// Gets the checkpoint directory ready and, when resuming, loads the newest checkpoint
+    /// that fits, returning its epoch and history. In a data-parallel run rank 0 does this
+    /// and sends the checkpoint's bytes to the others (which need not share its file
+    /// system); every rank then loads the same bytes, or returns the same error.
+    fn open_checkpoints(
+        &mut self,
+        dir: &Path,
+        resume: bool,
+        overwrite: bool,
+    ) -> Result<Option<(usize, History)>> {
+        let world = self.parallel.map_or(1, |p| p.world_size());
+        let mine = (|| {
+            if !self.is_main() {
+                return Ok(None);
+            }
+            prepare_checkpoint_dir(dir, resume, overwrite)?;
+            if !resume {
+                return Ok(None);
+            }
+            self.load_latest_checkpoint(dir, world)
+        })();
+        let Some(p) = self.parallel else {
+            return mine.map(|found| found.map(|(epoch, history, _)| (epoch, history)));
+        };
+        // The message: 0 nothing to resume, 1 + the checkpoint's bytes, 2 + rank 0's error.
+        let mut message = match &mine {
+            Ok(None) => vec![0],
+            Ok(Some((_, _, bytes))) => [&[1u8][..], bytes].concat(),
+            Err(e) => [&[2u8][..], e.to_string().as_bytes()].concat(),
+        };
+        p.broadcast_bytes(&mut message)?;
+        if p.is_main() {
+            return mine.map(|found| found.map(|(epoch, history, _)| (epoch, history)));
+        }
+        match message.split_first() {
+            Some((1, bytes)) => {
+                let path = dir.join("(the checkpoint rank 0 sent)");
+                let (model, mut optimizers) = self.learner.parts();
+                let meta = io::load_checkpoint_bytes(&path, bytes, model, &mut optimizers)?;
+                let (epoch, history) = checkpoint_progress(&path, &meta, world)?;
+                Ok(Some((epoch, history)))
+            }
+            Some((2, text)) => Err(Error::Data(format!(
+                "rank 0 could not open the checkpoints: {}",
+                String::from_utf8_lossy(text)
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The newest checkpoint in `dir` that loads completely, with its bytes; older ones are
+    /// tried when a newer one is damaged. One written by a run of another world size is an
+    /// error: its epochs were cut into other shards.
+    fn load_latest_checkpoint(
+        &mut self,
+        dir: &Path,
+        world: usize,
+    ) -> Result<Option<(usize, History, Vec<u8>)>> {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Ok(None);
         };
@@ -493,15 +603,21 @@ impl<'a> Trainer<'a> {
             .collect();
         found.sort();
         let any = !found.is_empty();
-        for (epoch, path) in found.into_iter().rev() {
+        for (_, path) in found.into_iter().rev() {
             let (model, mut optimizers) = self.learner.parts();
-            match io::load_checkpoint(&path, model, &mut optimizers) {
-                Ok(meta) => {
-                    let history = meta
-                        .get("history")
-                        .and_then(|h| History::from_csv(h))
-                        .unwrap_or_default();
-                    return Ok(Some((epoch, history)));
+            let loaded = std::fs::read(&path)
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|bytes| {
+                    let meta = io::load_checkpoint_bytes(&path, &bytes, model, &mut optimizers)?;
+                    Ok((meta, bytes))
+                });
+            match loaded {
+                Ok((meta, bytes)) => {
+                    let (epoch, history) = checkpoint_progress(&path, &meta, world)?;
+                    return Ok(Some((epoch, history, bytes)));
                 }
                 Err(e) => log::warn!("skipping checkpoint {}: {e}", path.display()),
             }
@@ -515,6 +631,78 @@ impl<'a> Trainer<'a> {
         }
         Ok(None)
     }
+}
+
+/// The epoch and history a checkpoint's metadata records, checking that it was written by a
+/// run of `world` ranks (a file without the entry comes from one process).
+fn checkpoint_progress(
+    path: &Path,
+    meta: &std::collections::HashMap<String, String>,
+    world: usize,
+) -> Result<(usize, History)> {
+    let written_by: usize = meta
+        .get("world_size")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
+    if written_by != world {
+        return Err(Error::Data(format!(
+            "{} was written by a run of {written_by} rank(s), and this run has {world}: resume \
+             with the same number of ranks (each epoch's shards depend on it)",
+            path.display()
+        )));
+    }
+    let epoch = meta
+        .get("epoch")
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(|| Error::Data(format!("{} records no epoch", path.display())))?;
+    let history = meta
+        .get("history")
+        .and_then(|h| History::from_csv(h))
+        .unwrap_or_default();
+    Ok((epoch, history))
+}
+
+/// Sums a data-parallel evaluation's figures over the ranks.
+fn reduce_evaluation(
+    p: &dyn DataParallel,
+    loss_sum: &mut f64,
+    confusion: &mut Tensor,
+    binary: &mut BinaryCounts,
+) -> Result<()> {
+    let mut values = vec![
+        *loss_sum,
+        binary.true_positive as f64,
+        binary.false_positive as f64,
+        binary.true_negative as f64,
+        binary.false_negative as f64,
+    ];
+    values.extend(confusion.to_vec()?.iter().map(|&c| c as f64));
+    p.sum(&mut values)?;
+    *loss_sum = values[0];
+    binary.true_positive = values[1] as u64;
+    binary.false_positive = values[2] as u64;
+    binary.true_negative = values[3] as u64;
+    binary.false_negative = values[4] as u64;
+    let counts: Vec<f32> = values[5..].iter().map(|&c| c as f32).collect();
+    *confusion = Tensor::from_slice(confusion.device(), &counts, confusion.shape())?;
+    Ok(())
+}
+
+/// Each metric's mean over the samples of every rank.
+fn reduced_means(
+    p: &dyn DataParallel,
+    metrics: &Metrics,
+    seen: usize,
+) -> Result<Vec<(String, f64)>> {
+    let (names, mut values): (Vec<String>, Vec<f64>) = metrics.totals()?.into_iter().unzip();
+    values.push(seen as f64);
+    p.sum(&mut values)?;
+    let samples = values.pop().unwrap_or(0.0).max(1.0);
+    Ok(names
+        .into_iter()
+        .zip(values)
+        .map(|(n, v)| (n, v / samples))
+        .collect())
 }
 
 /// The line printed after an epoch; `shown` says whether the step reported a loss and an
