@@ -32,7 +32,7 @@ fn run(args: &common::Args, ddp: &Ddp) -> Result<()> {
     let batch: usize = args.get("batch", 64);
     let steps: usize = args.get("steps", 30);
     let data = Mnist::load(common::DEFAULT_DATA)?.train;
-    let dev = wgrad::default_device();
+    let dev = common::device(Some(ddp));
     let world = ddp.world_size();
     let main = ddp.is_main();
     if batch * world * (steps + 3) > data.len() * 4 {

@@ -14,7 +14,7 @@ use wgrad::Result;
 fn run(args: &common::Args, ddp: Option<&Ddp>) -> Result<()> {
     let main = common::is_main(ddp);
     let data = Mnist::load(args.path("data", common::DEFAULT_DATA))?;
-    let dev = wgrad::default_device();
+    let dev = common::device(ddp);
     if main {
         println!("device: {}", dev.name());
     }

@@ -263,10 +263,30 @@ fn xor_network_learns_xor_on_the_cpu() {
 }
 
 #[test]
+fn an_adapter_index_counts_among_the_best_kind_and_wraps_around() {
+    let Some(dev) = common::gpu() else { return };
+    // One adapter of the best kind here: every index wraps to it (as the eighth rank on a
+    // machine with one GPU would).
+    let opts = wgrad::device::AdapterOptions {
+        name: None,
+        backend: None,
+        index: Some(7),
+    };
+    let ctx = wgrad::device::Context::with_options(&opts).expect("an adapter");
+    assert!(
+        dev.name().starts_with(&ctx.info.name),
+        "{} against {}",
+        dev.name(),
+        ctx.info.name
+    );
+}
+
+#[test]
 fn an_unknown_adapter_is_a_clear_error_and_the_default_falls_back_to_cpu() {
     let opts = wgrad::device::AdapterOptions {
         name: Some("no-such-adapter-xyz".into()),
         backend: None,
+        index: None,
     };
     let err = wgrad::device::Context::with_options(&opts)
         .err()
@@ -275,6 +295,7 @@ fn an_unknown_adapter_is_a_clear_error_and_the_default_falls_back_to_cpu() {
     let bad = wgrad::device::AdapterOptions {
         name: None,
         backend: Some("glide".into()),
+        index: None,
     };
     let err = wgrad::device::Context::with_options(&bad)
         .err()

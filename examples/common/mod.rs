@@ -104,6 +104,22 @@ pub fn distributed(args: &Args) -> Option<Ddp> {
     Some(ddp)
 }
 
+/// The device to train on: as `wgrad::default_device`, except that a rank of a distributed
+/// run takes the GPU of its local rank on a machine with several (unless
+/// `WGRAD_ADAPTER_INDEX` says otherwise).
+pub fn device(ddp: Option<&Ddp>) -> Device {
+    let local = ddp.and(wgrad::dist::local_rank());
+    let cpu = std::env::var("WGRAD_DEVICE").is_ok_and(|v| v.eq_ignore_ascii_case("cpu"));
+    match local {
+        Some(rank) if !cpu => {
+            let mut options = wgrad::device::AdapterOptions::from_env();
+            options.index = options.index.or(Some(rank));
+            wgrad::default_device_with(&options)
+        }
+        _ => wgrad::default_device(),
+    }
+}
+
 /// Whether this process prints and writes files: not a rank other than 0.
 pub fn is_main(ddp: Option<&Ddp>) -> bool {
     ddp.is_none_or(|d| d.is_main())

@@ -18,6 +18,10 @@ pub struct AdapterOptions {
     pub name: Option<String>,
     /// `vulkan`, `metal`, `dx12` or `gl` (`WGRAD_BACKEND`).
     pub backend: Option<String>,
+    /// Which of several adapters of the best kind (e.g. the GPUs of a machine with four),
+    /// counted from 0 in the driver's order and wrapping around (`WGRAD_ADAPTER_INDEX`): one
+    /// per process when several processes share a machine, e.g. the local MPI rank.
+    pub index: Option<usize>,
 }
 
 impl AdapterOptions {
@@ -27,6 +31,7 @@ impl AdapterOptions {
         AdapterOptions {
             name: var("WGRAD_ADAPTER"),
             backend: var("WGRAD_BACKEND"),
+            index: var("WGRAD_ADAPTER_INDEX").and_then(|v| v.trim().parse().ok()),
         }
     }
 }
@@ -135,13 +140,23 @@ impl Context {
             })
             .collect();
         let wanted = options.name.as_ref().map(|n| n.to_lowercase());
-        let adapter = adapters
+        let candidates: Vec<wgpu::Adapter> = adapters
             .into_iter()
             .filter(|a| match &wanted {
                 Some(w) => a.get_info().name.to_lowercase().contains(w),
                 None => true,
             })
-            .max_by_key(|a| rank(&a.get_info()));
+            .collect();
+        let best = candidates.iter().map(|a| rank(&a.get_info())).max();
+        let mut peers: Vec<wgpu::Adapter> = candidates
+            .into_iter()
+            .filter(|a| Some(rank(&a.get_info())) == best)
+            .collect();
+        let adapter = match (options.index, peers.len()) {
+            (_, 0) => None,
+            (Some(i), n) => Some(peers.swap_remove(i % n)),
+            (None, _) => Some(peers.swap_remove(0)),
+        };
         let Some(adapter) = adapter else {
             let found = if names.is_empty() {
                 "none found; install a Vulkan driver (on Debian/Ubuntu: apt-get install \

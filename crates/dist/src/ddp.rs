@@ -190,6 +190,9 @@ impl DataParallel for Ddp {
     }
 
     fn broadcast_module(&self, model: &dyn Module) -> Result<()> {
+        if self.comm.size() == 1 {
+            return Ok(());
+        }
         let params = model.named_parameters();
         let buffers = model.named_buffers();
         let all: Vec<&Tensor> = params.iter().chain(&buffers).map(|(_, t)| t).collect();

@@ -23,3 +23,17 @@ pub use ddp::{CommStats, Ddp, DEFAULT_BUCKET_BYTES};
 #[cfg(feature = "mpi")]
 pub use mpi::{Mpi, DEFAULT_TIMEOUT};
 pub use sampler::DistributedSampler;
+
+/// This process's rank among the ranks on its machine, as the launcher tells it (OpenMPI's
+/// `OMPI_COMM_WORLD_LOCAL_RANK`, MPICH's `MPI_LOCALRANKID`, Slurm's `SLURM_LOCALID`): the
+/// index of the GPU a rank should take on a machine with several
+/// (`wgrad::device::AdapterOptions::index`).
+pub fn local_rank() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+}
