@@ -8,6 +8,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use wgrad::dist::Ddp;
 use wgrad::nn::{io, Adam, FitOptions, Mnist, Module, Reconstruct, Samples, Trainer};
 use wgrad::{Error, Result};
 
@@ -35,12 +36,16 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         true,
         "where to draw digits and reconstructions (default mnist_autoencoder.png)",
     ),
+    (
+        "distributed",
+        false,
+        "train as one rank of an MPI job: mpirun -np N ... --distributed (--batch is per rank; needs --features mpi)",
+    ),
     ("quiet", false, "no progress bar"),
 ];
 
-fn run() -> Result<()> {
-    let args = common::Args::parse("usage: mnist_autoencoder [OPTIONS]", OPTIONS);
-    wgrad::init_logging();
+fn run(args: &common::Args, ddp: Option<&Ddp>) -> Result<()> {
+    let main = common::is_main(ddp);
     let (epochs, batch): (usize, usize) = (args.get("epochs", 5), args.get("batch", 64));
     if epochs == 0 || batch == 0 {
         return Err(Error::Data(
@@ -48,16 +53,22 @@ fn run() -> Result<()> {
         ));
     }
     let data = Mnist::load(args.path("data", common::DEFAULT_DATA))?;
-    let dev = wgrad::default_device();
-    println!("device: {}", dev.name());
+    let dev = common::device(ddp);
+    if main {
+        println!("device: {}", dev.name());
+    }
     let model = wgrad::nn::models::conv_autoencoder(&dev, args.get("seed", 0))?;
-    println!("{}", model.summary());
+    if main {
+        println!("{}", model.summary());
+    }
     let (save, png) = (
         args.path("save", "mnist_autoencoder.safetensors"),
         args.path("png", "mnist_autoencoder.png"),
     );
-    common::check_writable(&save)?;
-    common::check_writable(&png)?;
+    if main {
+        common::check_writable(&save)?;
+        common::check_writable(&png)?;
+    }
     let mut opt = Adam::new(model.parameters(), args.get("lr", 1e-3));
     let options = FitOptions {
         epochs,
@@ -68,9 +79,14 @@ fn run() -> Result<()> {
     };
     // val_loss is the test split's reconstruction MSE.
     let (train, test) = (Reconstruct(&data.train), Reconstruct(&data.test));
-    Trainer::new(&model, &mut opt, &dev)
-        .with_options(options)
-        .fit(&train, Some(&test))?;
+    let mut trainer = Trainer::new(&model, &mut opt, &dev).with_options(options);
+    if let Some(d) = ddp {
+        trainer = trainer.with_data_parallel(d);
+    }
+    trainer.fit(&train, Some(&test))?;
+    if !main {
+        return Ok(());
+    }
     io::save(&save, &model, None)?;
     println!("saved weights to {}", save.display());
     // Eight test digits above their reconstructions.
@@ -93,5 +109,8 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    common::exit_on_error(run());
+    let args = common::Args::parse("usage: mnist_autoencoder [OPTIONS]", OPTIONS);
+    wgrad::init_logging();
+    let ddp = common::distributed(&args);
+    common::exit_ranked(run(&args, ddp.as_ref()), ddp.as_ref());
 }

@@ -14,6 +14,7 @@ mod common;
 
 use std::path::Path;
 
+use wgrad::dist::Ddp;
 use wgrad::nn::{io, models, FitOptions, Gan, Mnist, Module, Sequential, Trainer};
 use wgrad::{Device, Error, Result, Tensor};
 
@@ -61,6 +62,11 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         true,
         "load both networks from FILE, draw and judge samples, and exit",
     ),
+    (
+        "distributed",
+        false,
+        "train as one rank of an MPI job: mpirun -np N ... --distributed (--batch is per rank; needs --features mpi)",
+    ),
     ("quiet", false, "no progress bar"),
 ];
 
@@ -89,9 +95,8 @@ fn draw(nets: &Sequential, dev: &Device, latent: usize, seed: u64, png: &Path) -
     wgrad::plot::save_image_grid(&images, (28, 28), 8, 2, png)
 }
 
-fn run() -> Result<()> {
-    let args = common::Args::parse("usage: mnist_gan [OPTIONS]", OPTIONS);
-    wgrad::init_logging();
+fn run(args: &common::Args, ddp: Option<&Ddp>) -> Result<()> {
+    let main = common::is_main(ddp);
     let (epochs, batch): (usize, usize) = (args.get("epochs", 10), args.get("batch", 32));
     let (latent, samples): (usize, usize) = (args.get("latent", 64), args.get("samples", 1000));
     if epochs == 0 || batch < 2 || latent == 0 || samples == 0 {
@@ -101,19 +106,25 @@ fn run() -> Result<()> {
     }
     let seed: u64 = args.get("seed", 0);
     let data = Mnist::load(args.path("data", common::DEFAULT_DATA))?;
-    let dev = wgrad::default_device();
-    println!("device: {}", dev.name());
+    let dev = common::device(ddp);
+    if main {
+        println!("device: {}", dev.name());
+    }
     let (save, png) = (
         args.path("save", "mnist_gan.safetensors"),
         args.path("png", "mnist_gan.png"),
     );
     let classifier_path = args.path("classifier", "mnist_cnn.safetensors");
-    common::check_writable(&save)?;
-    common::check_writable(&png)?;
+    if main {
+        common::check_writable(&save)?;
+        common::check_writable(&png)?;
+    }
     let generator = models::dcgan_generator(&dev, latent, seed)?;
     let discriminator = models::dcgan_discriminator(&dev, seed ^ 0xd15c)?;
-    println!("generator:\n{}", generator.summary());
-    println!("discriminator:\n{}", discriminator.summary());
+    if main {
+        println!("generator:\n{}", generator.summary());
+        println!("discriminator:\n{}", discriminator.summary());
+    }
     let fixed = seed ^ 0xf1e0;
     let (draw_dev, draw_png) = (dev.clone(), png.clone());
     let mut gan = Gan::new(generator, discriminator, latent, seed)
@@ -136,12 +147,21 @@ fn run() -> Result<()> {
             quiet: args.flag("quiet"),
             ..FitOptions::default()
         };
-        Trainer::custom(&mut gan, &dev)
-            .with_options(options)
-            .fit(&data.train, None)?;
+        let mut trainer = Trainer::custom(&mut gan, &dev).with_options(options);
+        if let Some(d) = ddp {
+            trainer = trainer.with_data_parallel(d);
+        }
+        trainer.fit(&data.train, None)?;
+        drop(trainer);
+        if !main {
+            return Ok(());
+        }
         io::save(&save, &gan.nets, None)?;
         println!("saved both networks to {}", save.display());
     } else {
+        if !main {
+            return Ok(());
+        }
         io::load(&eval, &gan.nets, None)?;
         draw(&gan.nets, &dev, latent, fixed, &png)?;
         println!("loaded {eval}; drew 64 samples in {}", png.display());
@@ -187,5 +207,8 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    common::exit_on_error(run());
+    let args = common::Args::parse("usage: mnist_gan [OPTIONS]", OPTIONS);
+    wgrad::init_logging();
+    let ddp = common::distributed(&args);
+    common::exit_ranked(run(&args, ddp.as_ref()), ddp.as_ref());
 }

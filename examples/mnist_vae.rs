@@ -12,6 +12,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use wgrad::dist::Ddp;
 use wgrad::nn::{
     io, Activation, Adam, Dense, EpochStats, FitOptions, Flatten, Metrics, Mnist, Module,
     Optimizer, Rng, Samples, Sequential, TrainStep, Trainer, Unflatten,
@@ -42,6 +43,11 @@ const OPTIONS: &[(&str, bool, &str)] = &[
         "png",
         true,
         "where to draw digits, reconstructions and samples (default mnist_vae.png)",
+    ),
+    (
+        "distributed",
+        false,
+        "train as one rank of an MPI job: mpirun -np N ... --distributed (--batch is per rank; needs --features mpi)",
     ),
     ("quiet", false, "no progress bar"),
 ];
@@ -126,7 +132,8 @@ impl TrainStep for Vae {
         let eps = Tensor::randn(
             x.device(),
             &[n, self.latent],
-            self.seed ^ (step as u64) << 20,
+            // Each rank of a data-parallel run draws its own noise.
+            self.seed ^ (step as u64) << 20 ^ (metrics.rank() as u64) << 48,
         );
         let z = &mu + (&logvar * 0.5).exp() * eps;
         let logits = self.decoder().forward(&z);
@@ -137,7 +144,8 @@ impl TrainStep for Vae {
         metrics.add("loss", &loss);
         metrics.add("recon", &recon);
         metrics.add("kl", &kl);
-        let grads = loss.backward();
+        let mut grads = loss.backward();
+        metrics.average_gradients(self.opt.params(), &mut grads)?;
         self.opt.step_with(&grads, &metrics.pending())
     }
 
@@ -155,9 +163,8 @@ impl TrainStep for Vae {
     }
 }
 
-fn run() -> Result<()> {
-    let args = common::Args::parse("usage: mnist_vae [OPTIONS]", OPTIONS);
-    wgrad::init_logging();
+fn run(args: &common::Args, ddp: Option<&Ddp>) -> Result<()> {
+    let main = common::is_main(ddp);
     let (epochs, batch): (usize, usize) = (args.get("epochs", 10), args.get("batch", 64));
     let latent: usize = args.get("latent", 16);
     if epochs == 0 || batch == 0 || latent == 0 {
@@ -167,18 +174,24 @@ fn run() -> Result<()> {
     }
     let seed: u64 = args.get("seed", 0);
     let data = Mnist::load(args.path("data", common::DEFAULT_DATA))?;
-    let dev = wgrad::default_device();
-    println!("device: {}", dev.name());
+    let dev = common::device(ddp);
+    if main {
+        println!("device: {}", dev.name());
+    }
     let (save, png) = (
         args.path("save", "mnist_vae.safetensors"),
         args.path("png", "mnist_vae.png"),
     );
-    common::check_writable(&save)?;
-    common::check_writable(&png)?;
+    if main {
+        common::check_writable(&save)?;
+        common::check_writable(&png)?;
+    }
     let picks: Vec<usize> = (0..data.test.len().min(1000)).collect();
     let (test, _) = data.test.batch(&dev, &picks)?;
     let mut vae = Vae::new(&dev, latent, args.get("lr", 1e-3), seed, test)?;
-    println!("{}", vae.nets.summary());
+    if main {
+        println!("{}", vae.nets.summary());
+    }
     let options = FitOptions {
         epochs,
         batch_size: batch,
@@ -186,9 +199,15 @@ fn run() -> Result<()> {
         quiet: args.flag("quiet"),
         ..FitOptions::default()
     };
-    Trainer::custom(&mut vae, &dev)
-        .with_options(options)
-        .fit(&data.train, None)?;
+    let mut trainer = Trainer::custom(&mut vae, &dev).with_options(options);
+    if let Some(d) = ddp {
+        trainer = trainer.with_data_parallel(d);
+    }
+    trainer.fit(&data.train, None)?;
+    drop(trainer);
+    if !main {
+        return Ok(());
+    }
     io::save(&save, &vae.nets, None)?;
     println!("saved weights to {}", save.display());
 
@@ -211,5 +230,8 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    common::exit_on_error(run());
+    let args = common::Args::parse("usage: mnist_vae [OPTIONS]", OPTIONS);
+    wgrad::init_logging();
+    let ddp = common::distributed(&args);
+    common::exit_ranked(run(&args, ddp.as_ref()), ddp.as_ref());
 }

@@ -124,31 +124,7 @@ fn a_rank_that_stops_is_a_timeout_error_on_the_others() {
 fn fit_two_ranks(dir: &std::path::Path, epochs: usize, resume: bool) -> Vec<(History, Vec<f32>)> {
     let dir = dir.to_path_buf();
     on_ranks(2, 25 << 20, cpu, move |ddp, dev| {
-        let data = mnist();
-        let (train, test) = (head(&data.train, 600), head(&data.test, 250));
-        let model = build(Net::Mlp, dev, 9 + ddp.rank() as u64).unwrap();
-        let mut opt = Adam::new(model.parameters(), 1e-3);
-        let options = FitOptions {
-            epochs,
-            batch_size: 32,
-            quiet: true,
-            verbose: false,
-            checkpoint_dir: Some(dir.clone()),
-            resume,
-            overwrite: !resume,
-            ..Default::default()
-        };
-        let history = Trainer::new(&model, &mut opt, dev)
-            .with_options(options)
-            .with_data_parallel(ddp)
-            .fit(&train, Some(&test))
-            .unwrap();
-        let weights = model
-            .parameters()
-            .iter()
-            .flat_map(|p| p.to_vec().unwrap())
-            .collect();
-        (history, weights)
+        common::fit_mlp(ddp, dev, &dir, epochs, resume).unwrap()
     })
 }
 
@@ -240,4 +216,96 @@ fn the_sampler_matches_what_the_ranks_train() {
         DistributedSampler::new(1, 2).shard(&(0..7).collect::<Vec<_>>()),
         shards[1]
     );
+}
+
+/// 64 points on a circle, as a data set of 2-feature samples.
+fn circle() -> wgrad_nn::Dataset {
+    let images = (0..64)
+        .flat_map(|i| {
+            let a = i as f32 * 0.1;
+            [a.cos(), a.sin()]
+        })
+        .collect();
+    wgrad_nn::Dataset {
+        images,
+        labels: vec![0; 64],
+        sample_shape: vec![2],
+        classes: 1,
+    }
+}
+
+#[test]
+fn a_custom_step_averages_through_its_metrics_and_one_that_does_not_is_stopped() {
+    use wgrad_nn::{Activation, Dense, Gan, Metrics, Optimizer, Rng, Sequential, TrainStep};
+    let options = FitOptions {
+        epochs: 2,
+        batch_size: 8,
+        quiet: true,
+        verbose: false,
+        ..Default::default()
+    };
+    let first = options.clone();
+    let nets = on_ranks(2, 1 << 20, cpu, move |ddp, dev| {
+        let mut rng = Rng::new(ddp.rank() as u64);
+        let mut dense = |i, o| Dense::new(dev, i, o, &mut rng).unwrap();
+        let g = Sequential::new()
+            .add(dense(4, 8))
+            .add(Activation::Relu)
+            .add(dense(8, 2));
+        let d = Sequential::new()
+            .add(dense(2, 8))
+            .add(Activation::Relu)
+            .add(dense(8, 1));
+        let mut gan = Gan::new(g, d, 4, 0);
+        let history = Trainer::custom(&mut gan, dev)
+            .with_options(first.clone())
+            .with_data_parallel(ddp)
+            .fit(&circle(), None)
+            .unwrap();
+        let weights: Vec<f32> = gan
+            .nets
+            .parameters()
+            .iter()
+            .flat_map(|p| p.to_vec().unwrap())
+            .collect();
+        (history.epochs[1].extra.clone(), weights)
+    });
+    // Both nets trained alike on both ranks (each drew its own noise and data), and both
+    // report the same reduced losses.
+    assert_eq!(nets[0], nets[1]);
+
+    struct Forgetful {
+        model: Sequential,
+        opt: Adam,
+    }
+    impl TrainStep for Forgetful {
+        fn train_step(
+            &mut self,
+            x: &wgrad_graph::Tensor,
+            _: &wgrad_graph::Tensor,
+            _: usize,
+            metrics: &mut Metrics,
+        ) -> Result<()> {
+            let loss = self.model.forward(x).sum_all();
+            metrics.add("loss", &loss);
+            self.opt.step_with(&loss.backward(), &metrics.pending())
+        }
+        fn parts(&mut self) -> (&dyn Module, Vec<(&'static str, &mut dyn Optimizer)>) {
+            (&self.model, vec![("", &mut self.opt as &mut dyn Optimizer)])
+        }
+    }
+    let errors = on_ranks(2, 1 << 20, cpu, move |ddp, dev| {
+        let model = Sequential::new().add(Dense::new(dev, 2, 1, &mut Rng::new(0)).unwrap());
+        let opt = Adam::new(model.parameters(), 1e-3);
+        let mut step = Forgetful { model, opt };
+        let e = Trainer::custom(&mut step, dev)
+            .with_options(options.clone())
+            .with_data_parallel(ddp)
+            .fit(&circle(), None)
+            .expect_err("no averaging");
+        e.to_string()
+    });
+    for e in errors {
+        assert!(e.contains("step 1: the custom step did not average"), "{e}");
+    }
 }

@@ -55,6 +55,40 @@ fn rank(scenario: &str) {
             print!("rank {} gpu: ", ddp.rank());
             assert_equal(&report);
         }
+        "trainer-resumes" => {
+            // A directory per job; rank 0 names it, as a launcher's working directory would.
+            let mut dir = std::env::temp_dir()
+                .join(format!("wgrad-mpi-trainer-{}", std::process::id()))
+                .into_os_string()
+                .into_encoded_bytes();
+            ddp.broadcast_bytes(&mut dir).expect("broadcast");
+            let root = std::path::PathBuf::from(String::from_utf8(dir).expect("utf-8"));
+            let dev = wgrad_cpu::CpuBackend::device();
+            let straight = root.join("straight");
+            let whole = common::fit_mlp(&ddp, &dev, &straight, 2, false).expect("fit");
+            common::fit_mlp(&ddp, &dev, &root.join("split"), 1, false).expect("fit");
+            let resumed =
+                common::fit_mlp(&ddp, &dev, &root.join("split"), 2, true).expect("resume");
+            assert_eq!(
+                resumed.1,
+                whole.1,
+                "rank {}: resumed weights differ",
+                ddp.rank()
+            );
+            assert_eq!(resumed.0.epochs.len(), 2);
+            assert_eq!(resumed.0.epochs[1].val_loss, whole.0.epochs[1].val_loss);
+            ddp.communicator().barrier().expect("barrier");
+            if ddp.rank() == 0 {
+                let files = std::fs::read_dir(&straight).expect("rank 0 wrote").count();
+                assert_eq!(files, 2, "one checkpoint per epoch, from rank 0 alone");
+                std::fs::remove_dir_all(&root).expect("clean up");
+            }
+            println!(
+                "rank {}: resumed run equals the straight one (val_loss {:?})",
+                ddp.rank(),
+                whole.0.epochs[1].val_loss
+            );
+        }
         "rank-dies" | "rank-stalls" | "rank-panics" => {
             let comm = ddp.communicator();
             for step in 0..1000 {
@@ -87,6 +121,7 @@ fn drive() {
     for (scenario, want_success, env) in [
         ("equality-cpu", true, None),
         ("equality-gpu", true, None),
+        ("trainer-resumes", true, None),
         ("rank-dies", false, None),
         ("rank-panics", false, None),
         ("rank-stalls", false, Some(("WGRAD_DIST_TIMEOUT", "5"))),

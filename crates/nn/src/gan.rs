@@ -105,12 +105,15 @@ impl TrainStep for Gan {
         real: &Tensor,
         _: &Tensor,
         step: usize,
-        metrics: &mut Metrics,
+        metrics: &mut Metrics<'_>,
     ) -> Result<()> {
         let n = real.shape()[0];
         let dev = real.device().clone();
         let real = no_grad(|| real * 2.0 - 1.0);
-        let z = self.noise(&dev, n, self.seed ^ (step as u64).wrapping_mul(0x9e37_79b9));
+        // Each rank of a data-parallel run draws its own noise (rank 0 what one process would).
+        let seed =
+            self.seed ^ (step as u64).wrapping_mul(0x9e37_79b9) ^ (metrics.rank() as u64) << 48;
+        let z = self.noise(&dev, n, seed);
         let (ones, zeros) = (Tensor::ones(&dev, &[n, 1]), Tensor::zeros(&dev, &[n, 1]));
         let real_target = Tensor::full(&dev, &[n, 1], self.real_label);
         let (generator, discriminator) = (self.generator(), self.discriminator());
@@ -118,12 +121,14 @@ impl TrainStep for Gan {
         let d_loss = bce_with_logits(&discriminator.forward(&real), &real_target)
             + bce_with_logits(&discriminator.forward(&fake.detach()), &zeros);
         metrics.add("d_loss", &d_loss);
-        let d_grads = d_loss.backward();
+        let mut d_grads = d_loss.backward();
+        metrics.average_gradients(self.d_opt.params(), &mut d_grads)?;
         self.d_opt.step_with(&d_grads, &metrics.pending())?;
         // The discriminator just changed, so its verdict on the same images is taken again.
         let g_loss = bce_with_logits(&self.discriminator().forward(&fake), &ones);
         metrics.add("g_loss", &g_loss);
-        let g_grads = g_loss.backward();
+        let mut g_grads = g_loss.backward();
+        metrics.average_gradients(self.g_opt.params(), &mut g_grads)?;
         self.g_opt.step_with(&g_grads, &metrics.pending())
     }
 

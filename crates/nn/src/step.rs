@@ -34,19 +34,24 @@ pub trait TrainStep {
     /// same numbers, e.g. to seed noise) on a batch `x` with targets `y` (as the data gives
     /// them). Each value the step reports goes to `metrics`; the epoch's figures are their
     /// means over samples.
+    ///
+    /// In a data-parallel run (`Trainer::with_data_parallel`) the step must pass each set of
+    /// gradients through [`Metrics::average_gradients`] before its optimizer uses them (a
+    /// step that does not is stopped with an error); outside one that call does nothing.
     fn train_step(
         &mut self,
         x: &Tensor,
         y: &Tensor,
         step: usize,
-        metrics: &mut Metrics,
+        metrics: &mut Metrics<'_>,
     ) -> Result<()>;
 
     /// The model a checkpoint saves (several networks in one, e.g. a `Sequential` of named
     /// parts) and the optimizers, by name, whose state it saves beside it.
     fn parts(&mut self) -> (&dyn Module, Vec<(&'static str, &mut dyn Optimizer)>);
 
-    /// Called after each epoch with its figures (e.g. to draw samples).
+    /// Called after each epoch with its figures (e.g. to draw samples); in a data-parallel
+    /// run, on rank 0 only.
     fn on_epoch_end(&mut self, _stats: &EpochStats) -> Result<()> {
         Ok(())
     }
@@ -55,19 +60,47 @@ pub trait TrainStep {
 /// The running sums of an epoch's metrics, which each step adds its batch's values to.
 /// A metric named `loss` is the epoch's `train_loss`, `accuracy` its `train_accuracy`;
 /// others are kept by name ([`EpochStats::extra`]).
-pub struct Metrics {
+pub struct Metrics<'p> {
     /// The current batch's size.
     batch: usize,
     /// Per metric, its sum over the samples so far (lazy until the step is realised).
     sums: Vec<(String, Tensor)>,
+    /// The ranks of a data-parallel run.
+    parallel: Option<&'p dyn DataParallel>,
+    /// How many times gradients were averaged.
+    averaged: usize,
 }
 
-impl Metrics {
-    pub(crate) fn new() -> Self {
+impl<'p> Metrics<'p> {
+    pub(crate) fn new(parallel: Option<&'p dyn DataParallel>) -> Self {
         Metrics {
             batch: 0,
             sums: Vec::new(),
+            parallel,
+            averaged: 0,
         }
+    }
+
+    /// In a data-parallel run, replaces `grads` (of `params`) by their mean over the ranks,
+    /// computing the pending sums with them; outside one, does nothing. Call it between
+    /// `backward` and the optimizer's step.
+    pub fn average_gradients(&mut self, params: &[Tensor], grads: &mut Grads) -> Result<()> {
+        if let Some(p) = self.parallel {
+            p.average_gradients(params, grads, &self.pending())?;
+        }
+        self.averaged += 1;
+        Ok(())
+    }
+
+    /// How many times [`Metrics::average_gradients`] has been called.
+    pub(crate) fn averaged(&self) -> usize {
+        self.averaged
+    }
+
+    /// This process's rank in a data-parallel run, else 0 (e.g. to draw other noise on each
+    /// rank).
+    pub fn rank(&self) -> usize {
+        self.parallel.map_or(0, |p| p.rank())
     }
 
     pub(crate) fn begin_batch(&mut self, batch: usize) {
@@ -162,12 +195,10 @@ pub(crate) struct ModelStep<'s, 'a> {
     pub targets: Targets,
     /// With the step number, when values are checked.
     pub check_finite: Option<usize>,
-    /// Averages the gradients over the ranks of a data-parallel run.
-    pub parallel: Option<&'s dyn DataParallel>,
 }
 
 impl ModelStep<'_, '_> {
-    pub fn run(self, x: &Tensor, y: &Tensor, metrics: &mut Metrics) -> Result<()> {
+    pub fn run(self, x: &Tensor, y: &Tensor, metrics: &mut Metrics<'_>) -> Result<()> {
         let out = fit_to_targets(self.model.forward(x), y, self.targets)?;
         let loss = loss_of(self.loss, &out, y, self.targets);
         let grads = loss.backward();
@@ -179,9 +210,7 @@ impl ModelStep<'_, '_> {
             metrics.add_total("accuracy", &no_grad(|| correct(&out, y, self.targets)));
         }
         let mut grads = grads;
-        if let Some(p) = self.parallel {
-            p.average_gradients(self.optimizer.params(), &mut grads, &metrics.pending())?;
-        }
+        metrics.average_gradients(self.optimizer.params(), &mut grads)?;
         self.optimizer.step_with(&grads, &metrics.pending())
     }
 }

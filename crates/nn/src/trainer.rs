@@ -321,13 +321,6 @@ impl<'a> Trainer<'a> {
                     .into(),
             ));
         }
-        if self.parallel.is_some() && matches!(self.learner, Learner::Custom(_)) {
-            return Err(Error::Data(
-                "data-parallel training runs a model, an optimizer and a loss (Trainer::new); \
-                 a custom step would have to average its own gradients"
-                    .into(),
-            ));
-        }
         self.sample_shape(train)?;
         if let Some(v) = validation {
             self.sample_shape(v)?;
@@ -393,7 +386,7 @@ impl<'a> Trainer<'a> {
             }
             let bar = self.progress_bar(epoch, steps);
             let started = Instant::now();
-            let mut metrics = Metrics::new();
+            let mut metrics = Metrics::new(self.parallel);
             let mut seen = 0usize;
             let mut last_read = Instant::now();
             let order = shard(epoch_order(train.len(), Some(opts.seed), epoch as u64));
@@ -408,10 +401,21 @@ impl<'a> Trainer<'a> {
                         loss: &self.loss,
                         targets,
                         check_finite: opts.check_finite.then_some(step + 1),
-                        parallel: self.parallel,
                     }
                     .run(&x, &y, &mut metrics)?,
-                    Learner::Custom(custom) => custom.train_step(&x, &y, step, &mut metrics)?,
+                    Learner::Custom(custom) => {
+                        let before = metrics.averaged();
+                        custom.train_step(&x, &y, step, &mut metrics)?;
+                        if self.parallel.is_some() && metrics.averaged() == before {
+                            return Err(Error::Data(format!(
+                                "step {}: the custom step did not average its gradients; in a \
+                                 data-parallel run it must pass them through \
+                                 Metrics::average_gradients before each optimizer step, or \
+                                 the ranks would drift apart",
+                                step + 1
+                            )));
+                        }
+                    }
                 }
                 metrics.settle()?;
                 seen += picks.len();
@@ -480,7 +484,7 @@ impl<'a> Trainer<'a> {
                 let samples = self.parallel.map_or(seen, |p| seen * p.world_size());
                 println!("{}", epoch_line(&stats, opts.epochs, shown, samples));
             }
-            if let Learner::Custom(custom) = &mut self.learner {
+            if let (Learner::Custom(custom), true) = (&mut self.learner, main) {
                 custom.on_epoch_end(&stats)?;
             }
             history.epochs.push(stats);

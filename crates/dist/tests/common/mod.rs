@@ -5,8 +5,8 @@
 use wgrad_dist::Ddp;
 use wgrad_graph::{cross_entropy, Device, Result, Tensor};
 use wgrad_nn::{
-    models, Activation, DataParallel, Dataset, Dense, Mnist, Module, Optimizer, Rng, Samples,
-    Sequential, Sgd, SgdConfig,
+    models, Activation, Adam, DataParallel, Dataset, Dense, FitOptions, History, Mnist, Module,
+    Optimizer, Rng, Samples, Sequential, Sgd, SgdConfig, Trainer,
 };
 
 /// The bundled MNIST subset.
@@ -165,4 +165,39 @@ pub fn assert_equal(report: &Report) {
 /// Values of a tensor, for comparisons.
 pub fn values(t: &Tensor) -> Vec<f32> {
     t.to_vec().expect("readable")
+}
+
+/// Trains the MLP (seeded by rank: the start-up broadcast makes them equal) for `epochs` on
+/// 600 training and 250 test digits through the `Trainer` with `ddp`, checkpointing into
+/// `dir`; returns the history and the final weights.
+pub fn fit_mlp(
+    ddp: &Ddp,
+    dev: &Device,
+    dir: &std::path::Path,
+    epochs: usize,
+    resume: bool,
+) -> Result<(History, Vec<f32>)> {
+    let data = mnist();
+    let (train, test) = (head(&data.train, 600), head(&data.test, 250));
+    let model = build(Net::Mlp, dev, 9 + ddp.rank() as u64)?;
+    let mut opt = Adam::new(model.parameters(), 1e-3);
+    let options = FitOptions {
+        epochs,
+        batch_size: 32,
+        quiet: true,
+        verbose: false,
+        checkpoint_dir: Some(dir.to_path_buf()),
+        resume,
+        overwrite: !resume,
+        ..Default::default()
+    };
+    let history = Trainer::new(&model, &mut opt, dev)
+        .with_options(options)
+        .with_data_parallel(ddp)
+        .fit(&train, Some(&test))?;
+    let mut weights = Vec::new();
+    for p in model.parameters() {
+        weights.extend(p.to_vec()?);
+    }
+    Ok((history, weights))
 }
