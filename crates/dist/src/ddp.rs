@@ -27,16 +27,15 @@ pub struct Ddp {
     bucket_bytes: usize,
     drop_last: bool,
     stats: Cell<CommStats>,
-    /// Whether the ranks have been checked to train the same layout of gradients.
-    checked: Cell<bool>,
-    /// Per bucket, the parameters (by index into the optimizer's list) it holds.
-    layout: RefCell<Option<Layout>>,
+    /// The layouts of the parameter lists seen (a GAN's step has two), each with whether
+    /// the ranks have been found to agree on it.
+    layouts: RefCell<Vec<(Layout, bool)>>,
 }
 
 /// What the gradient averaging has cost so far, on this rank.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CommStats {
-    /// Steps whose gradients were averaged.
+    /// Sets of gradients averaged: one per step of a model, two per step of a GAN.
     pub steps: u64,
     /// All-reduce calls made for gradients.
     pub calls: u64,
@@ -68,8 +67,7 @@ impl Ddp {
             bucket_bytes: DEFAULT_BUCKET_BYTES,
             drop_last: false,
             stats: Cell::new(CommStats::default()),
-            checked: Cell::new(false),
-            layout: RefCell::new(None),
+            layouts: RefCell::new(Vec::new()),
         }
     }
 
@@ -254,20 +252,17 @@ impl DataParallel for Ddp {
             .enumerate()
             .filter(|(_, p)| p.requires_grad())
             .collect();
-        let fresh = {
-            let mut layout = self.layout.borrow_mut();
-            let ids: Vec<u64> = trained.iter().map(|(_, p)| p.id()).collect();
-            if layout.as_ref().is_none_or(|l| l.ids != ids) {
-                *layout = Some(self.layout(&trained));
-                true
-            } else {
-                false
-            }
-        };
-        let layout = self.layout.borrow().clone().expect("a layout");
-        if fresh || !self.checked.get() {
+        let ids: Vec<u64> = trained.iter().map(|(_, p)| p.id()).collect();
+        let found = self.layouts.borrow().iter().position(|(l, _)| l.ids == ids);
+        let at = found.unwrap_or_else(|| {
+            let mut layouts = self.layouts.borrow_mut();
+            layouts.push((self.layout(&trained), false));
+            layouts.len() - 1
+        });
+        let (layout, checked) = self.layouts.borrow()[at].clone();
+        if !checked {
             self.check_layout(&layout)?;
-            self.checked.set(true);
+            self.layouts.borrow_mut()[at].1 = true;
         }
         let mut stats = self.stats.get();
         let started = Instant::now();

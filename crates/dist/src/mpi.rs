@@ -84,9 +84,12 @@ impl Mpi {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
-            eprintln!("rank {rank}: panicked; aborting every rank of the MPI job");
-            abort_world(101);
+            if MPI_ALIVE.load(Ordering::SeqCst) {
+                eprintln!("rank {rank}: panicked; aborting every rank of the MPI job");
+                abort_world(101);
+            }
         }));
+        MPI_ALIVE.store(true, Ordering::SeqCst);
         log::info!(
             target: "wgrad::dist",
             "MPI rank {} of {} ({}), collectives time out after {}",
@@ -153,9 +156,13 @@ fn abort_world(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// Whether an `Mpi` exists (MPI initialised and not finalised), for the panic hook.
+static MPI_ALIVE: AtomicBool = AtomicBool::new(false);
+
 impl Drop for Mpi {
     fn drop(&mut self) {
         self.watchdog.stop.store(true, Ordering::SeqCst);
+        MPI_ALIVE.store(false, Ordering::SeqCst);
     }
 }
 
