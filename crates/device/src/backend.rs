@@ -212,13 +212,22 @@ impl Backend for GpuBackend {
         if self.rec.pending() {
             self.flush()?;
         }
-        if !data.is_empty() {
-            let buffer = self.rec.buffer(id);
-            let ctx = self.rec.ctx();
-            ctx.scoped(|| ctx.queue.write_buffer(&buffer, 0, data));
-            self.rec.uploaded(data.len());
+        if data.is_empty() {
+            return self.rec.ctx().check();
         }
-        self.rec.ctx().check()
+        if self.rec.can_gather(data.len()) {
+            self.rec.upload(id, data);
+            return self.rec.ctx().check();
+        }
+        // Gathered writes first: one of them may be to this buffer.
+        if self.rec.uploading() {
+            self.flush()?;
+        }
+        let buffer = self.rec.buffer(id);
+        let ctx = self.rec.ctx();
+        ctx.scoped(|| ctx.queue.write_buffer(&buffer, 0, data));
+        self.rec.uploaded(data.len());
+        ctx.check()
     }
 
     fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>> {

@@ -43,6 +43,25 @@ enum Command {
     Clear { dst: BufferId, bytes: u64 },
 }
 
+/// Host writes of up to [`UPLOAD_GATHER`] bytes are gathered until the next submission, which
+/// writes them into one buffer with one queue write and copies each to its destination. A
+/// queue write of its own makes wgpu allocate a staging buffer, whose allocator walks a list
+/// that grows with every allocation still alive: a graph with many scalar constants (a scalar
+/// per `mul_scalar`) spent a third of its host time there, more as the process aged.
+const UPLOAD_GATHER: usize = 64 << 10;
+
+/// Past this many gathered bytes a write submits what is gathered first, bounding the host
+/// memory held and the buffer they land in.
+const UPLOAD_LIMIT: usize = 8 << 20;
+
+/// Host writes gathered for the next submission: their bytes side by side (each padded to a
+/// whole word) and, for each, its destination, offset in `bytes` and length.
+#[derive(Default)]
+struct Uploads {
+    bytes: Vec<u8>,
+    copies: Vec<(BufferId, u64, u64)>,
+}
+
 /// What a dispatch's bind group binds: the pipeline (by address; the cache holds the pipeline
 /// beside the bind group, so no other pipeline can take that address), the parameters' offset
 /// and size in the parameter buffer, the buffers from binding 1 on, and the constants' range.
@@ -82,6 +101,10 @@ pub(crate) struct Recorder {
     /// same dispatches on the same pooled buffers and parameter offsets, so from its second
     /// run on it creates none (cleared when the parameter buffer is replaced, and when full).
     bind_groups: RefCell<HashMap<BindKey, (Arc<wgpu::ComputePipeline>, wgpu::BindGroup)>>,
+    /// Host writes waiting for the next submission (see [`Recorder::upload`]).
+    uploads: RefCell<Uploads>,
+    /// Where those writes land first, kept and grown like the parameter buffer.
+    uploads_buffer: RefCell<Option<wgpu::Buffer>>,
     /// Bytes written from the host since the last submission (for the debug log).
     uploaded: Cell<u64>,
     /// Work submitted so far.
@@ -98,6 +121,8 @@ impl Recorder {
             params: RefCell::default(),
             params_buffer: RefCell::default(),
             bind_groups: RefCell::default(),
+            uploads: RefCell::default(),
+            uploads_buffer: RefCell::default(),
             uploaded: Cell::new(0),
             stats: Cell::default(),
             settings,
@@ -132,6 +157,32 @@ impl Recorder {
     /// Whether anything is recorded and not yet submitted.
     pub(crate) fn pending(&self) -> bool {
         !self.commands.borrow().is_empty()
+    }
+
+    /// Whether host writes are gathered and not yet submitted.
+    pub(crate) fn uploading(&self) -> bool {
+        !self.uploads.borrow().copies.is_empty()
+    }
+
+    /// Whether a write of `bytes` bytes can be gathered ([`Recorder::upload`]) now; if not, the
+    /// caller submits and writes through the queue. Gathered writes land at the start of the
+    /// next submission, so the caller submits recorded work first (it may read the buffer's
+    /// previous contents).
+    pub(crate) fn can_gather(&self, bytes: usize) -> bool {
+        bytes <= UPLOAD_GATHER && self.uploads.borrow().bytes.len() + bytes <= UPLOAD_LIMIT
+    }
+
+    /// Gathers a host write of `data` to the start of buffer `id` for the next submission.
+    pub(crate) fn upload(&self, id: BufferId, data: &[u8]) {
+        let mut uploads = self.uploads.borrow_mut();
+        let at = uploads.bytes.len();
+        uploads.bytes.extend_from_slice(data);
+        // Copies move whole words; pooled buffers are whole multiples of 256 bytes.
+        let len = data.len().div_ceil(4) * 4;
+        uploads.bytes.resize(at + len, 0);
+        uploads.copies.push((id, at as u64, len as u64));
+        drop(uploads);
+        self.uploaded(data.len());
     }
 
     /// A buffer of at least `bytes` bytes (filled with NaN under `WGRAD_POISON=1`).
@@ -299,7 +350,8 @@ impl Recorder {
     pub(crate) fn submit(&self) -> Result<()> {
         let commands = std::mem::take(&mut *self.commands.borrow_mut());
         let params = std::mem::take(&mut *self.params.borrow_mut());
-        if commands.is_empty() {
+        let uploads = std::mem::take(&mut *self.uploads.borrow_mut());
+        if commands.is_empty() && uploads.copies.is_empty() {
             return Ok(());
         }
         let ctx = &self.ctx;
@@ -326,6 +378,27 @@ impl Recorder {
         }
         let slots = self.buffers.all();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        if !uploads.copies.is_empty() {
+            let mut staging = self.uploads_buffer.borrow_mut();
+            if staging
+                .as_ref()
+                .is_none_or(|b| b.size() < uploads.bytes.len() as u64)
+            {
+                *staging = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgrad uploads"),
+                    size: (uploads.bytes.len() as u64).next_power_of_two().max(4096),
+                    usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+            }
+            let staging = staging.as_ref().expect("uploads buffer exists");
+            // Queue writes land before the command buffer submitted next, after those
+            // submitted earlier (whose copies from this buffer are then done).
+            ctx.queue.write_buffer(staging, 0, &uploads.bytes);
+            for &(dst, at, len) in &uploads.copies {
+                encoder.copy_buffer_to_buffer(staging, at, slots[dst].buffer(), 0, len);
+            }
+        }
         let (mut dispatches, mut new_bind_groups) = (0, 0);
         let mut i = 0;
         while i < commands.len() {
@@ -429,9 +502,10 @@ impl Recorder {
         let _ = ctx.device.poll(wgpu::PollType::Poll);
         log::debug!(
             target: "wgrad::device",
-            "submit: {dispatches} dispatches ({new_bind_groups} new bind groups), {} copies or clears, {} bytes uploaded, {} bytes of kernel parameters",
+            "submit: {dispatches} dispatches ({new_bind_groups} new bind groups), {} copies or clears, {} bytes uploaded ({} gathered writes), {} bytes of kernel parameters",
             commands.len() - dispatches,
             self.uploaded.replace(0),
+            uploads.copies.len(),
             params.len()
         );
         Ok(())
