@@ -113,11 +113,10 @@ fn past(at: u32, t: u32, n: u32) -> vec2<u32> {
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 
-// Sum or maximum of invocation i's share, stored: one walk for both, `take_max` a constant
-// in each entry point. The maximum keeps NaN, as in PyTorch: a flag keeps it whatever `max`
-// does with NaN operands.
-fn fold(i: u32, take_max: bool) {
-    let s = share(i);
+// Sum or maximum of share s (output s.x, share s.y): one walk for both, `take_max` a constant in each
+// entry point. The maximum keeps NaN, as in PyTorch: a flag keeps it whatever `max` does
+// with NaN operands.
+fn fold(s: vec2<u32>, take_max: bool) -> f32 {
     let base = base_offset(s.x);
     let b = bounds(s.y);
     var w = start(base, b.x);
@@ -154,19 +153,25 @@ fn fold(i: u32, take_max: bool) {
             k += n * p.k_step;
         }
     }
-    out[s.x * p.parts + s.y] = select(acc, nan(), nan_seen);
+    return select(acc, nan(), nan_seen);
 }
 
 @compute @workgroup_size(WORKGROUP)
 fn reduce_sum(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WORKGROUP;
-    if (i < p.n * p.parts) { fold(i, false); }
+    if (i < p.n * p.parts) {
+        let s = share(i);
+        out[s.x * p.parts + s.y] = fold(s, false);
+    }
 }
 
 @compute @workgroup_size(WORKGROUP)
 fn reduce_max(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = g.x + g.y * nw.x * WORKGROUP;
-    if (i < p.n * p.parts) { fold(i, true); }
+    if (i < p.n * p.parts) {
+        let s = share(i);
+        out[s.x * p.parts + s.y] = fold(s, true);
+    }
 }
 
 // argmax: the index of the largest value, the first on ties; the first NaN if there is one

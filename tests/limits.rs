@@ -60,6 +60,55 @@ fn reductions_past_65536() {
     });
 }
 
+/// NaN and infinity deep inside long reductions, from bit patterns: each group spans many
+/// shares and passes (and, on GPUs with subgroups, shuffles and workgroup memory), and one
+/// bad value among a million must still decide the result, in its group only.
+#[test]
+fn nan_and_inf_in_long_reductions() {
+    let (n, rows) = (300_000, 3);
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let name = dev.name();
+        let shown = |t: Tensor| -> Vec<String> {
+            let v = t.to_vec().unwrap();
+            v.iter().map(|v| format!("{v:?}")).collect()
+        };
+        // Row 0: ones; row 1: ones and a quiet NaN with a payload; row 2: ones and +inf.
+        let mut values = vec![1.0f32; rows * n];
+        values[n + 212_345] = f32::from_bits(0x7fc0_0001);
+        values[2 * n + 299_999] = f32::INFINITY;
+        let x = Tensor::from_slice(dev, &values, &[rows, n]).unwrap();
+        assert_eq!(
+            shown(x.sum(&[1], false)),
+            ["300000.0", "NaN", "inf"],
+            "{name}: row sums"
+        );
+        assert_eq!(
+            shown(x.max(&[1], false)),
+            ["1.0", "NaN", "inf"],
+            "{name}: row maxima"
+        );
+        assert_eq!(
+            shown(x.neg().max(&[1], false)),
+            ["-1.0", "NaN", "-1.0"],
+            "{name}: maxima of the negated rows"
+        );
+        // All of it at once, and +inf against -inf (a NaN sum, a +inf maximum).
+        assert_eq!(shown(x.sum_all()), ["NaN"], "{name}: sum of all");
+        let mut values = vec![-2.0f32; 1_000_000];
+        values[3] = f32::NEG_INFINITY;
+        values[999_000] = f32::INFINITY;
+        let y = Tensor::from_slice(dev, &values, &[1_000_000]).unwrap();
+        assert_eq!(shown(y.sum_all()), ["NaN"], "{name}: inf - inf");
+        assert_eq!(shown(y.max(&[0], false)), ["inf"], "{name}: max with inf");
+        values[999_000] = -2.0;
+        let y = Tensor::from_slice(dev, &values, &[1_000_000]).unwrap();
+        assert_eq!(shown(y.sum_all()), ["-inf"], "{name}: -inf among finite");
+        assert_eq!(shown(y.max(&[0], false)), ["-2.0"], "{name}: max past -inf");
+    }
+}
+
 #[test]
 fn matmul_with_k_past_65536() {
     // K = 70,000 through every kernel: vec4 (n a multiple of 4), scalar, and each transpose.

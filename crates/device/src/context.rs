@@ -57,6 +57,9 @@ pub struct Context {
     /// Whether kernels built for GPUs (workgroup-memory tiling) are chosen over those built
     /// for CPU-type adapters: by adapter type, or `WGRAD_KERNELS=gpu|cpu`.
     pub gpu_kernels: bool,
+    /// Whether the device runs subgroup operations, which the GPU kernels' reductions use
+    /// to combine a workgroup's shares (`WGRAD_SUBGROUPS=0` turns them off).
+    pub subgroups: bool,
     /// Kernel choices measured on this adapter (see `tune.rs`).
     pub tuning: Tuning,
 }
@@ -174,12 +177,19 @@ impl Context {
         };
         let info = adapter.get_info();
         let wanted_limits = adapter.limits();
+        // Subgroup operations natively only: naga reads them without WGSL's `enable
+        // subgroups;`, which a browser requires and naga does not yet accept.
+        let wanted_features = match cfg!(target_arch = "wasm32") {
+            true => wgpu::Features::TIMESTAMP_QUERY,
+            false => wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP,
+        };
         let request = |limits: wgpu::Limits| {
             adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgrad"),
                 required_limits: limits,
-                // For timing kernels on the device clock (`WGRAD_PROFILE=gpu`).
-                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+                // For timing kernels on the device clock (`WGRAD_PROFILE=gpu`), and for
+                // reductions through subgroup operations (see `subgroups` below).
+                required_features: adapter.features() & wanted_features,
                 ..Default::default()
             })
         };
@@ -248,8 +258,21 @@ impl Context {
             Ok("cpu") => false,
             _ => info.device_type != wgpu::DeviceType::Cpu,
         };
+        // A subgroup must fit in a workgroup of the reduction kernels.
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP)
+            && (1..=crate::kernels::WORKGROUP).contains(&info.subgroup_max_size)
+            && info.subgroup_min_size >= 1
+            && std::env::var("WGRAD_SUBGROUPS").as_deref() != Ok("0");
+        log::info!(
+            target: "wgrad::device",
+            "subgroup operations: {} (sizes {}..={})",
+            if subgroups { "used" } else { "not used" },
+            info.subgroup_min_size,
+            info.subgroup_max_size
+        );
         Arc::new(Context {
             gpu_kernels,
+            subgroups,
             tuning: Tuning::from_env(&info),
             device,
             queue,

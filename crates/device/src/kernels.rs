@@ -25,11 +25,14 @@ pub enum Family {
     Conv,
     /// 2-D max and average pooling and their gradients.
     Pool,
+    /// Reductions whose workgroups combine their shares through subgroup operations (after
+    /// the reduce family's functions; only on devices with subgroups).
+    Subgroup,
 }
 
 impl Family {
     /// Every family, in declaration order.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::Elementwise,
         Family::Reduce,
         Family::Matmul,
@@ -38,6 +41,7 @@ impl Family {
         Family::Random,
         Family::Conv,
         Family::Pool,
+        Family::Subgroup,
     ];
 
     /// File name under `shaders/`.
@@ -51,6 +55,7 @@ impl Family {
             Family::Random => "random.wgsl",
             Family::Conv => "conv.wgsl",
             Family::Pool => "pool.wgsl",
+            Family::Subgroup => "subgroup.wgsl",
         }
     }
 }

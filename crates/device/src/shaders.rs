@@ -64,7 +64,8 @@ pub fn constants() -> &'static str {
 
 /// A family's file with the prelude in front (WGSL has no includes).
 pub fn source(family: Family) -> &'static str {
-    static SOURCES: [OnceLock<String>; Family::ALL.len()] = [const { OnceLock::new() }; 8];
+    static SOURCES: [OnceLock<String>; Family::ALL.len()] =
+        [const { OnceLock::new() }; Family::ALL.len()];
     let i = Family::ALL
         .iter()
         .position(|&f| f == family)
@@ -72,6 +73,12 @@ pub fn source(family: Family) -> &'static str {
     SOURCES[i].get_or_init(|| match family {
         Family::Matmul => matmul_source(PLAIN_STORES, true),
         Family::Conv => conv_source(PLAIN_STORE),
+        Family::Subgroup => format!(
+            "{}{}{}",
+            prelude(),
+            file(Family::Reduce),
+            file(Family::Subgroup)
+        ),
         _ => format!("{}{}", prelude(), file(family)),
     })
 }
@@ -87,6 +94,7 @@ fn file(family: Family) -> &'static str {
         Family::Random => include_str!("../../../shaders/random.wgsl"),
         Family::Conv => include_str!("../../../shaders/conv.wgsl"),
         Family::Pool => include_str!("../../../shaders/pool.wgsl"),
+        Family::Subgroup => include_str!("../../../shaders/subgroup.wgsl"),
     }
 }
 

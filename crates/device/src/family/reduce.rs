@@ -30,11 +30,23 @@ impl Reduction {
             Reduction::Argmax => kernels::ARGMAX,
         }
     }
+
+    /// The kernel whose workgroups combine their shares through subgroup operations.
+    fn subgroup_entry(self) -> Option<Entry> {
+        match self {
+            Reduction::Sum => Some(kernels::REDUCE_SUM_SUBGROUP),
+            Reduction::Max => Some(kernels::REDUCE_MAX_SUBGROUP),
+            Reduction::Argmax => None,
+        }
+    }
 }
 
 /// Fewest elements an invocation takes while there are more than this many per output:
 /// below it a pass costs more than it saves.
 const MIN_CHUNK: usize = 256;
+
+/// Invocations per workgroup of the reduction kernels.
+const WG: usize = kernels::WORKGROUP as usize;
 
 /// How many invocations a pass aims for: enough to fill a GPU, or a CPU adapter's threads.
 fn target_invocations(gpu: bool) -> usize {
@@ -171,6 +183,16 @@ fn reduce_passes(
         if !gpu {
             parts = count.div_ceil(chunk as usize);
         }
+        // With subgroups, a pass of at least a workgroup's worth of shares per output takes
+        // whole workgroups per output, each storing one combined partial result.
+        let grouped = how
+            .subgroup_entry()
+            .filter(|_| rec.subgroups() && params.outputs_fastest == 0 && parts >= WG);
+        if grouped.is_some() {
+            parts = parts.next_multiple_of(WG);
+        }
+        // Partial results per output this pass leaves.
+        let left = if grouped.is_some() { parts / WG } else { parts };
         params.parts = parts as u32;
         (params.first_step, params.k_step, params.span) = match gpu {
             true => (1, parts as u32, params.count),
@@ -180,13 +202,13 @@ fn reduce_passes(
         params.dt = params.k_step % l;
         params.step = params.dt * ls + (params.k_step / l) * rs;
         params.wrap = rs.wrapping_sub(l * ls);
-        let last = parts == 1;
+        let last = left == 1;
         // Argmax keeps the values of the last pass too (in scratch, unread).
         let sizes: Vec<usize> = match (how, last) {
             (Reduction::Argmax, true) => vec![n * 4],
             (Reduction::Argmax, false) => vec![n * parts * 4; 2],
             (_, true) => vec![],
-            (_, false) => vec![n * parts * 4],
+            (_, false) => vec![n * left * 4],
         };
         let written = match rec.scratch(&sizes) {
             Ok(w) => w,
@@ -206,7 +228,7 @@ fn reduce_passes(
             _ => vec![if last { out } else { written[0] }, reading.0],
         };
         let groups = rec.linear_groups(n * parts);
-        rec.push(how.entry(), &params, buffers, groups);
+        rec.push(grouped.unwrap_or(how.entry()), &params, buffers, groups);
         reading = match how {
             Reduction::Argmax if !last => (written[0], written[1]),
             _ if !last => (written[0], written[0]),
@@ -216,16 +238,16 @@ fn reduce_passes(
         if last {
             break;
         }
-        // The next pass reads the partial results, [n, parts], one row per output.
+        // The next pass reads the partial results, [n, left], one row per output.
         params = ReduceParams {
             n: n as u32,
-            count: parts as u32,
+            count: left as u32,
             kept_rank: (n > 1) as u32,
             kept: [n as u32, 0, 0, 0],
-            kept_strides: [parts as u32, 0, 0, 0],
+            kept_strides: [left as u32, 0, 0, 0],
             r_len: 1,
             r_stride: 0,
-            l_len: parts as u32,
+            l_len: left as u32,
             l_stride: 1,
             indexed: (how == Reduction::Argmax) as u32,
             ..bytemuck::Zeroable::zeroed()

@@ -144,6 +144,11 @@ impl Recorder {
         self.ctx.gpu_kernels
     }
 
+    /// Whether the GPU kernels may combine values through subgroup operations.
+    pub(crate) fn subgroups(&self) -> bool {
+        self.ctx.gpu_kernels && self.ctx.subgroups
+    }
+
     /// Whether kernels may be generated per shape (see [`Settings::specialize`]).
     pub(crate) fn specialize(&self) -> bool {
         self.settings.specialize
