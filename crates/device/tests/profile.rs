@@ -1,20 +1,12 @@
 //! Kernel timing: a profiled backend times every dispatch of a flush with the clock asked
 //! for (the device's, where the adapter has timestamp queries) and computes the same values.
 
+mod common;
+
+use common::{bytes, floats};
 use wgrad_device::{Context, GpuBackend, ProfileClock};
 use wgrad_graph::op::{DType, Op, UnaryOp};
 use wgrad_graph::{Arg, Backend, Launch};
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
 
 #[test]
 fn every_dispatch_is_timed_on_the_clock_asked_for() {

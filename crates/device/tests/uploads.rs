@@ -2,6 +2,9 @@
 //! large ones go through the queue at once. Whatever the mix, every buffer must hold what was
 //! written to it last, and work recorded before a write must see the contents before it.
 
+mod common;
+
+use common::{bytes, floats};
 use wgrad_device::{Context, GpuBackend};
 use wgrad_graph::op::{DType, Op, UnaryOp};
 use wgrad_graph::{Arg, Backend, Launch};
@@ -17,17 +20,6 @@ fn backend() -> Option<GpuBackend> {
             None
         }
     }
-}
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Fails at the first value that differs (the vectors are long).
