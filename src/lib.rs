@@ -28,7 +28,7 @@ pub use wgrad_nn as nn;
 
 pub use wgrad_graph::{
     bce_with_logits, cross_entropy, mse_loss, no_grad, realize_all, DType, Device, Error, Grads,
-    Result, Stats, Tensor,
+    MemoryStats, Result, Stats, Tensor,
 };
 
 /// A device on the best GPU adapter (see `WGRAD_ADAPTER` and `WGRAD_BACKEND`).

@@ -8,7 +8,7 @@ use wgrad::nn::{
     Activation, Adam, AdamConfig, Dense, Dropout, Init, Module, Optimizer, RmsProp, RmsPropConfig,
     Rng, Sequential, Sgd, SgdConfig,
 };
-use wgrad::{Device, Tensor};
+use wgrad::{Device, MemoryStats, Tensor};
 
 fn mlp(dev: &Device, seed: u64) -> Sequential {
     let mut rng = Rng::new(seed);
@@ -123,6 +123,42 @@ fn reference(kind: &str, steps: usize) -> Vec<Vec<f32>> {
         out.push(p.iter().map(|&v| v as f32).collect());
     }
     out
+}
+
+/// Device memory as PyTorch reports it: bytes in use fall when tensors drop, bytes held stay
+/// until `empty_cache` hands the free buffers back, and training after that gives the same
+/// numbers as before it.
+#[test]
+fn memory_is_counted_and_the_cache_empties() {
+    let mut devices = vec![wgrad::cpu()];
+    devices.extend(gpu());
+    for dev in &devices {
+        let name = dev.name();
+        let gpu = dev.is_gpu();
+        assert_eq!(dev.memory(), MemoryStats::default(), "{name}: a new device");
+        // 1,000 values: 4,000 bytes, held by the GPU pool in a buffer of its 4,096-byte class.
+        let held = if gpu { 4096 } else { 4000 };
+        let t = Tensor::from_slice(dev, &[0.5; 1000], &[1000]).unwrap();
+        let m = dev.memory();
+        assert_eq!(m.allocated, held, "{name}: {m:?}");
+        drop(t);
+        let m = dev.memory();
+        assert_eq!(m.allocated, 0, "{name}: {m:?}");
+        assert_eq!(m.reserved, if gpu { held } else { 0 }, "{name}: {m:?}");
+        assert!(m.peak_allocated >= held, "{name}: {m:?}");
+
+        let first = losses(dev);
+        let used = dev.memory();
+        assert!(used.peak_allocated > held, "{name}: {used:?}");
+        dev.empty_cache().unwrap();
+        let emptied = dev.memory();
+        assert_eq!(emptied.reserved, emptied.allocated, "{name}: {emptied:?}");
+        if gpu {
+            assert!(emptied.reserved < used.reserved, "{name}: {emptied:?}");
+        }
+        // Training on fresh buffers gives the same losses, bit for bit.
+        assert_eq!(losses(dev), first, "{name}");
+    }
 }
 
 #[test]

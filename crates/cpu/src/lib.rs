@@ -11,7 +11,9 @@ mod kernels;
 use std::cell::{Cell, RefCell};
 
 use wgrad_graph::shape::numel;
-use wgrad_graph::{Arg, Backend, BufferId, Capabilities, Device, Error, Launch, Op, Result, Stats};
+use wgrad_graph::{
+    Arg, Backend, BufferId, Capabilities, Device, Error, Launch, MemoryStats, Op, Result, Stats,
+};
 
 /// The CPU reference backend. Buffers are host vectors of 32-bit words. It runs one op at a
 /// time and fuses nothing.
@@ -21,6 +23,9 @@ pub struct CpuBackend {
     caps: Capabilities,
     /// Ops run so far.
     ran: Cell<u64>,
+    /// Bytes in live buffers (freed ones are dropped at once), and the most there were.
+    allocated: Cell<u64>,
+    peak: Cell<u64>,
 }
 
 impl Default for CpuBackend {
@@ -30,6 +35,8 @@ impl Default for CpuBackend {
             free: RefCell::default(),
             caps: Capabilities::unfused("CPU (reference backend)", false),
             ran: Cell::new(0),
+            allocated: Cell::new(0),
+            peak: Cell::new(0),
         }
     }
 }
@@ -53,6 +60,9 @@ impl Backend for CpuBackend {
 
     fn alloc(&self, bytes: usize) -> Result<BufferId> {
         let words = vec![0u32; bytes.div_ceil(4)];
+        let allocated = self.allocated.get() + words.len() as u64 * 4;
+        self.allocated.set(allocated);
+        self.peak.set(self.peak.get().max(allocated));
         let mut buffers = self.buffers.borrow_mut();
         if let Some(id) = self.free.borrow_mut().pop() {
             buffers[id] = Some(words);
@@ -63,7 +73,8 @@ impl Backend for CpuBackend {
     }
 
     fn free(&self, id: BufferId) {
-        self.buffers.borrow_mut()[id] = None;
+        let words = self.buffers.borrow_mut()[id].take().map_or(0, |w| w.len());
+        self.allocated.set(self.allocated.get() - words as u64 * 4);
         self.free.borrow_mut().push(id);
     }
 
@@ -101,6 +112,14 @@ impl Backend for CpuBackend {
         Stats {
             dispatches: self.ran.get(),
             ..Stats::default()
+        }
+    }
+
+    fn memory(&self) -> MemoryStats {
+        MemoryStats {
+            allocated: self.allocated.get(),
+            reserved: self.allocated.get(),
+            peak_allocated: self.peak.get(),
         }
     }
 }

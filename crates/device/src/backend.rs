@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wgrad_graph::{
     Arg, Backend, BackendFuture, BufferId, Capabilities, Device, Error, Fused, FusedValue, Launch,
-    Op, Result, Stats,
+    MemoryStats, Op, Result, Stats,
 };
 
 use crate::context::Context;
@@ -284,6 +284,16 @@ impl Backend for GpuBackend {
 
     fn stats(&self) -> Stats {
         self.rec.stats()
+    }
+
+    fn memory(&self) -> MemoryStats {
+        self.rec.memory()
+    }
+
+    fn empty_cache(&self) -> Result<()> {
+        self.flush()?;
+        self.rec.empty_cache();
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {

@@ -136,6 +136,28 @@ pub trait Backend {
     fn stats(&self) -> Stats {
         Stats::default()
     }
+    /// The memory the backend's buffers take. A backend that does not count returns zeros.
+    fn memory(&self) -> MemoryStats {
+        MemoryStats::default()
+    }
+    /// Hands back to the system the buffers kept for reuse (those no tensor holds), after
+    /// submitting recorded work. The default has none.
+    fn empty_cache(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes in a backend's buffers, as PyTorch's `memory_allocated`, `memory_reserved` and
+/// `max_memory_allocated` report them (see [`crate::Device::memory`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes in buffers in use: tensors' values, and scratch of work not yet run.
+    pub allocated: u64,
+    /// Bytes the backend holds: those in use and those kept free for reuse, which
+    /// [`crate::Device::empty_cache`] hands back.
+    pub reserved: u64,
+    /// The most bytes in use at once since the backend was made.
+    pub peak_allocated: u64,
 }
 
 /// Work a backend has done since it was made; the difference of two readings is the work

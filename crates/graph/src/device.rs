@@ -5,7 +5,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::backend::{Backend, BufferId, Capabilities, Stats};
+use crate::backend::{Backend, BufferId, Capabilities, MemoryStats, Stats};
 use crate::error::Result;
 use crate::plan::Plans;
 
@@ -61,6 +61,20 @@ impl Device {
     /// ```
     pub fn stats(&self) -> Stats {
         self.backend.stats()
+    }
+
+    /// Bytes in the device's buffers: in use, held (in use and kept for reuse), and the
+    /// most in use at once (PyTorch's `memory_allocated`, `memory_reserved`,
+    /// `max_memory_allocated`).
+    pub fn memory(&self) -> MemoryStats {
+        self.backend.memory()
+    }
+
+    /// Hands back the buffers the device keeps for reuse, which no tensor holds (PyTorch's
+    /// `torch.cuda.empty_cache`): after a workload, so that the next one starts from what is
+    /// in use. Later work allocates afresh.
+    pub fn empty_cache(&self) -> Result<()> {
+        self.backend.empty_cache()
     }
 
     /// The backend behind this handle.

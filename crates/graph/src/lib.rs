@@ -21,7 +21,7 @@ mod tensor;
 pub use autodiff::Grads;
 pub use backend::{
     Arg, Backend, BackendFuture, BufferId, Capabilities, Fused, FusedRead, FusedValue, Launch,
-    Stats,
+    MemoryStats, Stats,
 };
 pub use composite::{bce_with_logits, cross_entropy, mse_loss};
 pub use device::Device;

@@ -1,14 +1,15 @@
 //! The buffers of one backend by id, pooled by size class.
 
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::{BTreeSet, HashMap};
 
-use wgrad_graph::{BufferId, Error, Result};
+use wgrad_graph::{BufferId, Error, MemoryStats, Result};
 
 use crate::context::Context;
 
 pub(crate) struct Slot {
-    buffer: wgpu::Buffer,
+    /// None once handed back by [`Buffers::release_free`] (the id is not used again).
+    buffer: Option<wgpu::Buffer>,
     class: u64,
 }
 
@@ -20,6 +21,11 @@ pub(crate) struct Buffers {
     /// which buffer a step gets depends on which are free, not on the order they were freed
     /// in: a repeated step then settles into reusing the same buffers (and bind groups).
     pool: RefCell<HashMap<u64, BTreeSet<BufferId>>>,
+    /// Bytes in buffers handed out and not freed, the most there were, and bytes in all
+    /// buffers kept.
+    allocated: Cell<u64>,
+    peak: Cell<u64>,
+    reserved: Cell<u64>,
 }
 
 /// Buffers are pooled by size class: sizes round up to 1/8 of their power of two.
@@ -46,6 +52,7 @@ impl Buffers {
             .get_mut(&class)
             .and_then(|free| free.pop_first())
         {
+            self.handed_out(class);
             return Ok(id);
         }
         let (buffer, refused) = ctx.scoped(|| {
@@ -73,14 +80,45 @@ impl Buffers {
         }
         ctx.check()?;
         let mut slots = self.slots.borrow_mut();
-        slots.push(Slot { buffer, class });
+        slots.push(Slot {
+            buffer: Some(buffer),
+            class,
+        });
+        self.reserved.set(self.reserved.get() + class);
+        self.handed_out(class);
         Ok(slots.len() - 1)
+    }
+
+    fn handed_out(&self, class: u64) {
+        let allocated = self.allocated.get() + class;
+        self.allocated.set(allocated);
+        self.peak.set(self.peak.get().max(allocated));
     }
 
     /// Hands a buffer back to the pool.
     pub(crate) fn free(&self, id: BufferId) {
         let class = self.slots.borrow()[id].class;
+        self.allocated.set(self.allocated.get() - class);
         self.pool.borrow_mut().entry(class).or_default().insert(id);
+    }
+
+    /// Drops every free buffer (nothing may still refer to one: recorded work submitted,
+    /// cached bind groups cleared). Their ids are not handed out again.
+    pub(crate) fn release_free(&self) {
+        let mut slots = self.slots.borrow_mut();
+        for id in self.pool.borrow_mut().drain().flat_map(|(_, ids)| ids) {
+            slots[id].buffer = None;
+            self.reserved.set(self.reserved.get() - slots[id].class);
+        }
+    }
+
+    /// Bytes in use, the most in use at once, and bytes held.
+    pub(crate) fn memory(&self) -> MemoryStats {
+        MemoryStats {
+            allocated: self.allocated.get(),
+            reserved: self.reserved.get(),
+            peak_allocated: self.peak.get(),
+        }
     }
 
     /// The size in bytes of a buffer (its size class).
@@ -90,7 +128,7 @@ impl Buffers {
 
     /// The wgpu buffer behind an id.
     pub(crate) fn get(&self, id: BufferId) -> Ref<'_, wgpu::Buffer> {
-        Ref::map(self.slots.borrow(), |s| &s[id].buffer)
+        Ref::map(self.slots.borrow(), |s| s[id].buffer())
     }
 
     /// All buffers, by id (while encoding).
@@ -101,6 +139,8 @@ impl Buffers {
 
 impl Slot {
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
+        self.buffer
+            .as_ref()
+            .expect("a buffer handed back by empty_cache is not used again")
     }
 }

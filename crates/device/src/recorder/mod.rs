@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
-use wgrad_graph::{BufferId, Error, Result, Stats};
+use wgrad_graph::{BufferId, Error, MemoryStats, Result, Stats};
 
 use crate::context::Context;
 use crate::kernels::{self, Entry, WORKGROUP};
@@ -203,6 +203,21 @@ impl Recorder {
     /// Hands a buffer back to the pool; work recorded later may get it.
     pub(crate) fn free(&self, id: BufferId) {
         self.buffers.free(id);
+    }
+
+    /// Bytes in the pool's buffers.
+    pub(crate) fn memory(&self) -> MemoryStats {
+        self.buffers.memory()
+    }
+
+    /// Drops the pool's free buffers and everything that refers to them: cached bind
+    /// groups, and the buffer gathered writes land in. The caller submits recorded work
+    /// first.
+    pub(crate) fn empty_cache(&self) {
+        debug_assert!(!self.pending() && !self.uploading());
+        self.bind_groups.borrow_mut().clear();
+        *self.uploads_buffer.borrow_mut() = None;
+        self.buffers.release_free();
     }
 
     /// The wgpu buffer behind an id.
