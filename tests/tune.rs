@@ -57,8 +57,9 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// A plain product of 512³, a batched one whose edges cut every tile, one whose k is split,
-/// and a convolution whose products store strided, on `dev`, against the CPU backend.
+/// A plain product of 512³, one of several dispatches whose rows and columns end inside a
+/// block, a batched one whose edges cut every tile, one whose k is split, and a convolution
+/// whose products store strided, on `dev`, against the CPU backend.
 fn products_match_cpu(dev: &Device, what: &str) {
     let cpu = wgrad::cpu();
     let t = |dev: &Device, shape: &[usize], seed: u32| {
@@ -66,14 +67,19 @@ fn products_match_cpu(dev: &Device, what: &str) {
     };
     let run = |dev: &Device| {
         let square = t(dev, &[512, 512], 1).matmul(&t(dev, &[512, 512], 2));
+        let ragged = t(dev, &[300, 520], 9).matmul(&t(dev, &[520, 76], 10));
         let edges = t(dev, &[3, 150, 44], 3).matmul(&t(dev, &[44, 76], 4));
         let long = t(dev, &[20, 12_000], 5).matmul(&t(dev, &[12_000, 8], 6));
         let conv =
             t(dev, &[8, 16, 20, 20], 7).conv2d(&t(dev, &[32, 16, 3, 3], 8), Conv2dSpec::default());
-        [square, edges, long, conv].map(|r| r.to_vec().unwrap())
+        [square, ragged, edges, long, conv].map(|r| r.to_vec().unwrap())
     };
     let (got, want) = (run(dev), run(&cpu));
-    for ((g, w), k) in got.iter().zip(&want).zip([512.0, 44.0, 12_000.0, 144.0]) {
+    for ((g, w), k) in got
+        .iter()
+        .zip(&want)
+        .zip([512.0, 520.0, 44.0, 12_000.0, 144.0])
+    {
         assert_eq!(g.len(), w.len());
         for (i, (x, y)) in g.iter().zip(w).enumerate() {
             assert!(
@@ -118,11 +124,21 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
     let sets = [
         (
             "cpu",
-            ["uniform_windows", "matmul_vec4", "matmul_vec4_wide"],
+            [
+                "uniform_windows",
+                "uniform_windows_16",
+                "matmul_vec4",
+                "matmul_vec4_wide",
+            ],
         ),
         (
             "gpu",
-            ["matmul_tiled", "matmul_tiled_128", "matmul_vec4_wide"],
+            [
+                "matmul_tiled",
+                "matmul_tiled_128",
+                "matmul_vec4_wide",
+                "matmul_vec4",
+            ],
         ),
     ];
     for (kernels, plain) in sets {
@@ -140,10 +156,10 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
                 .into_iter()
                 .map(|t| t.name)
                 .collect();
-            let name = if plan == "uniform_windows" {
-                "matmul_vec4_ua"
-            } else {
-                plan
+            let name = match plan {
+                "uniform_windows" => "matmul_vec4_ua",
+                "uniform_windows_16" => "matmul_vec4_ua16",
+                _ => plan,
             };
             assert!(
                 ran.iter().any(|r| r.starts_with(&format!("{name} "))),

@@ -81,6 +81,22 @@ include!(concat!(env!("OUT_DIR"), "/entries.rs"));
 /// covers a panel of 128 columns (docs/performance.md has the measurements).
 pub const UA_LANES: u32 = 32;
 
+/// Rows of the block one `_ua` matmul invocation computes: `matmul_vec4_ua` and
+/// `matmul_vec4_out_ua` take 8, the `_ua16` kernels 16.
+pub const UA_ROWS: [u32; 2] = [8, 16];
+
+/// Whether `entry` is one of the matmul kernels that read A through uniform windows (their
+/// module has the windows' bindings).
+pub fn reads_windows(entry: Entry) -> bool {
+    [
+        MATMUL_VEC4_UA,
+        MATMUL_VEC4_OUT_UA,
+        MATMUL_VEC4_UA16,
+        MATMUL_VEC4_OUT_UA16,
+    ]
+    .contains(&entry)
+}
+
 /// Uniform windows a `_ua` matmul dispatch binds (`ua0`..`ua7`).
 pub const UA_WINDOWS: usize = 8;
 

@@ -145,7 +145,8 @@ pub struct MatmulParams {
     pub a_row0: u32,
     /// `_ua` kernels: the rows of A the dispatch's windows hold together.
     pub a_rows: u32,
-    /// `_ua` kernels: the rows each window holds (a multiple of 8; the last may hold fewer).
+    /// `_ua` kernels: the rows each window holds (whole blocks of the kernel's 8 or 16
+    /// rows; the last window may hold fewer).
     pub window_rows: u32,
     /// `_ua` kernels: 0 when `b` is row-major; else `b` is packed in panels of this many
     /// vec4 columns, each panel's `k` rows together (`[panel, k, b_panel]`).

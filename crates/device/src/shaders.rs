@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use wgrad_graph::shape::MAX_RANK;
 
-use crate::kernels::{Family, UA_LANES, UA_WINDOWS, UA_WINDOW_BYTES, WORKGROUP};
+use crate::kernels::{Family, UA_LANES, UA_ROWS, UA_WINDOWS, UA_WINDOW_BYTES, WORKGROUP};
 use crate::params::MAX_FUSED_CONSTANTS;
 
 /// The prelude kernels start with (families and generated kernels alike): the shared
@@ -127,34 +127,84 @@ fn put(i: u32, v: f32) { out[i] = v; }
 fn put4(i4: u32, v: vec4<f32>) { out4[i4] = v; }
 ";
 
-/// `shaders/matmul_ua.wgsl` with its per-window lines written out for each of the
-/// [`UA_WINDOWS`] windows.
+/// `shaders/matmul_ua.wgsl` written out: the `//@rows` section once per block height of
+/// [`UA_ROWS`] and way of storing (plain, `_out`), and within it the `//@each-row` lines once per row of the block; the
+/// `//@each-window` lines once for each of the [`UA_WINDOWS`] windows.
 fn uniform_window_kernels() -> &'static str {
     static KERNELS: OnceLock<String> = OnceLock::new();
     KERNELS.get_or_init(|| {
-        let template = include_str!("../../../shaders/matmul_ua.wgsl");
-        let mut out = String::with_capacity(template.len() * 4);
-        let mut block: Option<String> = None;
-        for line in template.lines() {
-            match (line, &mut block) {
-                ("//@each-window", None) => block = Some(String::new()),
-                ("//@end", Some(text)) => {
-                    for w in 0..UA_WINDOWS {
-                        let binding = if w == 0 { 2 } else { w + 3 };
-                        out += &text
-                            .replace("{w}", &w.to_string())
-                            .replace("{binding}", &binding.to_string());
-                    }
-                    block = None;
-                }
-                (_, Some(text)) => *text += &format!("{line}\n"),
-                (_, None) => out += &format!("{line}\n"),
-            }
-        }
-        assert!(
-            block.is_none(),
-            "matmul_ua.wgsl: an //@each-window without //@end"
-        );
+        let template: Vec<&str> = include_str!("../../../shaders/matmul_ua.wgsl")
+            .lines()
+            .collect();
+        let mut out = String::with_capacity(template.len() * 400);
+        expand(&template, &[], &mut out);
         out
     })
+}
+
+/// Appends `lines` to `out` with each `{name}` of `vars` replaced by its value, and each
+/// block between a `//@rows`, `//@each-row` or `//@each-window` line and its `//@end`
+/// written out once per value of what it repeats over (blocks nest).
+fn expand(lines: &[&str], vars: &[(&str, String)], out: &mut String) {
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let repeats: Vec<Vec<(&str, String)>> = match line {
+            "//@rows" => UA_ROWS
+                .iter()
+                .flat_map(|rows| {
+                    [("", "p.n"), ("_out", "p.out_n")].map(|(out, cols)| {
+                        let rows = rows.to_string();
+                        vec![("rows", rows), ("out", out.into()), ("cols", cols.into())]
+                    })
+                })
+                .collect(),
+            "//@each-row" => {
+                let rows = vars.iter().find(|v| v.0 == "rows");
+                let rows: u32 = rows
+                    .expect("matmul_ua.wgsl: //@each-row outside //@rows")
+                    .1
+                    .parse()
+                    .expect("a number");
+                (0..rows).map(|r| vec![("r", r.to_string())]).collect()
+            }
+            "//@each-window" => (0..UA_WINDOWS)
+                .map(|w| {
+                    let binding = if w == 0 { 2 } else { w + 3 };
+                    vec![("w", w.to_string()), ("binding", binding.to_string())]
+                })
+                .collect(),
+            _ => {
+                let mut text = line.to_string();
+                for (name, value) in vars {
+                    text = text.replace(&format!("{{{name}}}"), value);
+                }
+                *out += &text;
+                out.push('\n');
+                i += 1;
+                continue;
+            }
+        };
+        // The block's end: the `//@end` at the same depth.
+        let mut depth = 0;
+        let end = (i + 1..lines.len())
+            .find(|&j| match lines[j] {
+                "//@end" if depth == 0 => true,
+                "//@end" => {
+                    depth -= 1;
+                    false
+                }
+                l if l.starts_with("//@") => {
+                    depth += 1;
+                    false
+                }
+                _ => false,
+            })
+            .unwrap_or_else(|| panic!("matmul_ua.wgsl: {line} without //@end"));
+        for more in repeats {
+            let vars: Vec<(&str, String)> = vars.iter().cloned().chain(more).collect();
+            expand(&lines[i + 1..end], &vars, out);
+        }
+        i = end + 1;
+    }
 }

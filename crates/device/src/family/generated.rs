@@ -11,7 +11,7 @@ use wgrad_graph::op::Op;
 use wgrad_graph::shape::numel;
 use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp};
 
-use crate::kernels::{Entry, Family};
+use crate::kernels::{self, Entry, Family};
 use crate::params::{FusedParams, GenCopyParams, MAX_FUSED_CONSTANTS};
 use crate::recorder::Recorder;
 use crate::shaders;
@@ -98,7 +98,9 @@ impl Kernel<'_> {
             } => {
                 let stores = epilogue_stores(fused, first);
                 match entry.family {
-                    Family::Matmul => shaders::matmul_source(&stores, entry.name.ends_with("_ua")),
+                    Family::Matmul => {
+                        shaders::matmul_source(&stores, kernels::reads_windows(entry))
+                    }
                     Family::Conv => shaders::conv_source(&stores),
                     other => unreachable!("{other:?} kernels take no epilogue"),
                 }

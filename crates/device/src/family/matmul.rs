@@ -11,32 +11,33 @@ use wgrad_graph::{Arg, BufferId, Error, Result};
 use super::generated::{self, Epilogue};
 use super::layout;
 use super::reduce::{self, Reduction};
-use crate::kernels::{self, Entry, UA_LANES, UA_WINDOWS, UA_WINDOW_BYTES};
+use crate::kernels::{self, Entry, UA_LANES, UA_ROWS, UA_WINDOWS, UA_WINDOW_BYTES};
 use crate::params::{dims, MatmulParams};
 use crate::recorder::{Recorder, Settings};
 use crate::tune::{Choice, BUDGET};
 use crate::MAX_TRIP;
 
 /// Records the product `params` describes with A read through uniform windows of 64 KiB
-/// (CPU-type adapters; see `shaders::uniform_window_kernels`): each dispatch fills up to
+/// (CPU-type adapters; see `shaders::uniform_window_kernels`), each invocation computing
+/// `rows` rows (one of [`UA_ROWS`]): each dispatch fills up to
 /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
 /// transposed is first transposed into scratch, and a B that several dispatches read is
 /// first packed in panels (`MatmulParams::b_panel`). `strided` takes the kernel that stores
 /// through an offset and row length. False (nothing recorded) where it does not apply:
-/// kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4, k above
-/// 2048 (a window holds 8 rows at least).
+/// kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4, a window
+/// holding fewer than `rows` rows of A (k above 2048 for 8 rows, 1024 for 16).
 fn matmul_ua(
     rec: &Recorder,
     params: &MatmulParams,
     (a, b, out): (BufferId, BufferId, BufferId),
-    strided: bool,
+    (strided, rows): (bool, u32),
     epilogue: Option<Epilogue<'_>>,
 ) -> bool {
     const WINDOW: u64 = UA_WINDOW_BYTES;
     let (m, n, k) = (params.m, params.n, params.k);
     let rank = params.batch_rank as usize;
-    let window_rows = window_rows(k);
-    if !windows_fit(rec, params) {
+    let window_rows = window_rows(k, rows);
+    if !windows_fit(rec, params, rows) {
         return false;
     }
     let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
@@ -78,11 +79,7 @@ fn matmul_ua(
         layout::copy_strided(rec, a, t, &[m_, k_], (0, &[1, m_]), (0, &[k_, 1]));
     }
     let a_rows = transposed.unwrap_or(a);
-    let entry = if strided {
-        kernels::MATMUL_VEC4_OUT_UA
-    } else {
-        kernels::MATMUL_VEC4_UA
-    };
+    let entry = ua_entry(strided, rows);
     let b = packed.unwrap_or(b);
     for row0 in (0..m).step_by(per_dispatch as usize) {
         let count = per_dispatch.min(m - row0);
@@ -105,7 +102,7 @@ fn matmul_ua(
         // Bindings: out, window 0, B, windows 1..; unused ones repeat window 0.
         let mut buffers = vec![out, windows[0], b];
         buffers.extend((1..UA_WINDOWS).map(|w| *windows.get(w).unwrap_or(&windows[0])));
-        let groups = [count.div_ceil(8), (n / 4).div_ceil(UA_LANES), batch];
+        let groups = [count.div_ceil(rows), (n / 4).div_ceil(UA_LANES), batch];
         generated::push_stored(rec, entry, epilogue, &p, buffers, groups);
     }
     // Work recorded later runs after these dispatches, so the scratch can be reused.
@@ -113,13 +110,25 @@ fn matmul_ua(
     true
 }
 
-/// Rows of A one uniform window holds: whole 8-row blocks.
-fn window_rows(k: u32) -> u32 {
-    ((UA_WINDOW_BYTES / 4) as u32 / k.max(1)) / 8 * 8
+/// The uniform-window kernel with blocks of `rows` rows, plain or `strided`.
+fn ua_entry(strided: bool, rows: u32) -> Entry {
+    match (strided, rows) {
+        (false, 8) => kernels::MATMUL_VEC4_UA,
+        (true, 8) => kernels::MATMUL_VEC4_OUT_UA,
+        (false, 16) => kernels::MATMUL_VEC4_UA16,
+        (true, 16) => kernels::MATMUL_VEC4_OUT_UA16,
+        _ => unreachable!("uniform-window blocks are 8 or 16 rows, not {rows}"),
+    }
 }
 
-/// Whether the uniform-window kernels can run `params` (see [`matmul_ua`]).
-fn windows_fit(rec: &Recorder, params: &MatmulParams) -> bool {
+/// Rows of A one uniform window holds: whole blocks of `rows` rows.
+fn window_rows(k: u32, rows: u32) -> u32 {
+    ((UA_WINDOW_BYTES / 4) as u32 / k.max(1)) / rows * rows
+}
+
+/// Whether the uniform-window kernels with blocks of `rows` rows can run `params` (see
+/// [`matmul_ua`]).
+fn windows_fit(rec: &Recorder, params: &MatmulParams, rows: u32) -> bool {
     let rank = params.batch_rank as usize;
     let (m, n, k) = (params.m, params.n, params.k);
     !rec.gpu_kernels()
@@ -130,7 +139,7 @@ fn windows_fit(rec: &Recorder, params: &MatmulParams) -> bool {
         && k % 4 == 0
         && n % 4 == 0
         && k > 0
-        && window_rows(k) >= 8
+        && window_rows(k, rows) >= rows
         && m > 0
 }
 
@@ -185,17 +194,19 @@ pub(crate) fn record(
     product(rec, &params, operands, false, epilogue)
 }
 
-/// A way to run a product: A read through uniform windows, or one storage kernel.
+/// A way to run a product: A read through uniform windows, each invocation computing a
+/// block of so many rows, or one storage kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Plan {
-    Windows,
+    Windows(u32),
     Kernel(Entry),
 }
 
 impl Plan {
     fn name(self) -> &'static str {
         match self {
-            Plan::Windows => "uniform_windows",
+            Plan::Windows(16) => "uniform_windows_16",
+            Plan::Windows(_) => "uniform_windows",
             Plan::Kernel(e) => e.name,
         }
     }
@@ -226,8 +237,10 @@ fn run(
 ) -> Result<()> {
     let entry = match plan {
         // Refused only when its scratch is: then the rule's storage kernel.
-        Plan::Windows if matmul_ua(rec, params, operands, strided, epilogue) => return Ok(()),
-        Plan::Windows => select(
+        Plan::Windows(rows) if matmul_ua(rec, params, operands, (strided, rows), epilogue) => {
+            return Ok(())
+        }
+        Plan::Windows(_) => select(
             rec.gpu_kernels(),
             transposes(params),
             shape(params),
@@ -246,15 +259,24 @@ fn shape(params: &MatmulParams) -> [usize; 3] {
     [params.m as usize, params.n as usize, params.k as usize]
 }
 
-/// The ways `params` can run, the built-in rule's first: uniform windows where they fit
-/// (CPU-type adapters), then the storage kernels that read its layout.
+/// The ways `params` can run, the built-in rule's first: uniform windows with blocks of 16
+/// and 8 rows where they fit (CPU-type adapters), then the storage kernels that read its
+/// layout.
 fn candidates(rec: &Recorder, params: &MatmulParams, strided: bool) -> Vec<Plan> {
     let gpu = rec.gpu_kernels();
     let rule = select(gpu, transposes(params), shape(params), strided);
     let mut plans = Vec::with_capacity(4);
-    if windows_fit(rec, params) {
-        plans.push(Plan::Windows);
+    // Blocks of 16 rows first where there are rows enough for the workgroups to share
+    // the cores (faster on an AVX-512 CPU, docs/performance.md; other CPUs may spill).
+    let mut windows: Vec<Plan> = UA_ROWS
+        .iter()
+        .filter(|&&rows| windows_fit(rec, params, rows))
+        .map(|&rows| Plan::Windows(rows))
+        .collect();
+    if params.m >= 64 {
+        windows.reverse();
     }
+    plans.extend(windows);
     plans.push(Plan::Kernel(rule));
     let [_, n, k] = shape(params);
     let four = |v: usize| v.is_multiple_of(4) && v > 0;
@@ -412,8 +434,7 @@ fn measure(
         for &plan in plans {
             match plan {
                 Plan::Kernel(entry) => drop(ctx.pipeline(entry)),
-                Plan::Windows if strided => drop(ctx.pipeline(kernels::MATMUL_VEC4_OUT_UA)),
-                Plan::Windows => drop(ctx.pipeline(kernels::MATMUL_VEC4_UA)),
+                Plan::Windows(rows) => drop(ctx.pipeline(ua_entry(strided, rows))),
             }
         }
     });
