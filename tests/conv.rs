@@ -30,6 +30,15 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dSpec)> {
             [5, 3, 3, 3],
             spec([1, 1], [0, 0], [1, 1], 1),
         ),
+        // The MNIST CNN's second layer on 24 images: k = 24 · 124 past the uniform-window
+        // products' 2048, so the weight gradient is cut into chunks of 16 and 8 images
+        // that accumulate.
+        (
+            "chunked_weight_gradient",
+            [24, 8, 13, 13],
+            [16, 8, 3, 3],
+            spec([1, 1], [0, 0], [1, 1], 1),
+        ),
         (
             "stride2_pad1",
             [1, 2, 9, 8],

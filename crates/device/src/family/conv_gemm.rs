@@ -29,6 +29,10 @@ pub(crate) enum Weights<'a> {
 /// one image), which bounds the scratch memory and keeps a chunk's matrix near the caches.
 const CHUNK_VALUES: usize = 1 << 22;
 
+/// The most chunks a weight gradient is cut into so that its products can read A through
+/// uniform windows (each chunk adds a copy and an unfolding; docs/performance.md).
+const WINDOW_CHUNKS: u32 = 8;
+
 /// Output images of fewer pixels than this are unfolded side by side into one product
 /// ([`conv_gemm_wide`]), so that the product has columns enough for the matrix
 /// kernels' lanes (256 measured faster than 64 or never; docs/performance.md).
@@ -290,7 +294,10 @@ fn conv_gemm_wide(
 /// The weight gradient of the forward convolution `geo` as matrix products: per chunk
 /// of images, `dW += gᵀ-chunk · cols-chunk`, where the chunk of g is copied as
 /// `[co, images·pixels]` (zero past each image's pixels) and the windows are unfolded as
-/// `[images·pixels, taps]`. False (nothing recorded) when scratch memory is short.
+/// `[images·pixels, taps]`. On CPU-type adapters the chunks are cut so that k (the
+/// chunk's images · pixels) stays within the uniform-window products' bound, where that
+/// takes at most [`WINDOW_CHUNKS`] chunks. False (nothing recorded) when scratch memory is
+/// short.
 pub(crate) fn conv_gemm_weight(
     rec: &Recorder,
     geo: &ConvLanesParams,
@@ -309,6 +316,13 @@ pub(crate) fn conv_gemm_weight(
     // of the unfolding, so the padding columns (never written) only reach output columns
     // that are not stored.
     let row = taps.next_multiple_of(4);
+    let mut chunk = chunk;
+    if let Some(k) = matmul::windows_max_k(rec) {
+        let capped = chunk.min((k / pixels).max(1));
+        if geo.n.div_ceil(capped) <= WINDOW_CHUNKS {
+            chunk = capped;
+        }
+    }
     let sizes = [
         chunk as usize * row as usize * pixels as usize * 4,
         chunk as usize * geo.co as usize * pixels as usize * 4,

@@ -126,14 +126,23 @@ fn window_rows(k: u32, rows: u32) -> u32 {
     ((UA_WINDOW_BYTES / 4) as u32 / k.max(1)) / rows * rows
 }
 
+/// The largest k the uniform-window products take on this adapter (a window holding one
+/// block of the smallest height), or None where they never run (kernels for GPUs, or
+/// uniform bindings too small or too few).
+pub(crate) fn windows_max_k(rec: &Recorder) -> Option<u32> {
+    let limits = rec.limits();
+    let fit = !rec.gpu_kernels()
+        && limits.max_uniform_buffer_binding_size >= UA_WINDOW_BYTES
+        && limits.max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32;
+    fit.then(|| (UA_WINDOW_BYTES / 4) as u32 / UA_ROWS[0])
+}
+
 /// Whether the uniform-window kernels with blocks of `rows` rows can run `params` (see
 /// [`matmul_ua`]).
 fn windows_fit(rec: &Recorder, params: &MatmulParams, rows: u32) -> bool {
     let rank = params.batch_rank as usize;
     let (m, n, k) = (params.m, params.n, params.k);
-    !rec.gpu_kernels()
-        && rec.limits().max_uniform_buffer_binding_size >= UA_WINDOW_BYTES
-        && rec.limits().max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32
+    windows_max_k(rec).is_some()
         && params.tb == 0
         && params.sa[..rank].iter().all(|&s| s == 0)
         && k % 4 == 0
