@@ -19,7 +19,8 @@
 // ROWS rows of the dispatch from `row`, 4 columns from vec4 column `c4`. Workgroups go down
 // the row blocks of one panel of columns before the next (`workgroup_id.x` is the row block),
 // so that panel of B stays in cache while the dispatch's rows use it. The `_out` kernels store
-// through an offset and row length (`store_out`). Blocks of 8 rows halve the B loads per
+// through an offset and row length (`store_out`); the `_nt` kernels read B stored transposed,
+// [n, k], as running dot products along k. Blocks of 8 rows halve the B loads per
 // multiply-add against 4; blocks of 16 halve them again where a window holds 16 rows
 // (k ≤ 1024), at the price of more live accumulators, which the adapter may spill: which one
 // runs is measured per shape class (`matmul.rs`).
@@ -39,6 +40,16 @@ fn matmul_vec4_ua16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 }
 
 @compute @workgroup_size(UA_LANES, 1, 1)
+fn matmul_vec4_nt_ua(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    ua_rows8_nt(wg, l.x);
+}
+
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn matmul_vec4_nt_ua16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    ua_rows16_nt(wg, l.x);
+}
+
+@compute @workgroup_size(UA_LANES, 1, 1)
 fn matmul_vec4_out_ua16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     ua_rows16_out(wg, l.x);
 }
@@ -53,22 +64,27 @@ fn ua_store_out(z: u32, row: u32, c4: u32, v: vec4<f32>) {
     store_out(p.out_offset + z * p.m * p.out_n, p.a_row0 + row, c4 * 4u, v);
 }
 
-// Written out once per block height `{rows}` and way of storing (`{out}` is empty or
-// `_out`, the row length `{cols}`), the lines between `//@each-row` and `//@end` once per
-// row `{r}` of the block.
+// Written out once per block height `{rows}` and variant `{v}`: empty (B [k, n], plain
+// stores), `_out` (stores through `store_out`) or `_nt` (B [n, k]); `{cols}` is the row
+// length stored, `{b_next}` the vec4s B's reads move by per step of 4 along k, `{product}`
+// the step's contribution to a row's four outputs. The lines between `//@each-row` and
+// `//@end` are written out once per row `{r}` of the block.
 //@rows
-fn ua_rows{rows}{out}(wg: vec3<u32>, lane: u32) {
+fn ua_rows{rows}{v}(wg: vec3<u32>, lane: u32) {
     let c4 = wg.y * UA_LANES + lane;
     let row = wg.x * {rows}u;
     if (row >= p.a_rows || c4 * 4u >= {cols}) { return; }
     let n4 = p.n / 4u;
     let k4 = p.k / 4u;
     let b0 = batch_offsets(wg.z).y;
-    // B's rows are n4 vec4s apart, or b_panel apart when B is packed in panels.
+    // The four vec4s a step reads: four rows of B (n4 vec4s apart, or b_panel apart when B
+    // is packed in panels) at the block's columns; for `_nt`, the block's four columns of
+    // B's transpose (k4 vec4s apart) at the step's k.
+    let nt = {nt};
     let packed = p.b_panel != 0u;
-    let b_row = select(n4, p.b_panel, packed);
+    let b_row = select(select(n4, p.b_panel, packed), k4, nt);
     let panel = max(p.b_panel, 1u);
-    let b_col = select(c4, (c4 / panel) * p.k * panel + c4 % panel, packed);
+    let b_col = select(select(c4, (c4 / panel) * p.k * panel + c4 % panel, packed), c4 * 4u * k4, nt);
     // The block's window, and its rows there; rows past the dispatch's end are clamped and
     // never stored.
     let w = row / p.window_rows;
@@ -88,10 +104,10 @@ fn ua_rows{rows}{out}(wg: vec3<u32>, lane: u32) {
                 let b_1 = b4[rb + b_row];
                 let b_2 = b4[rb + 2u * b_row];
                 let b_3 = b4[rb + 3u * b_row];
-                rb += 4u * b_row;
+                rb += {b_next};
 //@each-row
                 let x{r} = ua{w}[ra{r} + t];
-                acc{r} += x{r}.x * b_0 + x{r}.y * b_1 + x{r}.z * b_2 + x{r}.w * b_3;
+                acc{r} += {product};
 //@end
             }
         }
@@ -99,7 +115,7 @@ fn ua_rows{rows}{out}(wg: vec3<u32>, lane: u32) {
         default: {}
     }
 //@each-row
-    if (row + {r}u < p.a_rows) { ua_store{out}(wg.z, row + {r}u, c4, acc{r}); }
+    if (row + {r}u < p.a_rows) { {store}(wg.z, row + {r}u, c4, acc{r}); }
 //@end
 }
 //@end

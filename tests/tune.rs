@@ -58,8 +58,9 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 }
 
 /// A plain product of 512³, one of several dispatches whose rows and columns end inside a
-/// block, a batched one whose edges cut every tile, one whose k is split, and a convolution
-/// whose products store strided, on `dev`, against the CPU backend.
+/// block (B stored plainly and transposed), a batched one whose edges cut every tile, one
+/// whose k is split, and a convolution whose products store strided, on `dev`, against the
+/// CPU backend.
 fn products_match_cpu(dev: &Device, what: &str) {
     let cpu = wgrad::cpu();
     let t = |dev: &Device, shape: &[usize], seed: u32| {
@@ -68,17 +69,18 @@ fn products_match_cpu(dev: &Device, what: &str) {
     let run = |dev: &Device| {
         let square = t(dev, &[512, 512], 1).matmul(&t(dev, &[512, 512], 2));
         let ragged = t(dev, &[300, 520], 9).matmul(&t(dev, &[520, 76], 10));
+        let ragged_nt = t(dev, &[300, 520], 11).matmul_t(&t(dev, &[76, 520], 12), false, true);
         let edges = t(dev, &[3, 150, 44], 3).matmul(&t(dev, &[44, 76], 4));
         let long = t(dev, &[20, 12_000], 5).matmul(&t(dev, &[12_000, 8], 6));
         let conv =
             t(dev, &[8, 16, 20, 20], 7).conv2d(&t(dev, &[32, 16, 3, 3], 8), Conv2dSpec::default());
-        [square, ragged, edges, long, conv].map(|r| r.to_vec().unwrap())
+        [square, ragged, ragged_nt, edges, long, conv].map(|r| r.to_vec().unwrap())
     };
     let (got, want) = (run(dev), run(&cpu));
     for ((g, w), k) in got
         .iter()
         .zip(&want)
-        .zip([512.0, 520.0, 44.0, 12_000.0, 144.0])
+        .zip([512.0, 520.0, 520.0, 44.0, 12_000.0, 144.0])
     {
         assert_eq!(g.len(), w.len());
         for (i, (x, y)) in g.iter().zip(w).enumerate() {
@@ -156,15 +158,17 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
                 .into_iter()
                 .map(|t| t.name)
                 .collect();
-            let name = match plan {
-                "uniform_windows" => "matmul_vec4_ua",
-                "uniform_windows_16" => "matmul_vec4_ua16",
-                _ => plan,
+            let names: &[&str] = match plan {
+                "uniform_windows" => &["matmul_vec4_ua", "matmul_vec4_nt_ua"],
+                "uniform_windows_16" => &["matmul_vec4_ua16", "matmul_vec4_nt_ua16"],
+                _ => &[plan],
             };
-            assert!(
-                ran.iter().any(|r| r.starts_with(&format!("{name} "))),
-                "{plan} pinned, but these ran: {ran:?}"
-            );
+            for name in names {
+                assert!(
+                    ran.iter().any(|r| r.starts_with(&format!("{name} "))),
+                    "{plan} pinned, but {name} did not run: {ran:?}"
+                );
+            }
         }
     }
     std::env::remove_var("WGRAD_KERNELS");

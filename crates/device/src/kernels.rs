@@ -81,8 +81,7 @@ include!(concat!(env!("OUT_DIR"), "/entries.rs"));
 /// covers a panel of 128 columns (docs/performance.md has the measurements).
 pub const UA_LANES: u32 = 32;
 
-/// Rows of the block one `_ua` matmul invocation computes: `matmul_vec4_ua` and
-/// `matmul_vec4_out_ua` take 8, the `_ua16` kernels 16.
+/// Rows of the block one `_ua` matmul invocation computes: 8, or 16 for the `_ua16` kernels.
 pub const UA_ROWS: [u32; 2] = [8, 16];
 
 /// Whether `entry` is one of the matmul kernels that read A through uniform windows (their
@@ -93,6 +92,8 @@ pub fn reads_windows(entry: Entry) -> bool {
         MATMUL_VEC4_OUT_UA,
         MATMUL_VEC4_UA16,
         MATMUL_VEC4_OUT_UA16,
+        MATMUL_VEC4_NT_UA,
+        MATMUL_VEC4_NT_UA16,
     ]
     .contains(&entry)
 }

@@ -128,7 +128,7 @@ fn put4(i4: u32, v: vec4<f32>) { out4[i4] = v; }
 ";
 
 /// `shaders/matmul_ua.wgsl` written out: the `//@rows` section once per block height of
-/// [`UA_ROWS`] and way of storing (plain, `_out`), and within it the `//@each-row` lines once per row of the block; the
+/// [`UA_ROWS`] and variant of [`UA_VARIANTS`], and within it the `//@each-row` lines once per row of the block; the
 /// `//@each-window` lines once for each of the [`UA_WINDOWS`] windows.
 fn uniform_window_kernels() -> &'static str {
     static KERNELS: OnceLock<String> = OnceLock::new();
@@ -142,6 +142,45 @@ fn uniform_window_kernels() -> &'static str {
     })
 }
 
+/// The variants of the uniform-window products' `//@rows` section: plain; storing through
+/// an offset and row length; B stored transposed. `{product}` holds `{r}`, written out
+/// after it.
+const UA_VARIANTS: [[(&str, &str); 6]; 3] = [
+    [
+        ("v", ""),
+        ("cols", "p.n"),
+        ("store", "ua_store"),
+        ("nt", "false"),
+        ("b_next", "4u * b_row"),
+        (
+            "product",
+            "x{r}.x * b_0 + x{r}.y * b_1 + x{r}.z * b_2 + x{r}.w * b_3",
+        ),
+    ],
+    [
+        ("v", "_out"),
+        ("cols", "p.out_n"),
+        ("store", "ua_store_out"),
+        ("nt", "false"),
+        ("b_next", "4u * b_row"),
+        (
+            "product",
+            "x{r}.x * b_0 + x{r}.y * b_1 + x{r}.z * b_2 + x{r}.w * b_3",
+        ),
+    ],
+    [
+        ("v", "_nt"),
+        ("cols", "p.n"),
+        ("store", "ua_store"),
+        ("nt", "true"),
+        ("b_next", "1u"),
+        (
+            "product",
+            "vec4<f32>(dot(x{r}, b_0), dot(x{r}, b_1), dot(x{r}, b_2), dot(x{r}, b_3))",
+        ),
+    ],
+];
+
 /// Appends `lines` to `out` with each `{name}` of `vars` replaced by its value, and each
 /// block between a `//@rows`, `//@each-row` or `//@each-window` line and its `//@end`
 /// written out once per value of what it repeats over (blocks nest).
@@ -153,9 +192,10 @@ fn expand(lines: &[&str], vars: &[(&str, String)], out: &mut String) {
             "//@rows" => UA_ROWS
                 .iter()
                 .flat_map(|rows| {
-                    [("", "p.n"), ("_out", "p.out_n")].map(|(out, cols)| {
-                        let rows = rows.to_string();
-                        vec![("rows", rows), ("out", out.into()), ("cols", cols.into())]
+                    UA_VARIANTS.map(|variant| {
+                        let mut vars = vec![("rows", rows.to_string())];
+                        vars.extend(variant.iter().map(|&(k, v)| (k, v.to_string())));
+                        vars
                     })
                 })
                 .collect(),

@@ -21,11 +21,12 @@ use crate::MAX_TRIP;
 /// (CPU-type adapters; see `shaders::uniform_window_kernels`), each invocation computing
 /// `rows` rows (one of [`UA_ROWS`]): each dispatch fills up to
 /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
-/// transposed is first transposed into scratch, and a B that several dispatches read is
-/// first packed in panels (`MatmulParams::b_panel`). `strided` takes the kernel that stores
-/// through an offset and row length. False (nothing recorded) where it does not apply:
-/// kernels for GPUs chosen, transposed B, per-batch A, k or n not multiples of 4, a window
-/// holding fewer than `rows` rows of A (k above 2048 for 8 rows, 1024 for 16).
+/// transposed is first transposed into scratch, a B that several dispatches read is first
+/// packed in panels (`MatmulParams::b_panel`), and B stored transposed is read in place
+/// (the `_nt` kernels). `strided` takes the kernel that stores through an offset and row
+/// length. False (nothing recorded) where it does not apply: kernels for GPUs chosen,
+/// per-batch A, k or n not multiples of 4, a window holding fewer than `rows` rows of A (k
+/// above 2048 for 8 rows, 1024 for 16).
 fn matmul_ua(
     rec: &Recorder,
     params: &MatmulParams,
@@ -47,7 +48,8 @@ fn matmul_ua(
     // columns, each panel's rows together, so that a workgroup reads its panel as one
     // contiguous run (docs/performance.md).
     let width = 4 * UA_LANES;
-    let pack = batch == 1 && m > per_dispatch;
+    let nt = params.tb != 0;
+    let pack = batch == 1 && m > per_dispatch && !nt;
     // Scratch: the windows; A stored [k, m] transposed once, whose rows the windows copy;
     // B packed.
     let (m_, n_, k_) = (m as usize, n as usize, k as usize);
@@ -79,7 +81,7 @@ fn matmul_ua(
         layout::copy_strided(rec, a, t, &[m_, k_], (0, &[1, m_]), (0, &[k_, 1]));
     }
     let a_rows = transposed.unwrap_or(a);
-    let entry = ua_entry(strided, rows);
+    let entry = ua_entry(strided, nt, rows);
     let b = packed.unwrap_or(b);
     for row0 in (0..m).step_by(per_dispatch as usize) {
         let count = per_dispatch.min(m - row0);
@@ -110,14 +112,17 @@ fn matmul_ua(
     true
 }
 
-/// The uniform-window kernel with blocks of `rows` rows, plain or `strided`.
-fn ua_entry(strided: bool, rows: u32) -> Entry {
-    match (strided, rows) {
-        (false, 8) => kernels::MATMUL_VEC4_UA,
-        (true, 8) => kernels::MATMUL_VEC4_OUT_UA,
-        (false, 16) => kernels::MATMUL_VEC4_UA16,
-        (true, 16) => kernels::MATMUL_VEC4_OUT_UA16,
-        _ => unreachable!("uniform-window blocks are 8 or 16 rows, not {rows}"),
+/// The uniform-window kernel with blocks of `rows` rows: plain, `strided`, or reading B
+/// transposed (`nt`).
+fn ua_entry(strided: bool, nt: bool, rows: u32) -> Entry {
+    match (strided, nt, rows) {
+        (false, false, 8) => kernels::MATMUL_VEC4_UA,
+        (true, false, 8) => kernels::MATMUL_VEC4_OUT_UA,
+        (false, true, 8) => kernels::MATMUL_VEC4_NT_UA,
+        (false, false, 16) => kernels::MATMUL_VEC4_UA16,
+        (true, false, 16) => kernels::MATMUL_VEC4_OUT_UA16,
+        (false, true, 16) => kernels::MATMUL_VEC4_NT_UA16,
+        _ => unreachable!("no uniform-window kernel: strided {strided}, nt {nt}, {rows} rows"),
     }
 }
 
@@ -143,7 +148,6 @@ fn windows_fit(rec: &Recorder, params: &MatmulParams, rows: u32) -> bool {
     let rank = params.batch_rank as usize;
     let (m, n, k) = (params.m, params.n, params.k);
     windows_max_k(rec).is_some()
-        && params.tb == 0
         && params.sa[..rank].iter().all(|&s| s == 0)
         && k % 4 == 0
         && n % 4 == 0
@@ -443,7 +447,7 @@ fn measure(
         for &plan in plans {
             match plan {
                 Plan::Kernel(entry) => drop(ctx.pipeline(entry)),
-                Plan::Windows(rows) => drop(ctx.pipeline(ua_entry(strided, rows))),
+                Plan::Windows(rows) => drop(ctx.pipeline(ua_entry(strided, params.tb != 0, rows))),
             }
         }
     });
