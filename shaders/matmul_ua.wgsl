@@ -23,36 +23,50 @@
 // [n, k], as running dot products along k. Blocks of 8 rows halve the B loads per
 // multiply-add against 4; blocks of 16 halve them again where a window holds 16 rows
 // (k ≤ 1024), at the price of more live accumulators, which the adapter may spill: which one
-// runs is measured per shape class (`matmul.rs`).
+// runs is measured per shape class (`matmul.rs`). Each entry point stands between
+// `//@entry NAME FUNCTION` and `//@end`, so that a module of one entry point (with an
+// epilogue) can leave out the others and the functions they call.
+//@entry matmul_vec4_ua ua_rows8
 @compute @workgroup_size(UA_LANES, 1, 1)
 fn matmul_vec4_ua(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     ua_rows8(wg, l.x);
 }
+//@end
 
+//@entry matmul_vec4_out_ua ua_rows8_out
 @compute @workgroup_size(UA_LANES, 1, 1)
 fn matmul_vec4_out_ua(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     ua_rows8_out(wg, l.x);
 }
+//@end
 
+//@entry matmul_vec4_ua16 ua_rows16
 @compute @workgroup_size(UA_LANES, 1, 1)
 fn matmul_vec4_ua16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     ua_rows16(wg, l.x);
 }
+//@end
 
+//@entry matmul_vec4_nt_ua ua_rows8_nt
 @compute @workgroup_size(UA_LANES, 1, 1)
 fn matmul_vec4_nt_ua(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     ua_rows8_nt(wg, l.x);
 }
+//@end
 
+//@entry matmul_vec4_nt_ua16 ua_rows16_nt
 @compute @workgroup_size(UA_LANES, 1, 1)
 fn matmul_vec4_nt_ua16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     ua_rows16_nt(wg, l.x);
 }
+//@end
 
+//@entry matmul_vec4_out_ua16 ua_rows16_out
 @compute @workgroup_size(UA_LANES, 1, 1)
 fn matmul_vec4_out_ua16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     ua_rows16_out(wg, l.x);
 }
+//@end
 
 // Stores one row of a block plainly (`ua_store`) or through the offset and row length
 // (`ua_store_out`).

@@ -71,7 +71,12 @@ pub fn source(family: Family) -> &'static str {
         .position(|&f| f == family)
         .expect("listed");
     SOURCES[i].get_or_init(|| match family {
-        Family::Matmul => matmul_source(PLAIN_STORES, true),
+        Family::Matmul => format!(
+            "{}{}{PLAIN_STORES}{}",
+            prelude(),
+            file(Family::Matmul),
+            uniform_window_kernels()
+        ),
         Family::Conv => conv_source(PLAIN_STORE),
         Family::Subgroup => format!(
             "{}{}{}",
@@ -99,13 +104,14 @@ fn file(family: Family) -> &'static str {
 }
 
 /// The matmul family with `stores` defining `put` and `put4`, through which its kernels store
-/// the product: plain stores, or a generated epilogue (see `generated.rs`). With
-/// `windows`, the uniform-window kernels too (their windows take bindings 4 to 10, which the
-/// other kernels' epilogues bind after their operands).
-pub fn matmul_source(stores: &str, windows: bool) -> String {
+/// the product: plain stores, or a generated epilogue (see `generated.rs`). With `window`
+/// naming one of the uniform-window kernels, that kernel too, without the other window
+/// kernels (their windows take bindings 4 to 10, which the other kernels' epilogues bind
+/// after their operands).
+pub fn matmul_source(stores: &str, window: Option<&str>) -> String {
     let mut source = format!("{}{}{stores}", prelude(), file(Family::Matmul));
-    if windows {
-        source += uniform_window_kernels();
+    if let Some(entry) = window {
+        expand_windows(Some(entry), &mut source);
     }
     source
 }
@@ -133,13 +139,28 @@ fn put4(i4: u32, v: vec4<f32>) { out4[i4] = v; }
 fn uniform_window_kernels() -> &'static str {
     static KERNELS: OnceLock<String> = OnceLock::new();
     KERNELS.get_or_init(|| {
-        let template: Vec<&str> = include_str!("../../../shaders/matmul_ua.wgsl")
-            .lines()
-            .collect();
-        let mut out = String::with_capacity(template.len() * 400);
-        expand(&template, &[], &mut out);
+        let mut out = String::new();
+        expand_windows(None, &mut out);
         out
     })
+}
+
+/// Appends `shaders/matmul_ua.wgsl` written out to `out`: every kernel, or only the entry
+/// point `only` and the function its `//@entry` line names.
+fn expand_windows(only: Option<&str>, out: &mut String) {
+    let template: Vec<&str> = include_str!("../../../shaders/matmul_ua.wgsl")
+        .lines()
+        .collect();
+    let keep = only.map(|entry| {
+        let function = template.iter().find_map(|l| {
+            let mut words = l.strip_prefix("//@entry ")?.split_whitespace();
+            (words.next() == Some(entry)).then(|| words.next().expect("//@entry NAME FUNCTION"))
+        });
+        let function = function.unwrap_or_else(|| panic!("matmul_ua.wgsl has no {entry}"));
+        (entry, function)
+    });
+    out.reserve(template.len() * 400);
+    expand(&template, &[], keep, out);
 }
 
 /// The variants of the uniform-window products' `//@rows` section: plain; storing through
@@ -183,8 +204,10 @@ const UA_VARIANTS: [[(&str, &str); 6]; 3] = [
 
 /// Appends `lines` to `out` with each `{name}` of `vars` replaced by its value, and each
 /// block between a `//@rows`, `//@each-row` or `//@each-window` line and its `//@end`
-/// written out once per value of what it repeats over (blocks nest).
-fn expand(lines: &[&str], vars: &[(&str, String)], out: &mut String) {
+/// written out once per value of what it repeats over (blocks nest). With `keep` (an entry
+/// point and the function it calls), the other `//@entry` blocks and the `//@rows`
+/// functions of other names are left out.
+fn expand(lines: &[&str], vars: &[(&str, String)], keep: Option<(&str, &str)>, out: &mut String) {
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
@@ -198,7 +221,18 @@ fn expand(lines: &[&str], vars: &[(&str, String)], out: &mut String) {
                         vars
                     })
                 })
+                .filter(|vars| {
+                    let v = &vars.iter().find(|v| v.0 == "v").expect("a variant").1;
+                    keep.is_none_or(|(_, f)| f == format!("ua_rows{}{v}", vars[0].1))
+                })
                 .collect(),
+            l if l.starts_with("//@entry ") => {
+                let name = l.split_whitespace().nth(1).expect("//@entry NAME FUNCTION");
+                match keep.is_none_or(|(entry, _)| entry == name) {
+                    true => vec![vec![]],
+                    false => vec![],
+                }
+            }
             "//@each-row" => {
                 let rows = vars.iter().find(|v| v.0 == "rows");
                 let rows: u32 = rows
@@ -243,7 +277,7 @@ fn expand(lines: &[&str], vars: &[(&str, String)], out: &mut String) {
             .unwrap_or_else(|| panic!("matmul_ua.wgsl: {line} without //@end"));
         for more in repeats {
             let vars: Vec<(&str, String)> = vars.iter().cloned().chain(more).collect();
-            expand(&lines[i + 1..end], &vars, out);
+            expand(&lines[i + 1..end], &vars, keep, out);
         }
         i = end + 1;
     }

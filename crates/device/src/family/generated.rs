@@ -98,9 +98,10 @@ impl Kernel<'_> {
             } => {
                 let stores = epilogue_stores(fused, first);
                 match entry.family {
-                    Family::Matmul => {
-                        shaders::matmul_source(&stores, kernels::reads_windows(entry))
-                    }
+                    Family::Matmul => shaders::matmul_source(
+                        &stores,
+                        kernels::reads_windows(entry).then_some(entry.name),
+                    ),
                     Family::Conv => shaders::conv_source(&stores),
                     other => unreachable!("{other:?} kernels take no epilogue"),
                 }
