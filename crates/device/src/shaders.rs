@@ -134,8 +134,9 @@ fn put4(i4: u32, v: vec4<f32>) { out4[i4] = v; }
 ";
 
 /// `shaders/matmul_ua.wgsl` written out: the `//@rows` section once per block height of
-/// [`UA_ROWS`] and variant of [`UA_VARIANTS`], and within it the `//@each-row` lines once per row of the block; the
-/// `//@each-window` lines once for each of the [`UA_WINDOWS`] windows.
+/// [`UA_ROWS`] and variant of [`UA_VARIANTS`], within it the `//@each-row` lines once per
+/// row of the block, and the `//@each-window` lines once for each of the [`UA_WINDOWS`]
+/// windows.
 fn uniform_window_kernels() -> &'static str {
     static KERNELS: OnceLock<String> = OnceLock::new();
     KERNELS.get_or_init(|| {
@@ -222,8 +223,9 @@ fn expand(lines: &[&str], vars: &[(&str, String)], keep: Option<(&str, &str)>, o
                     })
                 })
                 .filter(|vars| {
-                    let v = &vars.iter().find(|v| v.0 == "v").expect("a variant").1;
-                    keep.is_none_or(|(_, f)| f == format!("ua_rows{}{v}", vars[0].1))
+                    let (rows, v) = (var(vars, "rows"), var(vars, "v"));
+                    let function = format!("ua_rows{}{}", rows.unwrap_or(""), v.unwrap_or(""));
+                    keep.is_none_or(|(_, f)| f == function)
                 })
                 .collect(),
             l if l.starts_with("//@entry ") => {
@@ -234,12 +236,8 @@ fn expand(lines: &[&str], vars: &[(&str, String)], keep: Option<(&str, &str)>, o
                 }
             }
             "//@each-row" => {
-                let rows = vars.iter().find(|v| v.0 == "rows");
-                let rows: u32 = rows
-                    .expect("matmul_ua.wgsl: //@each-row outside //@rows")
-                    .1
-                    .parse()
-                    .expect("a number");
+                let rows = var(vars, "rows").expect("matmul_ua.wgsl: //@each-row outside //@rows");
+                let rows: u32 = rows.parse().expect("a number");
                 (0..rows).map(|r| vec![("r", r.to_string())]).collect()
             }
             "//@each-window" => (0..UA_WINDOWS)
@@ -281,4 +279,9 @@ fn expand(lines: &[&str], vars: &[(&str, String)], keep: Option<(&str, &str)>, o
         }
         i = end + 1;
     }
+}
+
+/// The value of the template variable `name` among `vars`.
+fn var<'a>(vars: &'a [(&str, String)], name: &str) -> Option<&'a str> {
+    vars.iter().find(|v| v.0 == name).map(|v| v.1.as_str())
 }
