@@ -58,9 +58,10 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 }
 
 /// A plain product of 512³, one of several dispatches whose rows and columns end inside a
-/// block (B stored plainly and transposed), a batched one whose edges cut every tile, one
+/// block (B stored plainly and transposed), products with NaN (a quiet NaN with a payload,
+/// from its bits) and infinities in A and B, a batched one whose edges cut every tile, one
 /// whose k is split, and a convolution whose products store strided, on `dev`, against the
-/// CPU backend.
+/// CPU backend (NaN where it has NaN, the same infinities).
 fn products_match_cpu(dev: &Device, what: &str) {
     let cpu = wgrad::cpu();
     let t = |dev: &Device, shape: &[usize], seed: u32| {
@@ -70,25 +71,44 @@ fn products_match_cpu(dev: &Device, what: &str) {
         let square = t(dev, &[512, 512], 1).matmul(&t(dev, &[512, 512], 2));
         let ragged = t(dev, &[300, 520], 9).matmul(&t(dev, &[520, 76], 10));
         let ragged_nt = t(dev, &[300, 520], 11).matmul_t(&t(dev, &[76, 520], 12), false, true);
+        let poisoned = |shape: &[usize], seed: u32, at: [usize; 2]| {
+            let mut v = values(shape.iter().product(), seed);
+            v[at[0]] = f32::from_bits(0x7fc0_0001);
+            v[at[1]] = f32::NEG_INFINITY;
+            Tensor::from_slice(dev, &v, shape).unwrap()
+        };
+        let a = poisoned(&[64, 128], 13, [5 * 128 + 7, 9 * 128 + 3]);
+        let b = poisoned(&[128, 64], 14, [3 * 64 + 11, 40 * 64 + 20]);
+        let bt = poisoned(&[64, 128], 15, [11 * 128 + 3, 20 * 128 + 40]);
+        let (nan_inf, nan_inf_nt) = (a.matmul(&b), a.matmul_t(&bt, false, true));
         let edges = t(dev, &[3, 150, 44], 3).matmul(&t(dev, &[44, 76], 4));
         let long = t(dev, &[20, 12_000], 5).matmul(&t(dev, &[12_000, 8], 6));
         let conv =
             t(dev, &[8, 16, 20, 20], 7).conv2d(&t(dev, &[32, 16, 3, 3], 8), Conv2dSpec::default());
-        [square, ragged, ragged_nt, edges, long, conv].map(|r| r.to_vec().unwrap())
+        [
+            square, ragged, ragged_nt, nan_inf, nan_inf_nt, edges, long, conv,
+        ]
+        .map(|r| r.to_vec().unwrap())
     };
     let (got, want) = (run(dev), run(&cpu));
     for ((g, w), k) in got
         .iter()
         .zip(&want)
-        .zip([512.0, 520.0, 520.0, 44.0, 12_000.0, 144.0])
+        .zip([512.0, 520.0, 520.0, 128.0, 128.0, 44.0, 12_000.0, 144.0])
     {
         assert_eq!(g.len(), w.len());
         for (i, (x, y)) in g.iter().zip(w).enumerate() {
+            let same = (x.is_nan() && y.is_nan()) || x == y;
             assert!(
-                (x - y).abs() <= 1e-5 * k + 1e-4 * y.abs(),
+                same || (x - y).abs() <= 1e-5 * k + 1e-4 * y.abs(),
                 "{what}: element {i} is {x}, the CPU backend gives {y}"
             );
         }
+    }
+    // The NaN and the infinities reached their rows and columns.
+    for poisoned in &want[3..5] {
+        assert!(poisoned.iter().any(|v| v.is_nan()) && poisoned.iter().any(|v| v.is_infinite()));
+        assert!(poisoned.iter().filter(|v| v.is_finite()).count() > 64 * 64 / 2);
     }
 }
 
