@@ -8,7 +8,7 @@ use wgrad_graph::shape::{contiguous_strides, numel};
 use wgrad_graph::{BufferId, Result};
 
 use super::generated::{self, Epilogue};
-use super::{layout, matmul};
+use super::{layout, matmul, windows};
 use crate::kernels;
 use crate::params::{ConvLanesParams, ConvParams, Im2colParams, MatmulParams};
 use crate::recorder::Recorder;
@@ -317,7 +317,7 @@ pub(crate) fn conv_gemm_weight(
     // that are not stored.
     let row = taps.next_multiple_of(4);
     let mut chunk = chunk;
-    if let Some(k) = matmul::windows_max_k(rec) {
+    if let Some(k) = windows::windows_max_k(rec) {
         let capped = chunk.min((k / pixels).max(1));
         if geo.n.div_ceil(capped) <= WINDOW_CHUNKS {
             chunk = capped;

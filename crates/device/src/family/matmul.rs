@@ -1,6 +1,6 @@
-//! Matrix products: the choice of kernel by shape and adapter, and the uniform-window
-//! products for CPU-type adapters (A read through 64 KiB uniform windows, B packed in panels
-//! when several dispatches read it). Convolutions run their products through here too.
+//! Matrix products: the choice of kernel by shape and adapter (measured per shape class),
+//! among the uniform-window products for CPU-type adapters (`windows.rs`) and the storage
+//! kernels. Convolutions run their products through here too.
 
 use std::time::{Duration, Instant};
 
@@ -9,152 +9,13 @@ use wgrad_graph::shape::{broadcast_strides, numel};
 use wgrad_graph::{Arg, BufferId, Error, Result};
 
 use super::generated::{self, Epilogue};
-use super::layout;
 use super::reduce::{self, Reduction};
-use crate::kernels::{self, Entry, UA_LANES, UA_ROWS, UA_WINDOWS, UA_WINDOW_BYTES};
+use super::windows::{matmul_ua, ua_entry, windows_fit};
+use crate::kernels::{self, Entry, UA_ROWS};
 use crate::params::{dims, MatmulParams};
 use crate::recorder::{Recorder, Settings};
 use crate::tune::{Choice, BUDGET};
 use crate::MAX_TRIP;
-
-/// Records the product `params` describes with A read through uniform windows of 64 KiB
-/// (CPU-type adapters; see `shaders::uniform_window_kernels`), each invocation computing
-/// `rows` rows (one of [`UA_ROWS`]): each dispatch fills up to
-/// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
-/// transposed is first transposed into scratch, a B that several dispatches read is first
-/// packed in panels (`MatmulParams::b_panel`), and B stored transposed is read in place
-/// (the `_nt` kernels). `strided` takes the kernel that stores through an offset and row
-/// length. False (nothing recorded) where it does not apply: kernels for GPUs chosen,
-/// per-batch A, k or n not multiples of 4, a window holding fewer than `rows` rows of A (k
-/// above 2048 for 8 rows, 1024 for 16).
-fn matmul_ua(
-    rec: &Recorder,
-    params: &MatmulParams,
-    (a, b, out): (BufferId, BufferId, BufferId),
-    (strided, rows): (bool, u32),
-    epilogue: Option<Epilogue<'_>>,
-) -> bool {
-    const WINDOW: u64 = UA_WINDOW_BYTES;
-    let (m, n, k) = (params.m, params.n, params.k);
-    let rank = params.batch_rank as usize;
-    let window_rows = window_rows(k, rows);
-    if !windows_fit(rec, params, rows) {
-        return false;
-    }
-    let used = (m.div_ceil(window_rows) as usize).min(UA_WINDOWS);
-    let batch: u32 = params.batch[..rank].iter().product();
-    let per_dispatch = window_rows * used as u32;
-    // B read by more than one dispatch is first packed in panels of one workgroup's
-    // columns, each panel's rows together, so that a workgroup reads its panel as one
-    // contiguous run (docs/performance.md).
-    let width = 4 * UA_LANES;
-    let nt = params.tb != 0;
-    let pack = batch == 1 && m > per_dispatch && !nt;
-    // Scratch: the windows; A stored [k, m] transposed once, whose rows the windows copy;
-    // B packed.
-    let (m_, n_, k_) = (m as usize, n as usize, k as usize);
-    let mut sizes = vec![WINDOW as usize; used];
-    if params.ta != 0 {
-        sizes.push(m_ * k_ * 4);
-    }
-    if pack {
-        sizes.push(n.div_ceil(width) as usize * k_ * width as usize * 4);
-    }
-    let Some(mut scratch) = rec.alloc_all(&sizes) else {
-        return false;
-    };
-    let packed = pack.then(|| scratch.pop().expect("allocated"));
-    let transposed = (params.ta != 0).then(|| scratch.pop().expect("allocated"));
-    let windows = scratch;
-    // Recorded only once all scratch is in hand, so a refusal records nothing.
-    if let Some(pb) = packed {
-        // Whole panels, then the last one's columns.
-        let (w, full) = (width as usize, n_ / width as usize);
-        let to = (0, &[w, k_ * w, 1][..]);
-        layout::copy_strided(rec, b, pb, &[k_, full, w], (0, &[n_, w, 1]), to);
-        if n_ % w != 0 {
-            let to = (full * k_ * w, &[w, 1][..]);
-            layout::copy_strided(rec, b, pb, &[k_, n_ % w], (full * w, &[n_, 1]), to);
-        }
-    }
-    if let Some(t) = transposed {
-        layout::copy_strided(rec, a, t, &[m_, k_], (0, &[1, m_]), (0, &[k_, 1]));
-    }
-    let a_rows = transposed.unwrap_or(a);
-    let entry = ua_entry(strided, nt, rows);
-    let b = packed.unwrap_or(b);
-    for row0 in (0..m).step_by(per_dispatch as usize) {
-        let count = per_dispatch.min(m - row0);
-        for (w, &window) in windows.iter().enumerate() {
-            let first = row0 + w as u32 * window_rows;
-            if first >= row0 + count {
-                break;
-            }
-            let rows = window_rows.min(row0 + count - first);
-            let bytes = rows as u64 * k as u64 * 4;
-            rec.copy(a_rows, first as u64 * k as u64 * 4, window, bytes);
-        }
-        let p = MatmulParams {
-            a_row0: row0,
-            a_rows: count,
-            window_rows,
-            b_panel: if packed.is_some() { UA_LANES } else { 0 },
-            ..*params
-        };
-        // Bindings: out, window 0, B, windows 1..; unused ones repeat window 0.
-        let mut buffers = vec![out, windows[0], b];
-        buffers.extend((1..UA_WINDOWS).map(|w| *windows.get(w).unwrap_or(&windows[0])));
-        let groups = [count.div_ceil(rows), (n / 4).div_ceil(UA_LANES), batch];
-        generated::push_stored(rec, entry, epilogue, &p, buffers, groups);
-    }
-    // Work recorded later runs after these dispatches, so the scratch can be reused.
-    rec.free_all(windows.into_iter().chain(transposed).chain(packed));
-    true
-}
-
-/// The uniform-window kernel with blocks of `rows` rows: plain, `strided`, or reading B
-/// transposed (`nt`).
-fn ua_entry(strided: bool, nt: bool, rows: u32) -> Entry {
-    match (strided, nt, rows) {
-        (false, false, 8) => kernels::MATMUL_VEC4_UA,
-        (true, false, 8) => kernels::MATMUL_VEC4_OUT_UA,
-        (false, true, 8) => kernels::MATMUL_VEC4_NT_UA,
-        (false, false, 16) => kernels::MATMUL_VEC4_UA16,
-        (true, false, 16) => kernels::MATMUL_VEC4_OUT_UA16,
-        (false, true, 16) => kernels::MATMUL_VEC4_NT_UA16,
-        _ => unreachable!("no uniform-window kernel: strided {strided}, nt {nt}, {rows} rows"),
-    }
-}
-
-/// Rows of A one uniform window holds: whole blocks of `rows` rows.
-fn window_rows(k: u32, rows: u32) -> u32 {
-    ((UA_WINDOW_BYTES / 4) as u32 / k.max(1)) / rows * rows
-}
-
-/// The largest k the uniform-window products take on this adapter (a window holding one
-/// block of the smallest height), or None where they never run (kernels for GPUs, or
-/// uniform bindings too small or too few).
-pub(crate) fn windows_max_k(rec: &Recorder) -> Option<u32> {
-    let limits = rec.limits();
-    let fit = !rec.gpu_kernels()
-        && limits.max_uniform_buffer_binding_size >= UA_WINDOW_BYTES
-        && limits.max_uniform_buffers_per_shader_stage >= UA_WINDOWS as u32;
-    fit.then(|| (UA_WINDOW_BYTES / 4) as u32 / UA_ROWS[0])
-}
-
-/// Whether the uniform-window kernels with blocks of `rows` rows can run `params` (see
-/// [`matmul_ua`]).
-fn windows_fit(rec: &Recorder, params: &MatmulParams, rows: u32) -> bool {
-    let rank = params.batch_rank as usize;
-    let (m, n, k) = (params.m, params.n, params.k);
-    windows_max_k(rec).is_some()
-        && params.sa[..rank].iter().all(|&s| s == 0)
-        && k % 4 == 0
-        && n % 4 == 0
-        && k > 0
-        && window_rows(k, rows) >= rows
-        && m > 0
-}
 
 /// Records the dispatches of an [`Op::MatMul`], with `epilogue` applied to its stores.
 pub(crate) fn record(

@@ -2,8 +2,9 @@
 //! chosen by shape and adapter, recorded through the [`Recorder`]. [`record`] is the table
 //! from ops to families.
 //!
-//! Within this layer a module may use the ones listed before it in `mod` order below, never
-//! one after it.
+//! Within this layer the modules that use others go one way: generated ← layout ← reduce ←
+//! windows ← matmul ← conv_gemm ← conv, each using only ones to its left (elementwise,
+//! index and pool use none).
 
 pub(crate) mod conv;
 pub(crate) mod conv_gemm;
@@ -14,6 +15,7 @@ pub(crate) mod layout;
 pub(crate) mod matmul;
 pub(crate) mod pool;
 pub(crate) mod reduce;
+pub(crate) mod windows;
 
 use wgrad_graph::shape::numel;
 use wgrad_graph::{Arg, Op, Result};
