@@ -3,12 +3,14 @@
 //! and every candidate kernel, pinned, gives the CPU backend's values. One test, since it
 //! sets the environment the contexts read.
 
-use std::rc::Rc;
+mod common;
+
 use std::sync::Arc;
 
-use wgrad::graph::{Backend, BufferId, Capabilities, Conv2dSpec, Launch, Result};
+use common::{kernels_ran, watched};
+use wgrad::graph::Conv2dSpec;
 use wgrad::{Device, Tensor};
-use wgrad_device::{AdapterOptions, Context, GpuBackend, ProfileClock};
+use wgrad_device::{AdapterOptions, Context, GpuBackend};
 
 /// A fresh context, or None (and a skip line) without an adapter.
 fn context() -> Option<Arc<Context>> {
@@ -24,33 +26,6 @@ fn context() -> Option<Arc<Context>> {
     }
 }
 
-/// A device on a profiled backend that the test keeps a handle to, to see which kernels ran.
-struct Watched(Rc<GpuBackend>);
-
-impl Backend for Watched {
-    fn capabilities(&self) -> &Capabilities {
-        self.0.capabilities()
-    }
-    fn alloc(&self, bytes: usize) -> Result<BufferId> {
-        self.0.alloc(bytes)
-    }
-    fn free(&self, id: BufferId) {
-        self.0.free(id)
-    }
-    fn write(&self, id: BufferId, data: &[u8]) -> Result<()> {
-        self.0.write(id, data)
-    }
-    fn read(&self, id: BufferId, bytes: usize) -> Result<Vec<u8>> {
-        self.0.read(id, bytes)
-    }
-    fn exec(&self, launch: &Launch<'_>) -> Result<()> {
-        self.0.exec(launch)
-    }
-    fn flush(&self) -> Result<()> {
-        self.0.flush()
-    }
-}
-
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n as u32)
         .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
@@ -60,8 +35,8 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 /// A plain product of 512³, one of several dispatches whose rows and columns end inside a
 /// block (B stored plainly and transposed), products with NaN (a quiet NaN with a payload,
 /// from its bits) and infinities in A and B, a batched one whose edges cut every tile, one
-/// whose k is split, and a convolution whose products store strided, on `dev`, against the
-/// CPU backend (NaN where it has NaN, the same infinities).
+/// whose k is split, and a convolution's weight gradient, whose products store strided, on
+/// `dev`, against the CPU backend (NaN where it has NaN, the same infinities).
 fn products_match_cpu(dev: &Device, what: &str) {
     let cpu = wgrad::cpu();
     let t = |dev: &Device, shape: &[usize], seed: u32| {
@@ -83,8 +58,12 @@ fn products_match_cpu(dev: &Device, what: &str) {
         let (nan_inf, nan_inf_nt) = (a.matmul(&b), a.matmul_t(&bt, false, true));
         let edges = t(dev, &[3, 150, 44], 3).matmul(&t(dev, &[44, 76], 4));
         let long = t(dev, &[20, 12_000], 5).matmul(&t(dev, &[12_000, 8], 6));
-        let conv =
-            t(dev, &[8, 16, 20, 20], 7).conv2d(&t(dev, &[32, 16, 3, 3], 8), Conv2dSpec::default());
+        // Images of 72 KiB, more than a uniform window: the weight gradient runs as
+        // unfolding and products (on CPU-type adapters too).
+        let (x, w) = (t(dev, &[8, 64, 17, 17], 7), t(dev, &[8, 64, 3, 3], 8));
+        w.set_requires_grad(true);
+        let grads = x.conv2d(&w, Conv2dSpec::default()).sum_all().backward();
+        let conv = grads.get(&w).unwrap().clone();
         [
             square, ragged, ragged_nt, nan_inf, nan_inf_nt, edges, long, conv,
         ]
@@ -94,7 +73,7 @@ fn products_match_cpu(dev: &Device, what: &str) {
     for ((g, w), k) in got
         .iter()
         .zip(&want)
-        .zip([512.0, 520.0, 520.0, 128.0, 128.0, 44.0, 12_000.0, 144.0])
+        .zip([512.0, 520.0, 520.0, 128.0, 128.0, 44.0, 12_000.0, 1800.0])
     {
         assert_eq!(g.len(), w.len());
         for (i, (x, y)) in g.iter().zip(w).enumerate() {
@@ -169,15 +148,9 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
         let strided = ["matmul_vec4_out", "matmul_vec4_out_wide"];
         for plan in plain.into_iter().chain(strided) {
             ctx.tuning.pin(Some(plan));
-            let backend = Rc::new(GpuBackend::profiled(ctx.clone(), ProfileClock::Host));
-            let dev = Device::new(Watched(backend.clone()));
+            let (dev, backend) = watched(&ctx);
             products_match_cpu(&dev, &format!("{plan} ({kernels} kernels)"));
-            let ran: Vec<String> = backend
-                .kernel_times()
-                .0
-                .into_iter()
-                .map(|t| t.name)
-                .collect();
+            let ran = kernels_ran(&backend);
             let names: &[&str] = match plan {
                 "uniform_windows" => &["matmul_vec4_ua", "matmul_vec4_nt_ua"],
                 "uniform_windows_16" => &["matmul_vec4_ua16", "matmul_vec4_nt_ua16"],

@@ -2,8 +2,13 @@
 //! GPU-vs-CPU and finite-difference checkers.
 #![allow(dead_code)]
 
+use std::rc::Rc;
+use std::sync::Arc;
+
+use wgrad::graph::{Backend, BufferId, Capabilities, Launch};
 use wgrad::nn::Rng;
 use wgrad::{DType, Device, Tensor};
+use wgrad_device::{Context, GpuBackend, ProfileClock};
 
 /// The GPU device, or `None` with a printed skip line. With `WGRAD_REQUIRE_GPU=1` a missing
 /// adapter fails the test instead.
@@ -257,4 +262,47 @@ pub fn gradcheck(name: &str, specs: &[Spec], f: impl Fn(&[Tensor]) -> Tensor) {
         }
     }
     assert!(checked > 0, "{name}: nothing was checked");
+}
+
+/// A device on a profiled backend that the test keeps a handle to, to see which kernels ran.
+pub struct Watched(pub Rc<GpuBackend>);
+
+impl Backend for Watched {
+    fn capabilities(&self) -> &Capabilities {
+        self.0.capabilities()
+    }
+    fn alloc(&self, bytes: usize) -> wgrad::graph::Result<BufferId> {
+        self.0.alloc(bytes)
+    }
+    fn free(&self, id: BufferId) {
+        self.0.free(id)
+    }
+    fn write(&self, id: BufferId, data: &[u8]) -> wgrad::graph::Result<()> {
+        self.0.write(id, data)
+    }
+    fn read(&self, id: BufferId, bytes: usize) -> wgrad::graph::Result<Vec<u8>> {
+        self.0.read(id, bytes)
+    }
+    fn exec(&self, launch: &Launch<'_>) -> wgrad::graph::Result<()> {
+        self.0.exec(launch)
+    }
+    fn flush(&self) -> wgrad::graph::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A device on `ctx` whose kernels are recorded by name (host clock), and its backend.
+pub fn watched(ctx: &Arc<Context>) -> (Device, Rc<GpuBackend>) {
+    let backend = Rc::new(GpuBackend::profiled(ctx.clone(), ProfileClock::Host));
+    (Device::new(Watched(backend.clone())), backend)
+}
+
+/// The kernels `backend` has run so far, each as its name and grid (`name [x, y, z]`).
+pub fn kernels_ran(backend: &GpuBackend) -> Vec<String> {
+    backend
+        .kernel_times()
+        .0
+        .into_iter()
+        .map(|t| t.name)
+        .collect()
 }

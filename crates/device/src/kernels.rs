@@ -84,8 +84,12 @@ pub const UA_LANES: u32 = 32;
 /// Rows of the block one `_ua` matmul invocation computes: 8, or 16 for the `_ua16` kernels.
 pub const UA_ROWS: [u32; 2] = [8, 16];
 
-/// Whether `entry` is one of the matmul kernels that read A through uniform windows (their
-/// module has the windows' bindings).
+/// Heights of the blocks the window convolutions compute per invocation: 8, 16 (`_ua16`) or
+/// 32 (`_ua32`) output channels (`conv_vec4_ua`), or taps (`conv_grad_weight_ua`).
+pub const CONV_ROWS: [u32; 3] = [8, 16, 32];
+
+/// Whether `entry` is one of the matmul-family kernels that read A through uniform windows
+/// (their module has the windows' bindings): products and convolutions.
 pub fn reads_windows(entry: Entry) -> bool {
     [
         MATMUL_VEC4_UA,
@@ -94,6 +98,18 @@ pub fn reads_windows(entry: Entry) -> bool {
         MATMUL_VEC4_OUT_UA16,
         MATMUL_VEC4_NT_UA,
         MATMUL_VEC4_NT_UA16,
+        CONV_VEC4_UA,
+        CONV_VEC4_UA16,
+        CONV_VEC4_INSIDE_UA,
+        CONV_VEC4_INSIDE_UA16,
+        CONV_VEC4_UA32,
+        CONV_VEC4_INSIDE_UA32,
+        CONV_GRAD_WEIGHT_UA,
+        CONV_GRAD_WEIGHT_UA16,
+        CONV_GRAD_WEIGHT_UA32,
+        CONV_GRAD_WEIGHT_INSIDE_UA,
+        CONV_GRAD_WEIGHT_INSIDE_UA16,
+        CONV_GRAD_WEIGHT_INSIDE_UA32,
     ]
     .contains(&entry)
 }

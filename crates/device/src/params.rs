@@ -410,6 +410,66 @@ pub struct Im2colParams {
     pub pad: u32,
 }
 
+/// `shaders/matmul_ua.wgsl`'s `ConvWindowParams`: a convolution (one group) as a product of
+/// the weights, `[co, k]` rows through uniform windows, and the input read in place where its
+/// unfolding would hold each value (`conv_windows.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct ConvWindowParams {
+    /// The first output channel (row of the weights) the dispatch's windows hold.
+    pub a_row0: u32,
+    /// Output channels the dispatch's windows hold together.
+    pub a_rows: u32,
+    /// Output channels each window holds.
+    pub window_rows: u32,
+    /// Taps per output channel (input channels · kernel taps), a multiple of 4.
+    pub k: u32,
+    /// Columns of the dispatch: its images · output pixels.
+    pub cols: u32,
+    /// The dispatch's first image.
+    pub image0: u32,
+    /// Output pixels per image.
+    pub np: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Output channels.
+    pub co: u32,
+    /// Elements per image of the tensor read.
+    pub image: u32,
+    /// Height of the tensor read.
+    pub h: u32,
+    /// Width of the tensor read.
+    pub w: u32,
+    /// Row stride.
+    pub sh: u32,
+    /// Column stride.
+    pub sw: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Offset of output row 0's window in the rows read.
+    pub oy: i32,
+    /// Offset of output column 0's window in the columns read.
+    pub ox: i32,
+    /// Rows read between consecutive kernel rows (negative for a mirrored kernel).
+    pub ky_step: i32,
+    /// Columns read between consecutive kernel columns.
+    pub kx_step: i32,
+    /// `conv_grad_weight_ua`: images in the dispatch.
+    pub images: u32,
+    /// `conv_grad_weight_ua`: images per window.
+    pub window_images: u32,
+    /// `conv_grad_weight_ua`: images per part (grid z).
+    pub part_images: u32,
+    /// `conv_grad_weight_ua`: the output slot of the dispatch's first part.
+    pub part0: u32,
+    /// `conv_grad_weight_ua`: output height.
+    pub oh: u32,
+    /// Unused; matches the WGSL struct's padding.
+    pub pad: [u32; 3],
+}
+
 /// `shaders/pool.wgsl`'s `PoolParams`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 
 use wgrad_graph::shape::MAX_RANK;
 
-use crate::kernels::{Family, UA_LANES, UA_ROWS, UA_WINDOWS, UA_WINDOW_BYTES, WORKGROUP};
+use crate::kernels::{
+    Family, CONV_ROWS, UA_LANES, UA_ROWS, UA_WINDOWS, UA_WINDOW_BYTES, WORKGROUP,
+};
 use crate::params::MAX_FUSED_CONSTANTS;
 
 /// The prelude kernels start with (families and generated kernels alike): the shared
@@ -203,31 +205,75 @@ const UA_VARIANTS: [[(&str, &str); 6]; 3] = [
     ],
 ];
 
+/// The variants of the window convolutions' `//@conv-rows` section: bounds checked; every
+/// window inside the input.
+const CONV_VARIANTS: [[(&str, &str); 2]; 2] = [
+    [("v", ""), ("gather", "conv_gather")],
+    [("v", "_inside"), ("gather", "conv_inside")],
+];
+
+/// The variants of the window weight gradients' `//@conv-gw-rows` section: bounds checked
+/// (0 in the padding); every window inside the input. `{value}` holds `{r}` and `{w}`.
+const CONV_GW_VARIANTS: [[(&str, &str); 2]; 2] = [
+    [
+        ("v", ""),
+        (
+            "value",
+            "let in{r} = (u32(y + t{r}.y) < cw.h) && (u32(x + t{r}.z) < cw.w);
+                let a{r} = u32(select(0, at + t{r}.x, in{r}));
+                let v{r} = select(0.0, ua{w}[a{r} >> 2u][a{r} & 3u], in{r});",
+        ),
+    ],
+    [
+        ("v", "_inside"),
+        (
+            "value",
+            "let a{r} = u32(at + t{r}.x);
+                let v{r} = ua{w}[a{r} >> 2u][a{r} & 3u];",
+        ),
+    ],
+];
+
+/// The variable sets of a row-block section (`//@rows` and the like): one per block height
+/// of `heights` and variant of `variants` (name–value pairs, `v` the suffix), for the
+/// function `{function}{rows}{v}`; with `keep`, only the one it names.
+fn row_blocks<const N: usize>(
+    function: &str,
+    heights: &[u32],
+    variants: &[[(&'static str, &'static str); N]],
+    keep: Option<(&str, &str)>,
+) -> Vec<Vec<(&'static str, String)>> {
+    heights
+        .iter()
+        .flat_map(|rows| {
+            variants.iter().map(move |variant| {
+                let mut vars = vec![("rows", rows.to_string())];
+                vars.extend(variant.iter().map(|&(k, v)| (k, v.to_string())));
+                vars
+            })
+        })
+        .filter(|vars| {
+            let (rows, v) = (var(vars, "rows"), var(vars, "v"));
+            let name = format!("{function}{}{}", rows.unwrap_or(""), v.unwrap_or(""));
+            keep.is_none_or(|(_, f)| f == name)
+        })
+        .collect()
+}
+
 /// Appends `lines` to `out` with each `{name}` of `vars` replaced by its value, and each
-/// block between a `//@rows`, `//@each-row` or `//@each-window` line and its `//@end`
-/// written out once per value of what it repeats over (blocks nest). With `keep` (an entry
-/// point and the function it calls), the other `//@entry` blocks and the `//@rows`
-/// functions of other names are left out.
+/// block between a `//@rows`, `//@conv-rows`, `//@conv-gw-rows`, `//@each-row` or
+/// `//@each-window` line and its `//@end` written out once per value of what it repeats
+/// over (blocks nest). With `keep` (an entry point and the function it calls), the other
+/// `//@entry` blocks and the row-block functions (`//@rows`, `//@conv-rows`, `//@conv-gw-rows`) of other names are
+/// left out.
 fn expand(lines: &[&str], vars: &[(&str, String)], keep: Option<(&str, &str)>, out: &mut String) {
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
         let repeats: Vec<Vec<(&str, String)>> = match line {
-            "//@rows" => UA_ROWS
-                .iter()
-                .flat_map(|rows| {
-                    UA_VARIANTS.map(|variant| {
-                        let mut vars = vec![("rows", rows.to_string())];
-                        vars.extend(variant.iter().map(|&(k, v)| (k, v.to_string())));
-                        vars
-                    })
-                })
-                .filter(|vars| {
-                    let (rows, v) = (var(vars, "rows"), var(vars, "v"));
-                    let function = format!("ua_rows{}{}", rows.unwrap_or(""), v.unwrap_or(""));
-                    keep.is_none_or(|(_, f)| f == function)
-                })
-                .collect(),
+            "//@rows" => row_blocks("ua_rows", &UA_ROWS, &UA_VARIANTS, keep),
+            "//@conv-rows" => row_blocks("conv_rows", &CONV_ROWS, &CONV_VARIANTS, keep),
+            "//@conv-gw-rows" => row_blocks("conv_gw_rows", &CONV_ROWS, &CONV_GW_VARIANTS, keep),
             l if l.starts_with("//@entry ") => {
                 let name = l.split_whitespace().nth(1).expect("//@entry NAME FUNCTION");
                 match keep.is_none_or(|(entry, _)| entry == name) {

@@ -147,6 +147,11 @@ fn parameter_structs_match_their_wgsl_twins() {
             size_of::<ConvLanesParams>(),
         ),
         (Family::Conv, "Im2colParams", size_of::<Im2colParams>()),
+        (
+            Family::Matmul,
+            "ConvWindowParams",
+            size_of::<ConvWindowParams>(),
+        ),
         (Family::Pool, "PoolParams", size_of::<PoolParams>()),
     ];
     for (family, name, rust) in twins {

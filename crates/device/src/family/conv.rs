@@ -19,6 +19,7 @@ use wgrad_graph::shape::numel;
 use wgrad_graph::{Arg, BufferId, Error, Result};
 
 use super::conv_gemm::{self, scratch_and_weights, Weights};
+use super::conv_windows;
 use super::generated::{self, Epilogue};
 use super::reduce::{self, Reduction};
 use crate::kernels::{self, Entry, UA_WINDOW_BYTES};
@@ -46,6 +47,9 @@ pub(crate) fn record(
             let geo = ConvLanesParams::forward(&params);
             let weights = Weights::AsIs(x[1].buffer);
             let operands = (x[0].buffer, out.buffer);
+            if conv_windows::conv_windows(rec, &geo, operands, weights, epilogue)? {
+                return Ok(());
+            }
             if conv_gemm::gemm_fits(rec, &geo)
                 && conv_gemm::conv_gemm(rec, &geo, operands, weights, epilogue)?
             {
@@ -93,6 +97,9 @@ pub(crate) fn record(
             let params = ConvParams::new(spec, x[0].shape, x[1].shape, out.shape);
             let geo = ConvLanesParams::forward(&params);
             let (input, grad) = (x[0].buffer, x[1].buffer);
+            if conv_windows::grad_weight_windows(rec, &geo, (input, grad, out.buffer))? {
+                return Ok(());
+            }
             if conv_gemm::gemm_weight_fits(rec, &geo)
                 && conv_gemm::conv_gemm_weight(rec, &geo, input, grad, out.buffer)?
             {
@@ -203,6 +210,9 @@ fn grad_input_stride1(
             strides: &[k, cg * k, 1],
         };
         let operands = (x[0].buffer, out.buffer);
+        if conv_windows::conv_windows(rec, &geo, operands, weights, None)? {
+            return Ok(true);
+        }
         match conv_gemm::gemm_fits(rec, &geo) {
             true => conv_gemm::conv_gemm(rec, &geo, operands, weights, None),
             false => Ok(false),

@@ -16,6 +16,7 @@ use crate::MAX_TRIP;
 
 /// The weight operand of a convolution kernel: a buffer read as is, or copied first into
 /// the order `view` with source `strides` gives.
+#[derive(Clone, Copy)]
 pub(crate) enum Weights<'a> {
     AsIs(BufferId),
     Relayout {

@@ -179,14 +179,15 @@ fn every_generated_kernel_validates() {
         }
     }
     // Each product kernel with each epilogue, bound after its own buffers as `push_stored`
-    // binds it: out, a, b (or out, window 0, b, windows 1..).
+    // binds it: out, a, b (or out, window 0, b, windows 1.., and for the convolutions the
+    // tap table).
     let mut products = vec![(kernels::MATMUL_VEC4, 4), (kernels::CONV2D, 4)];
     // Each window kernel's module holds only its own window code.
     products.extend(
         kernels::ALL
             .iter()
             .filter(|&&e| kernels::reads_windows(e))
-            .map(|&e| (e, 11)),
+            .map(|&e| (e, if e.name.starts_with("conv") { 12 } else { 11 })),
     );
     for (_, f) in epilogues.iter() {
         for &(entry, first) in &products {

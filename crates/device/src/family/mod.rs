@@ -3,11 +3,12 @@
 //! from ops to families.
 //!
 //! Within this layer the modules that use others go one way: generated ← layout ← reduce ←
-//! windows ← matmul ← conv_gemm ← conv, each using only ones to its left (elementwise,
-//! index and pool use none).
+//! windows ← matmul ← conv_gemm ← conv_windows ← conv, each using only ones to its left
+//! (elementwise, index and pool use none).
 
 pub(crate) mod conv;
 pub(crate) mod conv_gemm;
+pub(crate) mod conv_windows;
 pub(crate) mod elementwise;
 pub(crate) mod generated;
 pub(crate) mod index;

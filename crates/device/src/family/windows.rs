@@ -120,7 +120,7 @@ pub(super) fn ua_entry(strided: bool, nt: bool, rows: u32) -> Entry {
 }
 
 /// Rows of A one uniform window holds: whole blocks of `rows` rows.
-fn window_rows(k: u32, rows: u32) -> u32 {
+pub(super) fn window_rows(k: u32, rows: u32) -> u32 {
     ((UA_WINDOW_BYTES / 4) as u32 / k.max(1)) / rows * rows
 }
 
