@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use wgrad_graph::{Error, Result};
 
-use crate::kernels::{Entry, Family};
+use crate::kernels::Entry;
 use crate::shaders;
 use crate::tune::Tuning;
 
@@ -46,7 +46,9 @@ pub struct Context {
     pub info: wgpu::AdapterInfo,
     /// The device's limits as granted (possibly below the adapter's).
     pub limits: wgpu::Limits,
-    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
+    /// Per family, and per entry point of the uniform-window template (see
+    /// `shaders::window_source`).
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     /// By entry point and the bits of its pipeline-overridable constants.
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Pipelines of generated kernels and their sources, keyed by a text naming everything
@@ -404,12 +406,20 @@ impl Context {
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let family = entry.family;
+        // An entry point of the uniform-window template has a module of its own; the
+        // others share their family's.
+        let window = shaders::window_source(entry.name);
+        let name = match window {
+            Some(_) => entry.name,
+            None => family.file(),
+        };
         let pipeline = self.scoped(|| {
-            let module = modules.entry(family).or_insert_with(|| {
+            let module = modules.entry(name).or_insert_with(|| {
+                let source = window.unwrap_or_else(|| shaders::source(family).to_string());
                 self.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(family.file()),
-                        source: wgpu::ShaderSource::Wgsl(shaders::source(family).into()),
+                        label: Some(name),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
                     })
             });
             Arc::new(

@@ -73,12 +73,7 @@ pub fn source(family: Family) -> &'static str {
         .position(|&f| f == family)
         .expect("listed");
     SOURCES[i].get_or_init(|| match family {
-        Family::Matmul => format!(
-            "{}{}{PLAIN_STORES}{}",
-            prelude(),
-            file(Family::Matmul),
-            uniform_window_kernels()
-        ),
+        Family::Matmul => format!("{}{}{PLAIN_STORES}", prelude(), file(Family::Matmul)),
         Family::Conv => conv_source(PLAIN_STORE),
         Family::Subgroup => format!(
             "{}{}{}",
@@ -113,7 +108,7 @@ fn file(family: Family) -> &'static str {
 pub fn matmul_source(stores: &str, window: Option<&str>) -> String {
     let mut source = format!("{}{}{stores}", prelude(), file(Family::Matmul));
     if let Some(entry) = window {
-        expand_windows(Some(entry), &mut source);
+        expand_windows(entry, &mut source);
     }
     source
 }
@@ -135,35 +130,38 @@ fn put(i: u32, v: f32) { out[i] = v; }
 fn put4(i4: u32, v: vec4<f32>) { out4[i4] = v; }
 ";
 
-/// `shaders/matmul_ua.wgsl` written out: the `//@rows` section once per block height of
-/// [`UA_ROWS`] and variant of [`UA_VARIANTS`], within it the `//@each-row` lines once per
-/// row of the block, and the `//@each-window` lines once for each of the [`UA_WINDOWS`]
-/// windows.
-fn uniform_window_kernels() -> &'static str {
-    static KERNELS: OnceLock<String> = OnceLock::new();
-    KERNELS.get_or_init(|| {
-        let mut out = String::new();
-        expand_windows(None, &mut out);
-        out
-    })
+/// The module of `entry` if it is an entry point of `shaders/matmul_ua.wgsl`: the matmul
+/// family with plain stores, then that entry point and the functions it calls, written out
+/// (see [`expand`]); None for any other entry point. The family's own module leaves these
+/// out: written out per window, block height and variant they are long, and each is
+/// compiled only when it is first used.
+pub fn window_source(entry: &str) -> Option<String> {
+    static ENTRIES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let entries = ENTRIES.get_or_init(|| {
+        include_str!("../../../shaders/matmul_ua.wgsl")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//@entry ")?.split_whitespace().next())
+            .collect()
+    });
+    entries
+        .contains(&entry)
+        .then(|| matmul_source(PLAIN_STORES, Some(entry)))
 }
 
-/// Appends `shaders/matmul_ua.wgsl` written out to `out`: every kernel, or only the entry
-/// point `only` and the function its `//@entry` line names.
-fn expand_windows(only: Option<&str>, out: &mut String) {
+/// Appends what `shaders/matmul_ua.wgsl` holds for the entry point `entry` to `out`,
+/// written out: the lines outside entry blocks, its `//@entry` block, and the function its
+/// `//@entry` line names.
+fn expand_windows(entry: &str, out: &mut String) {
     let template: Vec<&str> = include_str!("../../../shaders/matmul_ua.wgsl")
         .lines()
         .collect();
-    let keep = only.map(|entry| {
-        let function = template.iter().find_map(|l| {
-            let mut words = l.strip_prefix("//@entry ")?.split_whitespace();
-            (words.next() == Some(entry)).then(|| words.next().expect("//@entry NAME FUNCTION"))
-        });
-        let function = function.unwrap_or_else(|| panic!("matmul_ua.wgsl has no {entry}"));
-        (entry, function)
+    let function = template.iter().find_map(|l| {
+        let mut words = l.strip_prefix("//@entry ")?.split_whitespace();
+        (words.next() == Some(entry)).then(|| words.next().expect("//@entry NAME FUNCTION"))
     });
-    out.reserve(template.len() * 400);
-    expand(&template, &[], keep, out);
+    let function = function.unwrap_or_else(|| panic!("matmul_ua.wgsl has no {entry}"));
+    out.reserve(template.len() * 40);
+    expand(&template, &[], Some((entry, function)), out);
 }
 
 /// The variants of the uniform-window products' `//@rows` section: plain; storing through

@@ -1,7 +1,7 @@
 //! The kernel table against the WGSL, with naga and without a GPU: every family's source
-//! (prelude included) validates; every entry point in `kernels::ALL` exists with the
-//! workgroup size the table gives, and every entry point of the files is in the table; every
-//! parameter struct has the size of its WGSL twin.
+//! (prelude included) and every uniform-window kernel's own module validates; every entry
+//! point in `kernels::ALL` exists with the workgroup size the table gives, and every entry
+//! point of the files is in the table; every parameter struct has the size of its WGSL twin.
 
 use std::mem::size_of;
 
@@ -11,9 +11,12 @@ use wgrad_device::shaders;
 use wgrad_graph::{BinaryOp, UnaryOp};
 
 fn module(family: Family) -> naga::Module {
-    let src = shaders::source(family);
+    validated(family.file(), shaders::source(family), family)
+}
+
+fn validated(what: &str, src: &str, family: Family) -> naga::Module {
     let module = naga::front::wgsl::parse_str(src)
-        .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(src)));
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
     // The subgroup family runs only on devices that have subgroup operations.
     let capabilities = match family {
         Family::Subgroup => naga::valid::Capabilities::SUBGROUP,
@@ -21,7 +24,7 @@ fn module(family: Family) -> naga::Module {
     };
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
         .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(src)));
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
     module
 }
 
@@ -44,6 +47,10 @@ fn the_kernel_table_matches_the_wgsl() {
         let m = module(family);
         let table: Vec<_> = kernels::ALL.iter().filter(|e| e.family == family).collect();
         for entry in &table {
+            // An entry point of the uniform-window template is in a module of its own.
+            let own =
+                shaders::window_source(entry.name).map(|src| validated(entry.name, &src, family));
+            let m = own.as_ref().unwrap_or(&m);
             let found = m.entry_points.iter().find(|e| e.name == entry.name);
             let found = found.unwrap_or_else(|| {
                 panic!("{}: entry point `{}` is missing", family.file(), entry.name)
@@ -118,9 +125,16 @@ fn each_function_has_its_own_kernel() {
     }
 }
 
-/// The size naga lays out for struct `name` of `family`'s module.
-fn wgsl_size(family: Family, name: &str) -> usize {
-    let m = module(family);
+/// The size naga lays out for struct `name` of `family`'s module, or of the module of the
+/// uniform-window entry point `window`.
+fn wgsl_size(family: Family, window: Option<&str>, name: &str) -> usize {
+    let m = match window {
+        Some(entry) => {
+            let src = shaders::window_source(entry).expect("a uniform-window entry point");
+            validated(entry, &src, family)
+        }
+        None => module(family),
+    };
     let mut layouter = naga::proc::Layouter::default();
     layouter.update(m.to_ctx()).expect("layout");
     let (handle, _) = m
@@ -147,18 +161,19 @@ fn parameter_structs_match_their_wgsl_twins() {
             size_of::<ConvLanesParams>(),
         ),
         (Family::Conv, "Im2colParams", size_of::<Im2colParams>()),
-        (
-            Family::Matmul,
-            "ConvWindowParams",
-            size_of::<ConvWindowParams>(),
-        ),
         (Family::Pool, "PoolParams", size_of::<PoolParams>()),
     ];
     for (family, name, rust) in twins {
         assert_eq!(
-            wgsl_size(family, name),
+            wgsl_size(family, None, name),
             rust,
             "{name}: Rust and WGSL sizes differ"
         );
     }
+    let window = Some(kernels::CONV_WINDOW_TAPS.name);
+    assert_eq!(
+        wgsl_size(Family::Matmul, window, "ConvWindowParams"),
+        size_of::<ConvWindowParams>(),
+        "ConvWindowParams: Rust and WGSL sizes differ"
+    );
 }

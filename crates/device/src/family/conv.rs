@@ -1,18 +1,22 @@
 //! Convolution launch plans. [`record`] picks, per op, the first that
 //! applies; every plan is tested against the CPU backend (`tests/conv.rs`):
 //!
-//! - **forward**: unfold and multiply (one group, taps per output channel a multiple of 4:
-//!   `im2col` a chunk of images at a time, then the vec4 matrix product; images of fewer than
-//!   256 pixels side by side in one product), else channel lanes (output channels per group a
-//!   multiple of 4), else the general implicit-GEMM kernel;
-//! - **input gradient**: at stride 1, a convolution of g with the taps mirrored: unfold and
-//!   multiply first on CPU-type adapters, channel lanes first on GPUs; otherwise the general
-//!   kernel;
-//! - **weight gradient**: unfold and multiply (one group, any tap count), else the general
-//!   kernel.
+//! - **forward**: on CPU-type adapters, the window product (`conv_windows.rs`: one group,
+//!   taps per output channel a multiple of 4 up to 2048, the input read in place); else
+//!   unfold and multiply (one group, taps a multiple of 4: `im2col` a chunk of images at a
+//!   time, then the vec4 matrix product; images of fewer than 256 pixels side by side in one
+//!   product), else channel lanes (output channels per group a multiple of 4), else the
+//!   general implicit-GEMM kernel;
+//! - **input gradient**: at stride 1, a convolution of g with the taps mirrored: the window
+//!   product, then unfold and multiply, on CPU-type adapters, channel lanes first on GPUs;
+//!   at other strides a product and `col2im`; otherwise the general kernel;
+//! - **weight gradient**: on CPU-type adapters, whole images in uniform windows
+//!   (`conv_windows.rs`: one group, an image within a window); else unfold and multiply
+//!   (one group, any tap count), else the general kernel.
 //!
 //! On CPU-type adapters channel lanes read their input, and the products their A operand,
-//! through 64 KiB uniform-buffer windows (see `shaders/conv.wgsl` and `shaders/matmul.wgsl`).
+//! through 64 KiB uniform-buffer windows (see `shaders/conv.wgsl`, `shaders/matmul.wgsl`
+//! and `shaders/matmul_ua.wgsl`).
 
 use wgrad_graph::op::Op;
 use wgrad_graph::shape::numel;

@@ -1,8 +1,10 @@
-//! Convolutions on CPU-type adapters as products that read the weights through uniform
-//! windows and the input in place (`conv_vec4_ua`, `conv_vec4_ua16` in
-//! `shaders/matmul_ua.wgsl`): the product `conv_gemm.rs` computes after unfolding, without
-//! the unfolding. On these adapters each storage load costs the same whether it reads the
-//! unfolded matrix or the input, so writing the unfolding and reading it back is pure cost
+//! Convolutions on CPU-type adapters through uniform windows, without unfolding
+//! (`shaders/matmul_ua.wgsl`): forward convolutions and stride-1 input gradients as products
+//! that read the weights through the windows and the input in place (`conv_vec4_ua`), and
+//! weight gradients with whole images of the input in the windows and g read in place
+//! (`conv_grad_weight_ua`). These compute the products `conv_gemm.rs` computes after
+//! unfolding; on these adapters a storage load costs the same whether it reads the unfolded
+//! matrix or the input, so writing the unfolding and reading it back was pure cost
 //! (docs/performance.md).
 
 use wgrad_graph::{BufferId, Result};

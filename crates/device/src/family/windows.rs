@@ -11,7 +11,7 @@ use crate::params::MatmulParams;
 use crate::recorder::Recorder;
 
 /// Records the product `params` describes with A read through uniform windows of 64 KiB
-/// (CPU-type adapters; see `shaders::uniform_window_kernels`), each invocation computing
+/// (CPU-type adapters; see `shaders::window_source`), each invocation computing
 /// `rows` rows (one of [`UA_ROWS`]): each dispatch fills up to
 /// [`UA_WINDOWS`] windows with rows of A and multiplies them with all of B; A stored
 /// transposed is first transposed into scratch, a B that several dispatches read is first
