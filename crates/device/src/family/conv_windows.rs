@@ -210,16 +210,45 @@ pub(crate) fn grad_weight_windows(
 /// The weight-gradient kernel for `geo` with `taps` taps: without bounds checks where every
 /// window lies inside the input, in the blocks of taps [`block_rows`] picks.
 fn grad_weight_kernel(geo: &ConvLanesParams, taps: u32) -> (Entry, u32) {
-    let rows = block_rows(taps, |_| true);
-    let entry = match (inside(geo), rows) {
-        (false, 8) => kernels::CONV_GRAD_WEIGHT_UA,
-        (false, 16) => kernels::CONV_GRAD_WEIGHT_UA16,
-        (false, _) => kernels::CONV_GRAD_WEIGHT_UA32,
-        (true, 8) => kernels::CONV_GRAD_WEIGHT_INSIDE_UA,
-        (true, 16) => kernels::CONV_GRAD_WEIGHT_INSIDE_UA16,
-        (true, _) => kernels::CONV_GRAD_WEIGHT_INSIDE_UA32,
-    };
-    (entry, rows)
+    variant(GRAD_WEIGHT_KERNELS, geo, block_rows(taps, |_| true))
+}
+
+/// The forward kernels, bounds checked then `_inside`, per height of [`CONV_ROWS`].
+const FORWARD_KERNELS: [[Entry; 3]; 2] = [
+    [
+        kernels::CONV_VEC4_UA,
+        kernels::CONV_VEC4_UA16,
+        kernels::CONV_VEC4_UA32,
+    ],
+    [
+        kernels::CONV_VEC4_INSIDE_UA,
+        kernels::CONV_VEC4_INSIDE_UA16,
+        kernels::CONV_VEC4_INSIDE_UA32,
+    ],
+];
+
+/// The weight-gradient kernels, laid out as [`FORWARD_KERNELS`].
+const GRAD_WEIGHT_KERNELS: [[Entry; 3]; 2] = [
+    [
+        kernels::CONV_GRAD_WEIGHT_UA,
+        kernels::CONV_GRAD_WEIGHT_UA16,
+        kernels::CONV_GRAD_WEIGHT_UA32,
+    ],
+    [
+        kernels::CONV_GRAD_WEIGHT_INSIDE_UA,
+        kernels::CONV_GRAD_WEIGHT_INSIDE_UA16,
+        kernels::CONV_GRAD_WEIGHT_INSIDE_UA32,
+    ],
+];
+
+/// The kernel of `table` for `geo` in blocks of `rows`: `_inside` where every window lies
+/// inside the input.
+fn variant(table: [[Entry; 3]; 2], geo: &ConvLanesParams, rows: u32) -> (Entry, u32) {
+    let height = CONV_ROWS.iter().position(|&r| r == rows);
+    (
+        table[inside(geo) as usize][height.expect("a height of CONV_ROWS")],
+        rows,
+    )
 }
 
 /// The block height (of [`CONV_ROWS`], those `fits` allows) for `count` rows: the least
@@ -290,13 +319,5 @@ fn inside(geo: &ConvLanesParams) -> bool {
 /// window holds.
 fn kernel(geo: &ConvLanesParams, k: u32) -> (Entry, u32) {
     let rows = block_rows(geo.co, |rows| window_rows(k, rows) >= rows);
-    let entry = match (inside(geo), rows) {
-        (false, 8) => kernels::CONV_VEC4_UA,
-        (false, 16) => kernels::CONV_VEC4_UA16,
-        (false, _) => kernels::CONV_VEC4_UA32,
-        (true, 8) => kernels::CONV_VEC4_INSIDE_UA,
-        (true, 16) => kernels::CONV_VEC4_INSIDE_UA16,
-        (true, _) => kernels::CONV_VEC4_INSIDE_UA32,
-    };
-    (entry, rows)
+    variant(FORWARD_KERNELS, geo, rows)
 }
