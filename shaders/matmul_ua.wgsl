@@ -14,6 +14,11 @@
 //@each-window
 @group(0) @binding({binding}) var<uniform> ua{w}: array<vec4<f32>, UA_WINDOW_VEC4S>;
 //@end
+// The `_tex` kernels read B from this rgba32float texture instead of binding 3, a texel per
+// vec4 of a row of B (of B's transpose for `_nt_tex`; crates/device/src/family/windows.rs
+// fills it). On CPU-type adapters a texel fetch is a gather across the lanes, where a
+// storage-buffer load is a loop over them (docs/performance.md).
+@group(0) @binding(20) var bt: texture_2d<f32>;
 
 // The entry points, UA_LANES invocations wide, each computing a block of ROWS × 4 of C:
 // ROWS rows of the dispatch from `row`, 4 columns from vec4 column `c4`. Workgroups go down
@@ -68,6 +73,34 @@ fn matmul_vec4_out_ua16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
 }
 //@end
 
+//@entry matmul_vec4_ua_tex ua_rows8_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn matmul_vec4_ua_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    ua_rows8_tex(wg, l.x);
+}
+//@end
+
+//@entry matmul_vec4_ua16_tex ua_rows16_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn matmul_vec4_ua16_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    ua_rows16_tex(wg, l.x);
+}
+//@end
+
+//@entry matmul_vec4_nt_ua_tex ua_rows8_nt_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn matmul_vec4_nt_ua_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    ua_rows8_nt_tex(wg, l.x);
+}
+//@end
+
+//@entry matmul_vec4_nt_ua16_tex ua_rows16_nt_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn matmul_vec4_nt_ua16_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    ua_rows16_nt_tex(wg, l.x);
+}
+//@end
+
 // Stores one row of a block plainly (`ua_store`) or through the offset and row length
 // (`ua_store_out`).
 fn ua_store(z: u32, row: u32, c4: u32, v: vec4<f32>) {
@@ -79,15 +112,18 @@ fn ua_store_out(z: u32, row: u32, c4: u32, v: vec4<f32>) {
 }
 
 // Written out once per block height `{rows}` and variant `{v}`: empty (B [k, n], plain
-// stores), `_out` (stores through `store_out`) or `_nt` (B [n, k]); `{cols}` is the row
-// length stored, `{b_next}` the vec4s B's reads move by per step of 4 along k, `{product}`
-// the step's contribution to a row's four outputs. The lines between `//@each-row` and
-// `//@end` are written out once per row `{r}` of the block.
+// stores), `_out` (stores through `store_out`), `_nt` (B [n, k]), `_tex` and `_nt_tex` (B,
+// or its transpose, read from the texture); `{cols}` is the row length stored, `{b_next}`
+// the vec4s B's reads move by per step of 4 along k, `{loads}` the step's reads of B,
+// `{product}` the step's contribution to a row's four outputs. `{guard}` keeps binding 3 in
+// the `_tex` kernels' bindings, so that every variant binds the same buffers. The lines
+// between `//@each-row` and `//@end` are written out once per row `{r}` of the block.
 //@rows
 fn ua_rows{rows}{v}(wg: vec3<u32>, lane: u32) {
     let c4 = wg.y * UA_LANES + lane;
     let row = wg.x * {rows}u;
     if (row >= p.a_rows || c4 * 4u >= {cols}) { return; }
+    {guard}
     let n4 = p.n / 4u;
     let k4 = p.k / 4u;
     let b0 = batch_offsets(wg.z).y;
@@ -114,10 +150,7 @@ fn ua_rows{rows}{v}(wg: vec3<u32>, lane: u32) {
         case {w}u: {
             var rb = b0 / 4u + b_col;
             for (var t = 0u; t < k4; t++) {
-                let b_0 = b4[rb];
-                let b_1 = b4[rb + b_row];
-                let b_2 = b4[rb + 2u * b_row];
-                let b_3 = b4[rb + 3u * b_row];
+                {loads}
                 rb += {b_next};
 //@each-row
                 let x{r} = ua{w}[ra{r} + t];
@@ -249,6 +282,50 @@ fn conv_vec4_inside_ua32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
 }
 //@end
 
+// The `_tex` kernels read the input from the texture, CONV_TEXELS values a row (see
+// `conv_texel`).
+//@entry conv_vec4_ua_tex conv_rows8_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn conv_vec4_ua_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    conv_rows8_tex(wg, l.x);
+}
+//@end
+
+//@entry conv_vec4_ua16_tex conv_rows16_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn conv_vec4_ua16_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    conv_rows16_tex(wg, l.x);
+}
+//@end
+
+//@entry conv_vec4_ua32_tex conv_rows32_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn conv_vec4_ua32_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    conv_rows32_tex(wg, l.x);
+}
+//@end
+
+//@entry conv_vec4_inside_ua_tex conv_rows8_inside_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn conv_vec4_inside_ua_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    conv_rows8_inside_tex(wg, l.x);
+}
+//@end
+
+//@entry conv_vec4_inside_ua16_tex conv_rows16_inside_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn conv_vec4_inside_ua16_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    conv_rows16_inside_tex(wg, l.x);
+}
+//@end
+
+//@entry conv_vec4_inside_ua32_tex conv_rows32_inside_tex
+@compute @workgroup_size(UA_LANES, 1, 1)
+fn conv_vec4_inside_ua32_tex(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    conv_rows32_inside_tex(wg, l.x);
+}
+//@end
+
 // The four columns' values of tap `t` (see conv_taps), for columns whose window corners sit
 // at input rows `y`, columns `x`, index `corner`: 0 in the padding.
 fn conv_gather(t: vec4<i32>, corner: vec4<i32>, y: vec4<i32>, x: vec4<i32>) -> vec4<f32> {
@@ -261,6 +338,27 @@ fn conv_gather(t: vec4<i32>, corner: vec4<i32>, y: vec4<i32>, x: vec4<i32>) -> v
 fn conv_inside(t: vec4<i32>, corner: vec4<i32>, y: vec4<i32>, x: vec4<i32>) -> vec4<f32> {
     let i = vec4<u32>(corner + t.x);
     return vec4<f32>(b[i.x], b[i.y], b[i.z], b[i.w]);
+}
+
+// conv_gather and conv_inside reading the input from the texture.
+fn conv_gather_tex(t: vec4<i32>, corner: vec4<i32>, y: vec4<i32>, x: vec4<i32>) -> vec4<f32> {
+    let inside = (vec4<u32>(y + t.y) < vec4<u32>(cw.h)) & (vec4<u32>(x + t.z) < vec4<u32>(cw.w));
+    let i = vec4<u32>(select(vec4<i32>(0), corner + t.x, inside));
+    return select(vec4<f32>(0.0), conv_texels(i), inside);
+}
+
+fn conv_inside_tex(t: vec4<i32>, corner: vec4<i32>, y: vec4<i32>, x: vec4<i32>) -> vec4<f32> {
+    return conv_texels(vec4<u32>(corner + t.x));
+}
+
+// Input values `i` from the texture, which holds the input in rows of CONV_TEXELS.
+fn conv_texels(i: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(conv_texel(i.x), conv_texel(i.y), conv_texel(i.z), conv_texel(i.w));
+}
+
+fn conv_texel(i: u32) -> f32 {
+    let at = vec2<i32>(i32(i % CONV_TEXELS), i32(i / CONV_TEXELS));
+    return textureLoad(bt, at, 0).x;
 }
 
 // quot for each of four values.
@@ -277,14 +375,16 @@ fn conv_store(at: vec4<u32>, col0: u32, v: vec4<f32>) {
 }
 
 // Written out once per block height `{rows}` and variant `{v}` (bounds checked, or `_inside`
-// where `{gather}` skips the checks): each invocation computes {rows} output channels from
-// `row` for the four columns from vec4 column `c4`, as `ua_rows` does with B's four rows of
-// a step gathered from the input.
+// where `{gather}` skips the checks; `_tex` reading the input from the texture, `{guard}`
+// keeping binding 3 bound as in `ua_rows`): each invocation computes {rows} output channels
+// from `row` for the four columns from vec4 column `c4`, as `ua_rows` does with B's four
+// rows of a step gathered from the input.
 //@conv-rows
 fn conv_rows{rows}{v}(wg: vec3<u32>, lane: u32) {
     let c4 = wg.y * UA_LANES + lane;
     let row = wg.x * {rows}u;
     if (row >= cw.a_rows || c4 * 4u >= cw.cols) { return; }
+    {guard}
     let k4 = cw.k / 4u;
     // The columns' images and pixels (the last column repeated past the end), and where
     // their windows' corners sit in the input.

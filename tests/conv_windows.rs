@@ -1,17 +1,37 @@
 //! Convolutions on CPU-type adapters through uniform windows: forward and stride-1 input
 //! gradients reading the weights through the windows and the input in place
 //! (`conv_vec4_ua`), weight gradients reading the input through the windows and g in place
-//! (`conv_grad_weight_ua`), in blocks of 8, 16 and 32, bounds checked or `_inside`: every
-//! variant against the CPU backend, forward and every gradient, with more output channels
-//! than one dispatch's windows hold, weight gradients in several dispatches and parts, and
-//! NaN and infinities in the input, the weights and g.
+//! (`conv_grad_weight_ua`), in blocks of 8, 16 and 32, bounds checked or `_inside`, the
+//! input read from a texture (`_tex`, the rule) or from its buffer (pinned): every variant
+//! against the CPU backend, forward and every gradient, with more output channels than one
+//! dispatch's windows hold, weight gradients in several dispatches and parts, and NaN and
+//! infinities in the input, the weights and g.
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use wgrad::graph::Conv2dSpec;
-use wgrad::Tensor;
-use wgrad_device::Context;
+use wgrad::{Device, Tensor};
+use wgrad_device::{AdapterOptions, Context, GpuBackend};
+
+/// The two ways the window convolutions read their input, as pinned: from a texture (the
+/// suffix its forward kernels' names take) and from the input's buffer.
+const READS: [(&str, &str); 2] = [("conv_windows_texture", "_tex"), ("conv_windows", "")];
+
+/// A context of its own (pinning is per context) with `read` pinned, or None on adapters
+/// without uniform windows.
+fn pinned(read: &str) -> Option<Arc<Context>> {
+    gpu()?;
+    let ctx = Context::with_options(&AdapterOptions::from_env()).expect("opened before");
+    if ctx.gpu_kernels {
+        eprintln!("SKIPPED (kernels for GPUs: no uniform windows)");
+        return None;
+    }
+    ctx.tuning.pin(Some(read));
+    Some(ctx)
+}
 
 fn spec(stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2]) -> Conv2dSpec {
     Conv2dSpec {
@@ -170,38 +190,58 @@ fn window_convolutions_match_cpu() {
     }
 }
 
-/// On CPU-type adapters the cases above do run the window kernels they are meant to.
+/// On CPU-type adapters the cases above run the window kernels they are meant to, with the
+/// input read from a texture and from its buffer, and both give the CPU backend's values
+/// (forward, input gradient, weight gradient).
 #[test]
 fn window_convolutions_run_where_meant() {
-    if gpu().is_none() {
-        return;
-    }
-    let ctx = Context::shared().expect("opened above");
-    if ctx.gpu_kernels {
-        eprintln!("SKIPPED (kernels for GPUs: no uniform windows)");
-        return;
-    }
-    for (name, x, w, s, kernels) in cases() {
-        let (dev, backend) = watched(&ctx);
-        let t = |shape: &[usize]| {
-            let n = shape.iter().product();
-            let v: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
-            Tensor::from_slice(&dev, &v, shape).unwrap()
-        };
-        let (x, w) = (t(&x), t(&w));
-        x.set_requires_grad(true);
-        w.set_requires_grad(true);
-        let y = x.conv2d(&w, s);
-        let grads = y.sum_all().backward();
-        y.to_vec().unwrap();
-        grads.get(&x).unwrap().to_vec().unwrap();
-        grads.get(&w).unwrap().to_vec().unwrap();
-        let ran = kernels_ran(&backend);
-        for kernel in kernels.into_iter().filter(|k| !k.is_empty()) {
-            assert!(
-                ran.iter().any(|r| r.starts_with(&format!("{kernel} "))),
-                "{name}: {kernel} did not run: {ran:?}"
-            );
+    for (read, suffix) in READS {
+        let Some(ctx) = pinned(read) else { return };
+        for (name, x, w, s, kernels) in cases() {
+            let (dev, backend) = watched(&ctx);
+            let run = |dev: &Device| {
+                let t = |shape: &[usize]| {
+                    let n = shape.iter().product();
+                    let v: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
+                    Tensor::from_slice(dev, &v, shape).unwrap()
+                };
+                let (x, w) = (t(&x), t(&w));
+                x.set_requires_grad(true);
+                w.set_requires_grad(true);
+                let y = x.conv2d(&w, s);
+                let grads = y.sum_all().backward();
+                [
+                    y,
+                    grads.get(&x).unwrap().clone(),
+                    grads.get(&w).unwrap().clone(),
+                ]
+                .map(|t| t.to_vec().unwrap())
+            };
+            let (got, want) = (run(&dev), run(&wgrad::cpu()));
+            for (what, (g, c)) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)) {
+                for (i, (a, b)) in g.iter().zip(c).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{name} ({read}): {what}[{i}] is {a}, the CPU backend gives {b}"
+                    );
+                }
+            }
+            let ran = kernels_ran(&backend);
+            for (i, kernel) in kernels.into_iter().enumerate() {
+                if kernel.is_empty() {
+                    continue;
+                }
+                // The forward and input-gradient kernels read the input; the weight
+                // gradient's read g.
+                let kernel = match i {
+                    2 => kernel.to_string(),
+                    _ => format!("{kernel}{suffix}"),
+                };
+                assert!(
+                    ran.iter().any(|r| r.starts_with(&format!("{kernel} "))),
+                    "{name} ({read}): {kernel} did not run: {ran:?}"
+                );
+            }
         }
     }
 }
@@ -212,7 +252,13 @@ fn window_convolutions_run_where_meant() {
 /// the weight gradient's 80 images into two parts, whose sums are added afterwards.
 #[test]
 fn window_convolutions_keep_nan_and_infinities() {
-    let Some(gpu) = gpu() else { return };
+    for (read, _) in READS {
+        let Some(ctx) = pinned(read) else { return };
+        nan_and_infinities(&GpuBackend::device_on(ctx), read);
+    }
+}
+
+fn nan_and_infinities(gpu: &Device, read: &str) {
     for s in [spec([1, 1], [1, 1], [1, 1]), spec([1, 1], [0, 0], [1, 1])] {
         let run = |dev: &wgrad::Device| {
             let mut x: Vec<f32> = (0..80 * 4 * 7 * 7)
@@ -236,13 +282,13 @@ fn window_convolutions_keep_nan_and_infinities() {
             let dw = grads.get(&w).unwrap().to_vec().unwrap();
             (y.to_vec().unwrap(), dw)
         };
-        let ((gy, gw), (cy, cw)) = (run(&gpu), run(&wgrad::cpu()));
+        let ((gy, gw), (cy, cw)) = (run(gpu), run(&wgrad::cpu()));
         for (what, g, c) in [("y", gy, cy), ("dw", gw, cw)] {
             assert!(c.iter().any(|v| v.is_nan()) && c.iter().any(|v| v.is_infinite()));
             for (i, (a, b)) in g.iter().zip(&c).enumerate() {
                 let same =
                     (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-4 * (1.0 + b.abs());
-                assert!(same, "{what}[{i}]: gpu {a} vs cpu {b}");
+                assert!(same, "{what}[{i}] ({read}): gpu {a} vs cpu {b}");
             }
         }
     }

@@ -32,7 +32,7 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// A plain product of 512³, one of several dispatches whose rows and columns end inside a
+/// Two plain products of 512³, one of several dispatches whose rows and columns end inside a
 /// block (B stored plainly and transposed), products with NaN (a quiet NaN with a payload,
 /// from its bits) and infinities in A and B, a batched one whose edges cut every tile, one
 /// whose k is split, and a convolution's weight gradient, whose products store strided, on
@@ -43,7 +43,18 @@ fn products_match_cpu(dev: &Device, what: &str) {
         Tensor::from_slice(dev, &values(shape.iter().product(), seed), shape).unwrap()
     };
     let run = |dev: &Device| {
+        // Images of 72 KiB, more than a uniform window: the weight gradient runs as
+        // unfolding and products (on CPU-type adapters too). It runs first, so that its
+        // class is measured on a slow processor too, before the others spend the budget.
+        let (x, w) = (t(dev, &[8, 64, 17, 17], 7), t(dev, &[8, 64, 3, 3], 8));
+        w.set_requires_grad(true);
+        let grads = x.conv2d(&w, Conv2dSpec::default()).sum_all().backward();
+        let conv = grads.get(&w).unwrap().to_vec().unwrap();
         let square = t(dev, &[512, 512], 1).matmul(&t(dev, &[512, 512], 2));
+        // The same shape again with other values, in the same submission (their
+        // difference is read first): whatever a kernel keeps per shape (a texture of B) is
+        // refilled, not reused as it was.
+        let again = &square - &t(dev, &[512, 512], 16).matmul(&t(dev, &[512, 512], 17));
         let ragged = t(dev, &[300, 520], 9).matmul(&t(dev, &[520, 76], 10));
         let ragged_nt = t(dev, &[300, 520], 11).matmul_t(&t(dev, &[76, 520], 12), false, true);
         let poisoned = |shape: &[usize], seed: u32, at: [usize; 2]| {
@@ -58,23 +69,18 @@ fn products_match_cpu(dev: &Device, what: &str) {
         let (nan_inf, nan_inf_nt) = (a.matmul(&b), a.matmul_t(&bt, false, true));
         let edges = t(dev, &[3, 150, 44], 3).matmul(&t(dev, &[44, 76], 4));
         let long = t(dev, &[20, 12_000], 5).matmul(&t(dev, &[12_000, 8], 6));
-        // Images of 72 KiB, more than a uniform window: the weight gradient runs as
-        // unfolding and products (on CPU-type adapters too).
-        let (x, w) = (t(dev, &[8, 64, 17, 17], 7), t(dev, &[8, 64, 3, 3], 8));
-        w.set_requires_grad(true);
-        let grads = x.conv2d(&w, Conv2dSpec::default()).sum_all().backward();
-        let conv = grads.get(&w).unwrap().clone();
-        [
-            square, ragged, ragged_nt, nan_inf, nan_inf_nt, edges, long, conv,
+        let mut got = [
+            again, square, ragged, ragged_nt, nan_inf, nan_inf_nt, edges, long,
         ]
         .map(|r| r.to_vec().unwrap())
+        .to_vec();
+        got.push(conv);
+        got
     };
     let (got, want) = (run(dev), run(&cpu));
-    for ((g, w), k) in got
-        .iter()
-        .zip(&want)
-        .zip([512.0, 520.0, 520.0, 128.0, 128.0, 44.0, 12_000.0, 1800.0])
-    {
+    for ((g, w), k) in got.iter().zip(&want).zip([
+        1024.0, 512.0, 520.0, 520.0, 128.0, 128.0, 44.0, 12_000.0, 1800.0,
+    ]) {
         assert_eq!(g.len(), w.len());
         for (i, (x, y)) in g.iter().zip(w).enumerate() {
             let same = (x.is_nan() && y.is_nan()) || x == y;
@@ -85,7 +91,7 @@ fn products_match_cpu(dev: &Device, what: &str) {
         }
     }
     // The NaN and the infinities reached their rows and columns.
-    for poisoned in &want[3..5] {
+    for poisoned in &want[4..6] {
         assert!(poisoned.iter().any(|v| v.is_nan()) && poisoned.iter().any(|v| v.is_infinite()));
         assert!(poisoned.iter().filter(|v| v.is_finite()).count() > 64 * 64 / 2);
     }
@@ -106,6 +112,11 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
     let kept = std::fs::read_to_string(dir.join("tuning.tsv")).expect("choices kept on disk");
     assert!(kept.contains("m512 n512 k512"), "{kept}");
     assert!(kept.contains("matmul strided"), "{kept}");
+    // A software adapter's choices belong to the processor they were measured on.
+    if cfg!(target_arch = "x86_64") && first.info.device_type == wgrad_device::wgpu::DeviceType::Cpu
+    {
+        assert!(kept.lines().all(|l| l.contains(" avx")), "{kept}");
+    }
 
     // A new context reads the choices and measures nothing.
     let second = context().expect("opened before");
@@ -122,10 +133,12 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
 
     // Every candidate, whichever the measurements pick on this machine: pinned, checked
     // against the CPU backend, and seen among the kernels that ran.
-    let sets = [
+    let sets: [(&str, &[&str]); 2] = [
         (
             "cpu",
-            [
+            &[
+                "uniform_windows_texture",
+                "uniform_windows_16_texture",
                 "uniform_windows",
                 "uniform_windows_16",
                 "matmul_vec4",
@@ -134,7 +147,7 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
         ),
         (
             "gpu",
-            [
+            &[
                 "matmul_tiled",
                 "matmul_tiled_128",
                 "matmul_vec4_wide",
@@ -146,7 +159,7 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
         std::env::set_var("WGRAD_KERNELS", kernels);
         let ctx = context().expect("opened before");
         let strided = ["matmul_vec4_out", "matmul_vec4_out_wide"];
-        for plan in plain.into_iter().chain(strided) {
+        for &plan in plain.iter().chain(&strided) {
             ctx.tuning.pin(Some(plan));
             let (dev, backend) = watched(&ctx);
             products_match_cpu(&dev, &format!("{plan} ({kernels} kernels)"));
@@ -154,6 +167,10 @@ fn choices_are_measured_once_kept_and_each_candidate_is_right() {
             let names: &[&str] = match plan {
                 "uniform_windows" => &["matmul_vec4_ua", "matmul_vec4_nt_ua"],
                 "uniform_windows_16" => &["matmul_vec4_ua16", "matmul_vec4_nt_ua16"],
+                "uniform_windows_texture" => &["matmul_vec4_ua_tex", "matmul_vec4_nt_ua_tex"],
+                "uniform_windows_16_texture" => {
+                    &["matmul_vec4_ua16_tex", "matmul_vec4_nt_ua16_tex"]
+                }
                 _ => &[plan],
             };
             for name in names {

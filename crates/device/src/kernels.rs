@@ -88,30 +88,14 @@ pub const UA_ROWS: [u32; 2] = [8, 16];
 /// 32 (`_ua32`) output channels (`conv_vec4_ua`), or taps (`conv_grad_weight_ua`).
 pub const CONV_ROWS: [u32; 3] = [8, 16, 32];
 
+/// Values per row of the texture the `_tex` window convolutions read their input from.
+pub const CONV_TEXELS: u32 = 4096;
+
 /// Whether `entry` is one of the matmul-family kernels that read A through uniform windows
-/// (their module has the windows' bindings): products and convolutions.
+/// (their module has the windows' bindings): products and convolutions, the entry points of
+/// `shaders/matmul_ua.wgsl`.
 pub fn reads_windows(entry: Entry) -> bool {
-    [
-        MATMUL_VEC4_UA,
-        MATMUL_VEC4_OUT_UA,
-        MATMUL_VEC4_UA16,
-        MATMUL_VEC4_OUT_UA16,
-        MATMUL_VEC4_NT_UA,
-        MATMUL_VEC4_NT_UA16,
-        CONV_VEC4_UA,
-        CONV_VEC4_UA16,
-        CONV_VEC4_INSIDE_UA,
-        CONV_VEC4_INSIDE_UA16,
-        CONV_VEC4_UA32,
-        CONV_VEC4_INSIDE_UA32,
-        CONV_GRAD_WEIGHT_UA,
-        CONV_GRAD_WEIGHT_UA16,
-        CONV_GRAD_WEIGHT_UA32,
-        CONV_GRAD_WEIGHT_INSIDE_UA,
-        CONV_GRAD_WEIGHT_INSIDE_UA16,
-        CONV_GRAD_WEIGHT_INSIDE_UA32,
-    ]
-    .contains(&entry)
+    crate::shaders::window_entries().contains(&entry.name)
 }
 
 /// Uniform windows a `_ua` matmul dispatch binds (`ua0`..`ua7`).

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use wgrad_graph::shape::MAX_RANK;
 
 use crate::kernels::{
-    Family, CONV_ROWS, UA_LANES, UA_ROWS, UA_WINDOWS, UA_WINDOW_BYTES, WORKGROUP,
+    Family, CONV_ROWS, CONV_TEXELS, UA_LANES, UA_ROWS, UA_WINDOWS, UA_WINDOW_BYTES, WORKGROUP,
 };
 use crate::params::MAX_FUSED_CONSTANTS;
 
@@ -49,6 +49,11 @@ pub fn constants() -> &'static str {
                 "UA_WINDOW_VEC4S",
                 UA_WINDOW_BYTES / 16,
                 "vec4s in a uniform window",
+            ),
+            (
+                "CONV_TEXELS",
+                CONV_TEXELS as u64,
+                "values per row of a window convolution's input texture",
             ),
             (
                 "MAX_FUSED_CONSTANTS",
@@ -136,16 +141,20 @@ fn put4(i4: u32, v: vec4<f32>) { out4[i4] = v; }
 /// out: written out per window, block height and variant they are long, and each is
 /// compiled only when it is first used.
 pub fn window_source(entry: &str) -> Option<String> {
+    window_entries()
+        .contains(&entry)
+        .then(|| matmul_source(PLAIN_STORES, Some(entry)))
+}
+
+/// The entry points of `shaders/matmul_ua.wgsl`.
+pub fn window_entries() -> &'static [&'static str] {
     static ENTRIES: OnceLock<Vec<&'static str>> = OnceLock::new();
-    let entries = ENTRIES.get_or_init(|| {
+    ENTRIES.get_or_init(|| {
         include_str!("../../../shaders/matmul_ua.wgsl")
             .lines()
             .filter_map(|l| l.strip_prefix("//@entry ")?.split_whitespace().next())
             .collect()
-    });
-    entries
-        .contains(&entry)
-        .then(|| matmul_source(PLAIN_STORES, Some(entry)))
+    })
 }
 
 /// Appends what `shaders/matmul_ua.wgsl` holds for the entry point `entry` to `out`,
@@ -165,50 +174,85 @@ fn expand_windows(entry: &str, out: &mut String) {
 }
 
 /// The variants of the uniform-window products' `//@rows` section: plain; storing through
-/// an offset and row length; B stored transposed. `{product}` holds `{r}`, written out
-/// after it.
-const UA_VARIANTS: [[(&str, &str); 6]; 3] = [
-    [
-        ("v", ""),
-        ("cols", "p.n"),
-        ("store", "ua_store"),
-        ("nt", "false"),
-        ("b_next", "4u * b_row"),
-        (
-            "product",
-            "x{r}.x * b_0 + x{r}.y * b_1 + x{r}.z * b_2 + x{r}.w * b_3",
-        ),
-    ],
-    [
-        ("v", "_out"),
-        ("cols", "p.out_n"),
-        ("store", "ua_store_out"),
-        ("nt", "false"),
-        ("b_next", "4u * b_row"),
-        (
-            "product",
-            "x{r}.x * b_0 + x{r}.y * b_1 + x{r}.z * b_2 + x{r}.w * b_3",
-        ),
-    ],
-    [
-        ("v", "_nt"),
-        ("cols", "p.n"),
-        ("store", "ua_store"),
-        ("nt", "true"),
-        ("b_next", "1u"),
-        (
-            "product",
-            "vec4<f32>(dot(x{r}, b_0), dot(x{r}, b_1), dot(x{r}, b_2), dot(x{r}, b_3))",
-        ),
-    ],
+/// an offset and row length; B stored transposed; and the plain and transposed ones reading
+/// B from a texture. `{product}` holds `{r}`, written out after it.
+const UA_VARIANTS: [[(&str, &str); 8]; 5] = [
+    ua_variant("", "p.n", "ua_store", false, false),
+    ua_variant("_out", "p.out_n", "ua_store_out", false, false),
+    ua_variant("_nt", "p.n", "ua_store", true, false),
+    ua_variant("_tex", "p.n", "ua_store", false, true),
+    ua_variant("_nt_tex", "p.n", "ua_store", true, true),
 ];
+
+/// One variant of [`UA_VARIANTS`]: its suffix, the row length stored, the store function,
+/// whether B is stored transposed, and whether it is read from the texture.
+const fn ua_variant(
+    v: &'static str,
+    cols: &'static str,
+    store: &'static str,
+    nt: bool,
+    texture: bool,
+) -> [(&'static str, &'static str); 8] {
+    let loads = match (nt, texture) {
+        (_, false) => {
+            "let b_0 = b4[rb];
+                let b_1 = b4[rb + b_row];
+                let b_2 = b4[rb + 2u * b_row];
+                let b_3 = b4[rb + 3u * b_row];"
+        }
+        (false, true) => {
+            "let b_0 = textureLoad(bt, vec2<i32>(i32(c4), i32(4u * t)), 0);
+                let b_1 = textureLoad(bt, vec2<i32>(i32(c4), i32(4u * t + 1u)), 0);
+                let b_2 = textureLoad(bt, vec2<i32>(i32(c4), i32(4u * t + 2u)), 0);
+                let b_3 = textureLoad(bt, vec2<i32>(i32(c4), i32(4u * t + 3u)), 0);"
+        }
+        (true, true) => {
+            "let b_0 = textureLoad(bt, vec2<i32>(i32(t), i32(4u * c4)), 0);
+                let b_1 = textureLoad(bt, vec2<i32>(i32(t), i32(4u * c4 + 1u)), 0);
+                let b_2 = textureLoad(bt, vec2<i32>(i32(t), i32(4u * c4 + 2u)), 0);
+                let b_3 = textureLoad(bt, vec2<i32>(i32(t), i32(4u * c4 + 3u)), 0);"
+        }
+    };
+    [
+        ("v", v),
+        ("cols", cols),
+        ("store", store),
+        ("nt", if nt { "true" } else { "false" }),
+        ("b_next", if nt { "1u" } else { "4u * b_row" }),
+        ("loads", loads),
+        ("guard", if texture { TEXTURE_GUARD } else { "" }),
+        (
+            "product",
+            if nt {
+                "vec4<f32>(dot(x{r}, b_0), dot(x{r}, b_1), dot(x{r}, b_2), dot(x{r}, b_3))"
+            } else {
+                "x{r}.x * b_0 + x{r}.y * b_1 + x{r}.z * b_2 + x{r}.w * b_3"
+            },
+        ),
+    ]
+}
 
 /// The variants of the window convolutions' `//@conv-rows` section: bounds checked; every
 /// window inside the input.
-const CONV_VARIANTS: [[(&str, &str); 2]; 2] = [
-    [("v", ""), ("gather", "conv_gather")],
-    [("v", "_inside"), ("gather", "conv_inside")],
+const CONV_VARIANTS: [[(&str, &str); 3]; 4] = [
+    [("v", ""), ("gather", "conv_gather"), ("guard", "")],
+    [("v", "_inside"), ("gather", "conv_inside"), ("guard", "")],
+    [
+        ("v", "_tex"),
+        ("gather", "conv_gather_tex"),
+        ("guard", TEXTURE_GUARD),
+    ],
+    [
+        ("v", "_inside_tex"),
+        ("gather", "conv_inside_tex"),
+        ("guard", TEXTURE_GUARD),
+    ],
 ];
+
+/// The first line of a kernel that reads a texture in place of the buffer at binding 3: a
+/// use of that buffer, so that it stays in the kernel's bindings and every variant binds
+/// the same buffers.
+const TEXTURE_GUARD: &str = "if (arrayLength(&b) == 0u) { return; }";
 
 /// The variants of the window weight gradients' `//@conv-gw-rows` section: bounds checked
 /// (0 in the padding); every window inside the input. `{value}` holds `{r}` and `{w}`.

@@ -1,8 +1,8 @@
 //! Kernel choices measured rather than assumed: where several kernels can run the same work
 //! (a matrix product: uniform windows, wide or square workgroups, workgroup-memory tiles), the
 //! first work of each shape class times every candidate once and keeps the fastest. Choices
-//! are kept for the process and on disk, keyed by adapter, driver and wgrad version, so a
-//! warm cache measures nothing.
+//! are kept for the process and on disk, keyed by adapter, driver and wgrad version (and, for a
+//! software adapter, the host processor), so a warm cache measures nothing.
 //!
 //! - `WGRAD_AUTOTUNE=0`: no measuring; the built-in rules choose (as with an empty budget).
 //! - `WGRAD_CACHE_DIR`: where choices are kept (default `$XDG_CACHE_HOME/wgrad`, else
@@ -21,6 +21,31 @@ use std::time::Duration;
 
 /// The most time one process spends measuring.
 pub const BUDGET: Duration = Duration::from_secs(3);
+
+/// The host processor's model and the vector extensions it has, for keying the choices of
+/// software adapters.
+fn host_processor() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    #[cfg(target_arch = "x86_64")]
+    let vector = if std::arch::is_x86_feature_detected!("avx512f") {
+        "avx512f"
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        "avx2"
+    } else {
+        "sse"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = "";
+    format!("{model} {vector}").trim_end().to_string()
+}
 
 /// The kernel choices of one context: measured, loaded from disk, or pinned.
 pub struct Tuning {
@@ -65,7 +90,7 @@ impl Tuning {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .map(|d| d.join("wgrad")),
         };
-        let adapter = format!(
+        let mut adapter = format!(
             "{} | {:?} {:?} | {} {} | wgrad {}",
             info.name,
             info.backend,
@@ -73,8 +98,13 @@ impl Tuning {
             info.driver,
             info.driver_info,
             env!("CARGO_PKG_VERSION")
-        )
-        .replace(['\t', '\n'], " ");
+        );
+        // A software adapter's speed is the host processor's: llvmpipe names only its vector
+        // width, the same on processors whose best kernels differ.
+        if info.device_type == wgpu::DeviceType::Cpu {
+            adapter = format!("{adapter} | {}", host_processor());
+        }
+        let adapter = adapter.replace(['\t', '\n'], " ");
         Tuning {
             enabled,
             file: dir.map(|d| (d.join("tuning.tsv"), adapter)),

@@ -13,7 +13,7 @@ use super::conv_gemm::{scratch_and_weights, Weights};
 use super::generated::{self, Epilogue};
 use super::reduce::{self, Reduction};
 use super::windows::{window_rows, windows_max_k};
-use crate::kernels::{self, Entry, CONV_ROWS, UA_LANES, UA_WINDOWS, UA_WINDOW_BYTES};
+use crate::kernels::{self, Entry, CONV_ROWS, CONV_TEXELS, UA_LANES, UA_WINDOWS, UA_WINDOW_BYTES};
 use crate::params::{ConvLanesParams, ConvWindowParams};
 use crate::recorder::Recorder;
 use crate::MAX_TRIP;
@@ -54,15 +54,36 @@ pub(crate) fn conv_windows(
     if !fits {
         return Ok(false);
     }
-    let (entry, rows) = kernel(geo, k);
+    // The input in a texture, CONV_TEXELS values a row, where the adapter takes it.
+    let len = geo.n as u64 * image as u64;
+    let texture = match texture_reads(rec) {
+        true => rec.texture(CONV_TEXELS, len.div_ceil(CONV_TEXELS as u64) as u32, 1),
+        false => None,
+    };
+    let staged = texture.is_some() && !len.is_multiple_of(CONV_TEXELS as u64);
+    let (entry, rows) = kernel(geo, k, texture.is_some());
     let window_rows = window_rows(k, rows);
     let used = (geo.co.div_ceil(window_rows) as usize).min(UA_WINDOWS);
-    // Scratch: the windows and the tap table, then the weights where relaid out.
-    let sizes = vec![UA_WINDOW_BYTES as usize; used + 1];
+    // Scratch: the windows and the tap table, then the input padded to whole rows of the
+    // texture where it needs it, then the weights where relaid out.
+    let mut sizes = vec![UA_WINDOW_BYTES as usize; used + 1];
+    if staged {
+        sizes.push(len.next_multiple_of(CONV_TEXELS as u64) as usize * 4);
+    }
     let Some((scratch, w)) = scratch_and_weights(rec, &sizes, &weights) else {
         return Ok(false);
     };
     let (windows, table) = (&scratch[..used], scratch[used]);
+    if let Some(texture) = &texture {
+        let from = match staged {
+            true => {
+                rec.copy(input, 0, scratch[used + 1], len * 4);
+                scratch[used + 1]
+            }
+            false => input,
+        };
+        rec.copy_to_texture(from, texture);
+    }
     let mut params = ConvWindowParams {
         window_rows,
         ..window_params(geo, k)
@@ -97,7 +118,8 @@ pub(crate) fn conv_windows(
             buffers.extend((1..UA_WINDOWS).map(|i| *windows.get(i).unwrap_or(&windows[0])));
             buffers.push(table);
             let groups = [count.div_ceil(rows), params.cols.div_ceil(4 * UA_LANES), 1];
-            generated::push_stored(rec, entry, epilogue, &params, buffers, groups);
+            let bindings = (buffers, texture.clone());
+            generated::push_stored_textured(rec, entry, epilogue, &params, bindings, groups);
         }
     }
     // Work recorded later runs after these dispatches, so the scratch can be reused.
@@ -213,6 +235,32 @@ fn grad_weight_kernel(geo: &ConvLanesParams, taps: u32) -> (Entry, u32) {
     variant(GRAD_WEIGHT_KERNELS, geo, block_rows(taps, |_| true))
 }
 
+/// The two ways a window convolution reads its input: from a texture (the rule), or from
+/// its buffer; a pinned choice (`Tuning::pin`) picks one.
+const READS: [&str; 2] = ["conv_windows_texture", "conv_windows"];
+
+/// Whether the window convolutions read their input from a texture: by rule, since a texel
+/// fetch is a gather across the lanes where a storage load is a loop over them (on an AVX2
+/// processor's lavapipe, `conv2d_b` 5.0 → 10.0 GFLOP/s; docs/performance.md), unless the
+/// buffer is pinned.
+fn texture_reads(rec: &Recorder) -> bool {
+    rec.ctx().tuning.pinned(&READS) != Some(1)
+}
+
+/// The forward kernels reading the input from a texture, laid out as [`FORWARD_KERNELS`].
+const FORWARD_TEXTURE_KERNELS: [[Entry; 3]; 2] = [
+    [
+        kernels::CONV_VEC4_UA_TEX,
+        kernels::CONV_VEC4_UA16_TEX,
+        kernels::CONV_VEC4_UA32_TEX,
+    ],
+    [
+        kernels::CONV_VEC4_INSIDE_UA_TEX,
+        kernels::CONV_VEC4_INSIDE_UA16_TEX,
+        kernels::CONV_VEC4_INSIDE_UA32_TEX,
+    ],
+];
+
 /// The forward kernels, bounds checked then `_inside`, per height of [`CONV_ROWS`].
 const FORWARD_KERNELS: [[Entry; 3]; 2] = [
     [
@@ -314,10 +362,14 @@ fn inside(geo: &ConvLanesParams) -> bool {
         && axis(geo.ow, geo.sw, geo.ox, geo.kw, geo.kx_step, geo.w)
 }
 
-/// The kernel for `geo` with `k` taps: without bounds checks where every window lies
-/// inside the input, in the blocks of output channels [`block_rows`] picks among those a
-/// window holds.
-fn kernel(geo: &ConvLanesParams, k: u32) -> (Entry, u32) {
+/// The kernel for `geo` with `k` taps, reading the input from a texture or not: without
+/// bounds checks where every window lies inside the input, in the blocks of output channels
+/// [`block_rows`] picks among those a window holds.
+fn kernel(geo: &ConvLanesParams, k: u32, texture: bool) -> (Entry, u32) {
     let rows = block_rows(geo.co, |rows| window_rows(k, rows) >= rows);
-    variant(FORWARD_KERNELS, geo, rows)
+    let table = match texture {
+        true => FORWARD_TEXTURE_KERNELS,
+        false => FORWARD_KERNELS,
+    };
+    variant(table, geo, rows)
 }

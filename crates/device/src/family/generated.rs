@@ -5,6 +5,7 @@
 //! on, so each distinct kernel compiles once and a repeated step generates no source.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use bytemuck::Pod;
 use wgrad_graph::op::Op;
@@ -13,7 +14,7 @@ use wgrad_graph::{Arg, BufferId, Fused, FusedRead, FusedValue, UnaryOp};
 
 use crate::kernels::{self, Entry, Family};
 use crate::params::{FusedParams, GenCopyParams, MAX_FUSED_CONSTANTS};
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, Texture};
 use crate::shaders;
 
 /// A fused group of elementwise ops applied to each element a kernel stores (see
@@ -123,10 +124,7 @@ impl Kernel<'_> {
 }
 
 /// The pipeline of a generated kernel, compiled on first use.
-pub(crate) fn pipeline(
-    rec: &Recorder,
-    kernel: &Kernel<'_>,
-) -> std::sync::Arc<wgpu::ComputePipeline> {
+pub(crate) fn pipeline(rec: &Recorder, kernel: &Kernel<'_>) -> Arc<wgpu::ComputePipeline> {
     rec.ctx()
         .generated_with(&kernel.key(), kernel.entry(), || kernel.source())
 }
@@ -139,7 +137,19 @@ pub(crate) fn push_stored<P: Pod>(
     entry: Entry,
     epilogue: Option<Epilogue<'_>>,
     params: &P,
-    mut buffers: Vec<BufferId>,
+    buffers: Vec<BufferId>,
+    groups: [u32; 3],
+) {
+    push_stored_textured(rec, entry, epilogue, params, (buffers, None), groups);
+}
+
+/// [`push_stored`] with a texture, where given, bound at `TEXTURE_BINDING`.
+pub(crate) fn push_stored_textured<P: Pod>(
+    rec: &Recorder,
+    entry: Entry,
+    epilogue: Option<Epilogue<'_>>,
+    params: &P,
+    (mut buffers, texture): (Vec<BufferId>, Option<Arc<Texture>>),
     groups: [u32; 3],
 ) {
     let (pipeline, constants) = match epilogue {
@@ -155,7 +165,8 @@ pub(crate) fn push_stored<P: Pod>(
         }
         None => (rec.pipeline(entry), &[][..]),
     };
-    rec.push_pipeline(pipeline, entry.name, params, (buffers, constants), groups);
+    let bindings = (buffers, constants);
+    rec.push_textured(pipeline, entry.name, params, bindings, texture, groups);
 }
 
 /// Records a generated kernel computing a fused group of elementwise ops.

@@ -28,6 +28,8 @@ enum Command {
         /// An epilogue's constants: where they are in the parameter buffer, bound after the
         /// buffers.
         constants: Option<(u64, u64)>,
+        /// A texture bound at [`TEXTURE_BINDING`].
+        texture: Option<Arc<Texture>>,
         groups: [u32; 3],
         /// Kernel name, for the profile.
         label: &'static str,
@@ -41,6 +43,31 @@ enum Command {
     },
     /// Zeroes the first `bytes` of a buffer.
     Clear { dst: BufferId, bytes: u64 },
+    /// Fills a whole texture from a buffer whose rows lie `Texture::bytes_per_row` apart.
+    CopyToTexture { src: BufferId, dst: Arc<Texture> },
+}
+
+/// Where kernels that read a texture find it: past the buffers and an epilogue's.
+pub(crate) const TEXTURE_BINDING: u32 = 20;
+
+/// A float texture (`rgba32float`, or `r32float` for one value a texel) that kernels read
+/// with `textureLoad` (on CPU-type adapters, a texel fetch is a vector gather where a
+/// storage-buffer load is a loop over the lanes), kept per recorder, size and format and
+/// refilled by each user.
+pub(crate) struct Texture {
+    texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    width: u32,
+    height: u32,
+    /// Values a texel: 4 or 1.
+    values: u32,
+}
+
+impl Texture {
+    /// Bytes between rows in the buffer a copy fills it from.
+    pub(crate) fn bytes_per_row(&self) -> u32 {
+        self.width * self.values * 4
+    }
 }
 
 /// Host writes of up to [`UPLOAD_GATHER`] bytes are gathered until the next submission, which
@@ -72,6 +99,8 @@ struct BindKey {
     params_len: u64,
     buffers: Vec<BufferId>,
     constants: Option<(u64, u64)>,
+    /// The texture bound, by address (the command holds it while the key is used).
+    texture: usize,
 }
 
 /// Most bind groups kept; past it the cache starts again (a workload that keeps changing
@@ -101,6 +130,8 @@ pub(crate) struct Recorder {
     /// same dispatches on the same pooled buffers and parameter offsets, so from its second
     /// run on it creates none (cleared when the parameter buffer is replaced, and when full).
     bind_groups: RefCell<HashMap<BindKey, (Arc<wgpu::ComputePipeline>, wgpu::BindGroup)>>,
+    /// Textures by width, height and values a texel (see [`Recorder::texture`]).
+    textures: RefCell<HashMap<(u32, u32, u32), Arc<Texture>>>,
     /// Host writes waiting for the next submission (see [`Recorder::upload`]).
     uploads: RefCell<Uploads>,
     /// Where those writes land first, kept and grown like the parameter buffer.
@@ -121,6 +152,7 @@ impl Recorder {
             params: RefCell::default(),
             params_buffer: RefCell::default(),
             bind_groups: RefCell::default(),
+            textures: RefCell::default(),
             uploads: RefCell::default(),
             uploads_buffer: RefCell::default(),
             uploaded: Cell::new(0),
@@ -276,6 +308,59 @@ impl Recorder {
         self.push_pipeline(pipeline, entry.name, params, (buffers, &[]), groups);
     }
 
+    /// A texture of `width` × `height` texels of `values` floats (4 or 1), or None past the
+    /// adapter's limit. One per size, format and recorder: each user fills it before its
+    /// dispatches read it, and work runs in the order recorded.
+    pub(crate) fn texture(&self, width: u32, height: u32, values: u32) -> Option<Arc<Texture>> {
+        let max = self.ctx.limits.max_texture_dimension_2d;
+        if width == 0 || height == 0 || width > max || height > max {
+            return None;
+        }
+        let format = match values {
+            4 => wgpu::TextureFormat::Rgba32Float,
+            1 => wgpu::TextureFormat::R32Float,
+            _ => unreachable!("textures of 4 or 1 floats a texel"),
+        };
+        let mut textures = self.textures.borrow_mut();
+        let texture = textures.entry((width, height, values)).or_insert_with(|| {
+            let texture = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("wgrad texture"),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let view = texture.create_view(&Default::default());
+            Arc::new(Texture {
+                texture,
+                view,
+                width,
+                height,
+                values,
+            })
+        });
+        Some(texture.clone())
+    }
+
+    /// Records filling `dst` from `src`, whose rows lie `dst.bytes_per_row()` apart (a
+    /// multiple of 256 bytes).
+    pub(crate) fn copy_to_texture(&self, src: BufferId, dst: &Arc<Texture>) {
+        debug_assert!(dst
+            .bytes_per_row()
+            .is_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT));
+        self.commands.borrow_mut().push(Command::CopyToTexture {
+            src,
+            dst: dst.clone(),
+        });
+    }
+
     /// Records a dispatch of `pipeline` with `params` at binding 0, `buffers` from binding 1
     /// on, and, when there are any, `constants` (an epilogue's) bound after the buffers.
     pub(crate) fn push_pipeline<P: Pod>(
@@ -283,7 +368,20 @@ impl Recorder {
         pipeline: Arc<wgpu::ComputePipeline>,
         label: &'static str,
         params: &P,
+        bindings: (Vec<BufferId>, &[f32]),
+        groups: [u32; 3],
+    ) {
+        self.push_textured(pipeline, label, params, bindings, None, groups);
+    }
+
+    /// [`Recorder::push_pipeline`] with `texture`, where given, bound at [`TEXTURE_BINDING`].
+    pub(crate) fn push_textured<P: Pod>(
+        &self,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        label: &'static str,
+        params: &P,
         (buffers, constants): (Vec<BufferId>, &[f32]),
+        texture: Option<Arc<Texture>>,
         groups: [u32; 3],
     ) {
         let align = self.ctx.limits.min_storage_buffer_offset_alignment.max(4) as usize;
@@ -302,6 +400,7 @@ impl Recorder {
             params_len,
             buffers,
             constants,
+            texture,
             groups,
             label,
         });
@@ -444,6 +543,26 @@ impl Recorder {
                     i += 1;
                     continue;
                 }
+                Command::CopyToTexture { src, dst } => {
+                    encoder.copy_buffer_to_texture(
+                        wgpu::TexelCopyBufferInfo {
+                            buffer: slots[*src].buffer(),
+                            layout: wgpu::TexelCopyBufferLayout {
+                                offset: 0,
+                                bytes_per_row: Some(dst.bytes_per_row()),
+                                rows_per_image: Some(dst.height),
+                            },
+                        },
+                        dst.texture.as_image_copy(),
+                        wgpu::Extent3d {
+                            width: dst.width,
+                            height: dst.height,
+                            depth_or_array_layers: 1,
+                        },
+                    );
+                    i += 1;
+                    continue;
+                }
                 Command::Dispatch { .. } => {}
             }
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -456,6 +575,7 @@ impl Recorder {
                 params_len,
                 buffers,
                 constants,
+                texture,
                 groups,
                 label,
             }) = commands.get(i)
@@ -466,6 +586,7 @@ impl Recorder {
                     params_len: *params_len,
                     buffers: buffers.clone(),
                     constants: *constants,
+                    texture: texture.as_ref().map_or(0, |t| Arc::as_ptr(t) as usize),
                 };
                 let (_, bind_group) = bind_groups.entry(key).or_insert_with(|| {
                     let params_range = |binding: u32, (at, len): (u64, u64)| wgpu::BindGroupEntry {
@@ -485,6 +606,12 @@ impl Recorder {
                     }
                     if let Some(range) = constants {
                         entries.push(params_range(buffers.len() as u32 + 1, *range));
+                    }
+                    if let Some(t) = texture {
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: TEXTURE_BINDING,
+                            resource: wgpu::BindingResource::TextureView(&t.view),
+                        });
                     }
                     new_bind_groups += 1;
                     let layout = pipeline.get_bind_group_layout(0);
