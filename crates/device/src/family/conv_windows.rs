@@ -1,6 +1,7 @@
 //! Convolutions on CPU-type adapters through uniform windows, without unfolding
 //! (`shaders/matmul_ua.wgsl`): forward convolutions and stride-1 input gradients as products
-//! that read the weights through the windows and the input in place (`conv_vec4_ua`), and
+//! that read the weights through the windows and the input in place, from a texture filled
+//! with it (`conv_vec4_ua*_tex`, see [`texture_reads`]) or from its buffer (`conv_vec4_ua`), and
 //! weight gradients with whole images of the input in the windows and g read in place
 //! (`conv_grad_weight_ua`). These compute the products `conv_gemm.rs` computes after
 //! unfolding; on these adapters a storage load costs the same whether it reads the unfolded
@@ -20,7 +21,8 @@ use crate::MAX_TRIP;
 
 /// Records the convolution `geo` (forward, or a stride-1 input gradient with its taps
 /// mirrored) reading `weights` as `[co, ci·kh·kw]`: the weights are copied into uniform
-/// windows, a tap table is written, and each dispatch computes the output channels its
+/// windows, the input into a texture (where the adapter's limits take it and the buffer is
+/// not pinned), a tap table is written, and each dispatch computes the output channels its
 /// windows hold for as many images as one grid takes, storing through `epilogue`. False
 /// (nothing recorded) where it does not apply: no uniform windows on this adapter (kernels
 /// for GPUs), several groups, taps not a multiple of 4 or more than a window's block of
