@@ -4,6 +4,7 @@
 
 mod buffers;
 pub(crate) mod profile;
+mod textures;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use crate::kernels::{self, Entry, WORKGROUP};
 use crate::params::CopyParams;
 use buffers::Buffers;
 use profile::Profile;
+pub(crate) use textures::{Texture, TEXTURE_BINDING};
 
 enum Command {
     Dispatch {
@@ -45,29 +47,6 @@ enum Command {
     Clear { dst: BufferId, bytes: u64 },
     /// Fills a whole texture from a buffer whose rows lie `Texture::bytes_per_row` apart.
     CopyToTexture { src: BufferId, dst: Arc<Texture> },
-}
-
-/// Where kernels that read a texture find it: past the buffers and an epilogue's.
-pub(crate) const TEXTURE_BINDING: u32 = 20;
-
-/// A float texture (`rgba32float`, or `r32float` for one value a texel) that kernels read
-/// with `textureLoad` (on CPU-type adapters, a texel fetch is a vector gather where a
-/// storage-buffer load is a loop over the lanes), kept per recorder, size and format and
-/// refilled by each user.
-pub(crate) struct Texture {
-    texture: wgpu::Texture,
-    view: wgpu::TextureView,
-    width: u32,
-    height: u32,
-    /// Values a texel: 4 or 1.
-    values: u32,
-}
-
-impl Texture {
-    /// Bytes between rows in the buffer a copy fills it from.
-    pub(crate) fn bytes_per_row(&self) -> u32 {
-        self.width * self.values * 4
-    }
 }
 
 /// Host writes of up to [`UPLOAD_GATHER`] bytes are gathered until the next submission, which
@@ -306,59 +285,6 @@ impl Recorder {
     ) {
         let pipeline = self.ctx.pipeline(entry);
         self.push_pipeline(pipeline, entry.name, params, (buffers, &[]), groups);
-    }
-
-    /// A texture of `width` × `height` texels of `values` floats (4 or 1), or None past the
-    /// adapter's limit. One per size, format and recorder: each user fills it before its
-    /// dispatches read it, and work runs in the order recorded.
-    pub(crate) fn texture(&self, width: u32, height: u32, values: u32) -> Option<Arc<Texture>> {
-        let max = self.ctx.limits.max_texture_dimension_2d;
-        if width == 0 || height == 0 || width > max || height > max {
-            return None;
-        }
-        let format = match values {
-            4 => wgpu::TextureFormat::Rgba32Float,
-            1 => wgpu::TextureFormat::R32Float,
-            _ => unreachable!("textures of 4 or 1 floats a texel"),
-        };
-        let mut textures = self.textures.borrow_mut();
-        let texture = textures.entry((width, height, values)).or_insert_with(|| {
-            let texture = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
-                label: Some("wgrad texture"),
-                size: wgpu::Extent3d {
-                    width,
-                    height,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            });
-            let view = texture.create_view(&Default::default());
-            Arc::new(Texture {
-                texture,
-                view,
-                width,
-                height,
-                values,
-            })
-        });
-        Some(texture.clone())
-    }
-
-    /// Records filling `dst` from `src`, whose rows lie `dst.bytes_per_row()` apart (a
-    /// multiple of 256 bytes).
-    pub(crate) fn copy_to_texture(&self, src: BufferId, dst: &Arc<Texture>) {
-        debug_assert!(dst
-            .bytes_per_row()
-            .is_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT));
-        self.commands.borrow_mut().push(Command::CopyToTexture {
-            src,
-            dst: dst.clone(),
-        });
     }
 
     /// Records a dispatch of `pipeline` with `params` at binding 0, `buffers` from binding 1
