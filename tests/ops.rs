@@ -215,6 +215,46 @@ fn matmul_shapes() {
     });
 }
 
+/// A weight shared by every batch of a sequence (`[batch, seq, in] · Wᵀ + b`) runs as one
+/// product over all the rows: forward, for the input's gradient and for the weight's (not
+/// a product per batch summed after). Values and gradients are the CPU backend's.
+#[test]
+fn shared_weight_products_run_as_one() {
+    let layer = |x: &[Tensor]| (x[0].matmul_t(&x[1], false, true) + &x[2]).relu();
+    let specs = [f(&[3, 40, 64]), f(&[48, 64]), f(&[48])];
+    if !check("matmul_shared_weight_nt", 64, &specs, layer) {
+        return;
+    }
+    check(
+        "matmul_shared_weight",
+        64,
+        &[f(&[2, 3, 40, 64]), f(&[1, 64, 48])],
+        |x| x[0].matmul(&x[1]),
+    );
+    let ctx = wgrad_device::Context::shared().unwrap();
+    let (dev, backend) = watched(&ctx);
+    let mut rng = wgrad::nn::Rng::new(3);
+    let inputs: Vec<Tensor> = specs
+        .iter()
+        .map(|s| upload(&dev, s, &draw(s, &mut rng)))
+        .collect();
+    let grads = layer(&inputs).sum_all().backward();
+    for x in &inputs {
+        grads.get(x).unwrap().to_vec().unwrap();
+    }
+    let products: Vec<String> = kernels_ran(&backend)
+        .into_iter()
+        .filter(|k| k.starts_with("matmul"))
+        .collect();
+    assert!(products.len() >= 3, "{products:?}");
+    for kernel in &products {
+        assert!(
+            kernel.ends_with(", 1]"),
+            "a product ran per batch: {products:?}"
+        );
+    }
+}
+
 /// On the GPU a product followed by elementwise ops of its shape runs them in the matmul's
 /// kernel, before its stores: every matmul kernel variant takes such an epilogue.
 #[test]

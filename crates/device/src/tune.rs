@@ -9,7 +9,9 @@
 //!   `~/.cache/wgrad`); `WGRAD_CACHE_DIR=` (empty) keeps them in memory only.
 //! - Measuring stops for the process once it has taken [`BUDGET`]. A class whose warm-up
 //!   shows its candidates would pass the time left keeps the built-in rule for the process,
-//!   and for good (on disk) when they would pass the whole budget.
+//!   and for good (on disk) when they would pass the whole budget. Candidates are tried in
+//!   order while the time left allows three more runs at the best pace so far; the best of
+//!   those tried is kept.
 //!
 //! `RUST_LOG=wgrad=info` logs each choice with the times that made it.
 

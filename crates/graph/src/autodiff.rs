@@ -259,7 +259,20 @@ fn vjp(op: &Op, x: &[Tensor], y: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             } else {
                 g.matmul_t(b, false, !tb)
             };
-            let db = if *tb {
+            // B shared by every batch of an untransposed A (a layer's weight): its gradient
+            // is one product over all the batch's rows, not a product per batch summed after.
+            let shared = !ta && a.rank() > 2 && b.shape()[..b.rank() - 2].iter().all(|&d| d == 1);
+            let db = if shared {
+                let (k, n) = (a.shape()[a.rank() - 1], g.shape()[g.rank() - 1]);
+                let rows = a.shape()[..a.rank() - 1].iter().product();
+                let (a, g) = (a.reshape(&[rows, k]), g.reshape(&[rows, n]));
+                let d = if *tb {
+                    g.matmul_t(&a, true, false)
+                } else {
+                    a.matmul_t(&g, true, false)
+                };
+                d.reshape(b.shape())
+            } else if *tb {
                 g.matmul_t(a, true, *ta)
             } else {
                 a.matmul_t(g, !ta, false)

@@ -31,16 +31,24 @@ pub(crate) fn record(
     let (a, b) = (x[0].shape, x[1].shape);
     let r = out.shape.len();
     let k = if ta { a[a.len() - 2] } else { a[a.len() - 1] };
-    let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
-    let batch = &out.shape[..r - 2];
+    let (mut m, n) = (out.shape[r - 2], out.shape[r - 1]);
+    let mut batch = &out.shape[..r - 2];
     if m * n * numel(batch) == 0 {
         return Ok(());
     }
-    let sa: Vec<usize> = broadcast_strides(&a[..a.len() - 2], batch)
+    // One B shared by every batch of an untransposed A (a layer's weight applied to a
+    // sequence): the batches' rows follow each other in A and in the output, so it is one
+    // product with their rows together, which runs the kernels for unbatched products.
+    let (mut a_batch, mut b_batch) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+    if !ta && numel(b) == k * n && numel(a) == numel(batch) * m * k {
+        m *= numel(batch);
+        (batch, a_batch, b_batch) = (&[], &[], &[]);
+    }
+    let sa: Vec<usize> = broadcast_strides(a_batch, batch)
         .iter()
         .map(|s| s * m * k)
         .collect();
-    let sb: Vec<usize> = broadcast_strides(&b[..b.len() - 2], batch)
+    let sb: Vec<usize> = broadcast_strides(b_batch, batch)
         .iter()
         .map(|s| s * k * n)
         .collect();
@@ -237,9 +245,13 @@ fn choose(rec: &Recorder, params: &MatmulParams, strided: bool) -> Plan {
         Choice::Measure(left) => match measure(rec, params, strided, &plans, left) {
             Ok((best, times, spent)) => {
                 tuning.keep(&key, best.name(), spent);
+                let untried = match plans.len() - times.len() {
+                    0 => String::new(),
+                    n => format!("; {n} more not tried, the time left spent"),
+                };
                 log::info!(
                     target: "wgrad::tune",
-                    "{key} -> {} (measured at m {m}, n {n}, k {k} in {:.0} ms: {})",
+                    "{key} -> {} (measured at m {m}, n {n}, k {k} in {:.0} ms: {}{untried})",
                     best.name(),
                     spent.as_secs_f64() * 1e3,
                     times
@@ -277,12 +289,14 @@ fn batch_count(params: &MatmulParams) -> usize {
     params.batch[..rank].iter().product::<u32>() as usize
 }
 
-/// Times each plan on scratch operands of `params`' shape, on a recorder of its own: one run
-/// to warm up (pipelines compiled before; a slow one runs again, as a driver may compile at
-/// the first dispatch), then two timed, except for a plan whose warm-up is already twice the
-/// best time. The best plan, per plan (plan, time spent on it, time per
-/// run) and the time spent in all; or the time spent, and whether the plans would take more
-/// than the whole [`BUDGET`] (else only more than `left`, or the scratch or a run failed).
+/// Times each plan on scratch operands of `params`' shape, on a recorder of its own: its
+/// pipeline compiled, one run to warm up (a slow one that reads a texture runs again, as
+/// lavapipe compiles those at their first dispatch), then two timed, except for a plan whose
+/// warm-up is already twice the best time. Plans are tried in order while the time left
+/// allows three runs at the best pace; the best of those tried wins. The best plan, per
+/// plan tried (plan, time spent on it, time per run) and the time spent in all; or the time
+/// spent, and whether the plans would take more than the whole [`BUDGET`] (else only more
+/// than `left`, or the scratch or a run failed).
 #[allow(clippy::type_complexity)]
 fn measure(
     rec: &Recorder,
@@ -325,25 +339,27 @@ fn measure(
     if ctx.has_error() {
         return Err((start.elapsed(), false));
     }
-    // Pipelines compiled before anything is timed: a warm-up then times the kernels alone.
-    ctx.scoped(|| {
-        for &plan in plans {
-            match plan {
-                Plan::Kernel(entry) => drop(ctx.pipeline(entry)),
-                Plan::Windows { rows, texture } => {
-                    let nt = params.tb != 0;
-                    let entry = match texture {
-                        true => ua_texture_entry(nt, rows),
-                        false => ua_entry(strided, nt, rows),
-                    };
-                    drop(ctx.pipeline(entry))
-                }
-            }
-        }
-    });
     let mut times: Vec<(Plan, Duration, Duration)> = Vec::with_capacity(plans.len());
     for (i, &plan) in plans.iter().enumerate() {
+        let best = times.iter().map(|t| t.2).min();
+        // Three runs at the best pace must still fit: else the plans tried so far decide.
+        if best.is_some_and(|b| start.elapsed() + 3 * b > left) {
+            break;
+        }
         let warm = Instant::now();
+        // The pipeline compiled first, so that the warm-up times the kernel alone.
+        let texture = matches!(plan, Plan::Windows { texture: true, .. });
+        ctx.scoped(|| match plan {
+            Plan::Kernel(entry) => drop(ctx.pipeline(entry)),
+            Plan::Windows { rows, texture } => {
+                let nt = params.tb != 0;
+                let entry = match texture {
+                    true => ua_texture_entry(nt, rows),
+                    false => ua_entry(strided, nt, rows),
+                };
+                drop(ctx.pipeline(entry))
+            }
+        });
         let warm_up = || {
             let run_at = Instant::now();
             let ran = ctx.scoped(|| {
@@ -356,15 +372,12 @@ fn measure(
         // speed must fit the time left. A plan whose warm-up is twice the best timed run
         // cannot win: it is not timed, so that one slow kernel (some are 6× slower on one
         // processor than on another) does not spend the budget of the whole class.
-        let best = times.iter().map(|t| t.2).min();
         let needs = |t: Duration| t * 3 * plans.len() as u32;
         let slow = |t: Duration| (i == 0 && needs(t) > left) || best.is_some_and(|b| t > 2 * b);
         let Some(mut first) = warm_up() else {
             return Err((start.elapsed(), false));
         };
-        if slow(first) {
-            // Some drivers compile a kernel at its first dispatch (lavapipe does for those
-            // that read textures): a slow first run counts only once it is run again.
+        if texture && slow(first) {
             let Some(again) = warm_up() else {
                 return Err((start.elapsed(), false));
             };
@@ -378,7 +391,7 @@ fn measure(
             continue;
         }
         if start.elapsed() + 2 * first > left {
-            return Err((start.elapsed(), false));
+            break;
         }
         let timed = Instant::now();
         for _ in 0..2 {
@@ -394,7 +407,7 @@ fn measure(
         .iter()
         .min_by_key(|t| t.2)
         .map(|t| t.0)
-        .expect("two plans or more");
+        .ok_or((start.elapsed(), false))?;
     Ok((best, times, start.elapsed()))
 }
 
