@@ -255,6 +255,40 @@ fn shared_weight_products_run_as_one() {
     }
 }
 
+/// A texture that kernels read (B of a product on CPU-type adapters) is handed back after
+/// submissions that do not use it; the same product after that makes a new one and gets
+/// the CPU backend's values, never those of the texture before.
+#[test]
+fn textures_handed_back_and_made_again() {
+    let Some(dev) = gpu() else { return };
+    let cpu = wgrad::cpu();
+    let t = |dev: &wgrad::Device, shape: &[usize], seed: u64| {
+        let mut rng = wgrad::nn::Rng::new(seed);
+        let v: Vec<f32> = (0..shape.iter().product())
+            .map(|_| rng.range(-1.0, 1.0))
+            .collect();
+        Tensor::from_slice(dev, &v, shape).unwrap()
+    };
+    for round in 0..3 {
+        let product = |dev: &wgrad::Device| {
+            let a = t(dev, &[256, 256], 2 * round);
+            let b = t(dev, &[256, 256], 2 * round + 1);
+            a.matmul(&b).to_vec().unwrap()
+        };
+        let (got, want) = (product(&dev), product(&cpu));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "round {round}: element {i} is {g}, the CPU backend gives {w}"
+            );
+        }
+        // Submissions without the texture.
+        for _ in 0..12 {
+            t(&dev, &[64], 9).add_scalar(1.0).to_vec().unwrap();
+        }
+    }
+}
+
 /// On the GPU a product followed by elementwise ops of its shape runs them in the matmul's
 /// kernel, before its stores: every matmul kernel variant takes such an epilogue.
 #[test]

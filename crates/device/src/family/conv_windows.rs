@@ -62,7 +62,10 @@ pub(crate) fn conv_windows(
         true => rec.texture(CONV_TEXELS, len.div_ceil(CONV_TEXELS as u64) as u32, 1),
         false => None,
     };
-    let staged = texture.is_some() && !len.is_multiple_of(CONV_TEXELS as u64);
+    // A copy fills whole rows: from the input's own buffer where its size class holds
+    // them (the texels past the input are never read), else through scratch.
+    let whole_rows = len.next_multiple_of(CONV_TEXELS as u64) * 4;
+    let staged = texture.is_some() && rec.buffer_bytes(input) < whole_rows;
     let (entry, rows) = kernel(geo, k, texture.is_some());
     let window_rows = window_rows(k, rows);
     let used = (geo.co.div_ceil(window_rows) as usize).min(UA_WINDOWS);

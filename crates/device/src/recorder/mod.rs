@@ -18,6 +18,7 @@ use crate::kernels::{self, Entry, WORKGROUP};
 use crate::params::CopyParams;
 use buffers::Buffers;
 use profile::Profile;
+use textures::Textures;
 pub(crate) use textures::{Texture, TEXTURE_BINDING};
 
 enum Command {
@@ -82,6 +83,14 @@ struct BindKey {
     texture: usize,
 }
 
+/// A cached bind group and what its key names by address, held so that no other pipeline
+/// or texture takes that address while the key is kept.
+type Bound = (
+    Arc<wgpu::ComputePipeline>,
+    Option<Arc<Texture>>,
+    wgpu::BindGroup,
+);
+
 /// Most bind groups kept; past it the cache starts again (a workload that keeps changing
 /// shapes would otherwise grow it without end).
 const MAX_BIND_GROUPS: usize = 4096;
@@ -108,9 +117,10 @@ pub(crate) struct Recorder {
     /// Bind groups by what they bind, kept across submissions: a repeated step records the
     /// same dispatches on the same pooled buffers and parameter offsets, so from its second
     /// run on it creates none (cleared when the parameter buffer is replaced, and when full).
-    bind_groups: RefCell<HashMap<BindKey, (Arc<wgpu::ComputePipeline>, wgpu::BindGroup)>>,
-    /// Textures by width, height and values a texel (see [`Recorder::texture`]).
-    textures: RefCell<HashMap<(u32, u32, u32), Arc<Texture>>>,
+    bind_groups: RefCell<HashMap<BindKey, Bound>>,
+    /// Textures by width, height and values a texel, with the submission that last used
+    /// each (see [`Recorder::texture`]).
+    textures: RefCell<Textures>,
     /// Host writes waiting for the next submission (see [`Recorder::upload`]).
     uploads: RefCell<Uploads>,
     /// Where those writes land first, kept and grown like the parameter buffer.
@@ -201,6 +211,11 @@ impl Recorder {
         self.uploaded(data.len());
     }
 
+    /// The bytes a buffer holds: its size class, at least what was asked for.
+    pub(crate) fn buffer_bytes(&self, id: BufferId) -> u64 {
+        self.buffers.size(id)
+    }
+
     /// A buffer of at least `bytes` bytes (filled with NaN under `WGRAD_POISON=1`).
     pub(crate) fn alloc(&self, bytes: usize) -> Result<BufferId> {
         let id = self.buffers.alloc(&self.ctx, bytes as u64)?;
@@ -227,6 +242,7 @@ impl Recorder {
     pub(crate) fn empty_cache(&self) {
         debug_assert!(!self.pending() && !self.uploading());
         self.bind_groups.borrow_mut().clear();
+        self.textures.borrow_mut().clear();
         *self.uploads_buffer.borrow_mut() = None;
         self.buffers.release_free();
     }
@@ -405,6 +421,7 @@ impl Recorder {
             .as_ref()
             .is_none_or(|b| b.size() < params.len() as u64);
         let mut bind_groups = self.bind_groups.borrow_mut();
+        self.release_stale_textures(&mut bind_groups);
         if too_small || bind_groups.len() > MAX_BIND_GROUPS {
             // Cached bind groups point into the old buffer.
             bind_groups.clear();
@@ -514,7 +531,7 @@ impl Recorder {
                     constants: *constants,
                     texture: texture.as_ref().map_or(0, |t| Arc::as_ptr(t) as usize),
                 };
-                let (_, bind_group) = bind_groups.entry(key).or_insert_with(|| {
+                let (_, _, bind_group) = bind_groups.entry(key).or_insert_with(|| {
                     let params_range = |binding: u32, (at, len): (u64, u64)| wgpu::BindGroupEntry {
                         binding,
                         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -546,7 +563,7 @@ impl Recorder {
                         layout: &layout,
                         entries: &entries,
                     });
-                    (pipeline.clone(), bind_group)
+                    (pipeline.clone(), texture.clone(), bind_group)
                 });
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, &*bind_group, &[]);
