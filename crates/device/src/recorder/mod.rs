@@ -2,6 +2,7 @@
 //! parameters go to, and their encoding into one command buffer and one queue submission.
 //! Kernel families record through it; it knows pipelines and buffers, not ops.
 
+mod bind_groups;
 mod buffers;
 pub(crate) mod profile;
 mod textures;
@@ -16,6 +17,7 @@ use wgrad_graph::{BufferId, Error, MemoryStats, Result, Stats};
 use crate::context::Context;
 use crate::kernels::{self, Entry, WORKGROUP};
 use crate::params::CopyParams;
+use bind_groups::{BindKey, Bound, MAX_BIND_GROUPS};
 use buffers::Buffers;
 use profile::Profile;
 use textures::Textures;
@@ -68,32 +70,6 @@ struct Uploads {
     bytes: Vec<u8>,
     copies: Vec<(BufferId, u64, u64)>,
 }
-
-/// What a dispatch's bind group binds: the pipeline (by address; the cache holds the pipeline
-/// beside the bind group, so no other pipeline can take that address), the parameters' offset
-/// and size in the parameter buffer, the buffers from binding 1 on, and the constants' range.
-#[derive(PartialEq, Eq, Hash)]
-struct BindKey {
-    pipeline: usize,
-    params_at: u64,
-    params_len: u64,
-    buffers: Vec<BufferId>,
-    constants: Option<(u64, u64)>,
-    /// The texture bound, by address (the command holds it while the key is used).
-    texture: usize,
-}
-
-/// A cached bind group and what its key names by address, held so that no other pipeline
-/// or texture takes that address while the key is kept.
-type Bound = (
-    Arc<wgpu::ComputePipeline>,
-    Option<Arc<Texture>>,
-    wgpu::BindGroup,
-);
-
-/// Most bind groups kept; past it the cache starts again (a workload that keeps changing
-/// shapes would otherwise grow it without end).
-const MAX_BIND_GROUPS: usize = 4096;
 
 /// How a recorder is set up (from the environment by default; see `GpuBackend::new`).
 pub(crate) struct Settings {
