@@ -39,9 +39,13 @@ pub(crate) fn record(
     // One B shared by every batch of an untransposed A (a layer's weight applied to a
     // sequence): the batches' rows follow each other in A and in the output, so it is one
     // product with their rows together, which runs the kernels for unbatched products.
+    // Rows stay few enough for any product kernel's grid (each workgroup covers 4 rows or
+    // more); past that, the batch stays a grid dimension.
     let (mut a_batch, mut b_batch) = (&a[..a.len() - 2], &b[..b.len() - 2]);
-    if !ta && numel(b) == k * n && numel(a) == numel(batch) * m * k {
-        m *= numel(batch);
+    let grid_rows = 4 * rec.limits().max_compute_workgroups_per_dimension as usize;
+    let rows = m * numel(batch);
+    if !ta && numel(b) == k * n && numel(a) == rows * k && rows <= grid_rows {
+        m = rows;
         (batch, a_batch, b_batch) = (&[], &[], &[]);
     }
     let sa: Vec<usize> = broadcast_strides(a_batch, batch)
