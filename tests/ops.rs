@@ -255,11 +255,12 @@ fn shared_weight_products_run_as_one() {
     }
 }
 
-/// A texture that kernels read (B of a product on CPU-type adapters) is handed back after
-/// submissions that do not use it; the same product after that makes a new one and gets
-/// the CPU backend's values, never those of the texture before.
+/// A texture that kernels read (B of a product on CPU-type adapters) and the pooled buffers
+/// of a product are handed back after submissions that do not use them; the same product
+/// after that makes new ones and gets the CPU backend's values, never those of the texture
+/// before.
 #[test]
-fn textures_handed_back_and_made_again() {
+fn textures_and_pooled_buffers_handed_back_and_made_again() {
     let Some(dev) = gpu() else { return };
     let cpu = wgrad::cpu();
     let t = |dev: &wgrad::Device, shape: &[usize], seed: u64| {
@@ -282,10 +283,18 @@ fn textures_handed_back_and_made_again() {
                 "round {round}: element {i} is {g}, the CPU backend gives {w}"
             );
         }
-        // Submissions without the texture.
+        // The product's operands and result, 256 KiB each, wait in the pool.
+        let held = dev.memory().reserved;
+        assert!(held >= 3 << 18, "round {round}: {:?}", dev.memory());
+        // Submissions without the texture or those buffers.
         for _ in 0..12 {
             t(&dev, &[64], 9).add_scalar(1.0).to_vec().unwrap();
         }
+        let m = dev.memory();
+        assert!(
+            m.reserved < 1 << 18,
+            "round {round}: {held} bytes held, then {m:?}"
+        );
     }
 }
 

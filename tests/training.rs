@@ -126,8 +126,8 @@ fn reference(kind: &str, steps: usize) -> Vec<Vec<f32>> {
 }
 
 /// Device memory as PyTorch reports it: bytes in use fall when tensors drop, bytes held stay
-/// until `empty_cache` hands the free buffers back, and training after that gives the same
-/// numbers as before it.
+/// until `empty_cache` hands the free buffers back (or submissions stop taking them), and
+/// training after that gives the same numbers as before it.
 #[test]
 fn memory_is_counted_and_the_cache_empties() {
     let mut devices = vec![wgrad::cpu()];

@@ -154,7 +154,8 @@ pub struct MemoryStats {
     /// Bytes in buffers in use: tensors' values, and scratch of work not yet run.
     pub allocated: u64,
     /// Bytes the backend holds: those in use and those kept free for reuse, which
-    /// [`crate::Device::empty_cache`] hands back.
+    /// [`crate::Device::empty_cache`] hands back (the GPU backend also hands back those
+    /// that several submissions in a row have not taken).
     pub reserved: u64,
     /// The most bytes in use at once since the backend was made.
     pub peak_allocated: u64,

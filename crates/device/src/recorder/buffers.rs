@@ -1,7 +1,7 @@
 //! The buffers of one backend by id, pooled by size class.
 
 use std::cell::{Cell, Ref, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use wgrad_graph::{BufferId, Error, MemoryStats, Result};
 
@@ -11,6 +11,8 @@ pub(crate) struct Slot {
     /// None once handed back by [`Buffers::release_free`] (the id is not used again).
     buffer: Option<wgpu::Buffer>,
     class: u64,
+    /// The submission being recorded when it was last handed back to the pool.
+    freed: u64,
 }
 
 /// Every buffer made so far, and which are free.
@@ -83,6 +85,7 @@ impl Buffers {
         slots.push(Slot {
             buffer: Some(buffer),
             class,
+            freed: 0,
         });
         self.reserved.set(self.reserved.get() + class);
         self.handed_out(class);
@@ -95,11 +98,39 @@ impl Buffers {
         self.peak.set(self.peak.get().max(allocated));
     }
 
-    /// Hands a buffer back to the pool.
-    pub(crate) fn free(&self, id: BufferId) {
-        let class = self.slots.borrow()[id].class;
+    /// Hands a buffer back to the pool while submission `now` is being recorded.
+    pub(crate) fn free(&self, id: BufferId, now: u64) {
+        let class = {
+            let mut slots = self.slots.borrow_mut();
+            slots[id].freed = now;
+            slots[id].class
+        };
         self.allocated.set(self.allocated.get() - class);
         self.pool.borrow_mut().entry(class).or_default().insert(id);
+    }
+
+    /// Drops the free buffers that have stayed in the pool since before submission `before`;
+    /// returns their ids, which are not handed out again (cached bind groups that bind one
+    /// must go), and their bytes.
+    pub(crate) fn release_unused(&self, before: u64) -> (HashSet<BufferId>, u64) {
+        let mut slots = self.slots.borrow_mut();
+        let (mut released, mut bytes) = (HashSet::new(), 0);
+        let mut pool = self.pool.borrow_mut();
+        for free in pool.values_mut() {
+            free.retain(|&id| {
+                let slot = &mut slots[id];
+                if slot.freed >= before {
+                    return true;
+                }
+                slot.buffer = None;
+                self.reserved.set(self.reserved.get() - slot.class);
+                bytes += slot.class;
+                released.insert(id);
+                false
+            });
+        }
+        pool.retain(|_, free| !free.is_empty());
+        (released, bytes)
     }
 
     /// Drops every free buffer (nothing may still refer to one: recorded work submitted,

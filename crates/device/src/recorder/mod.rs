@@ -23,6 +23,11 @@ use profile::Profile;
 use textures::Textures;
 pub(crate) use textures::{Texture, TEXTURE_BINDING};
 
+/// Submissions a free pooled buffer or a texture is kept for without being used: a repeated
+/// step keeps its own, while those of work that has stopped (another shape, another model, a
+/// finished phase of a program) are handed back, and their memory with them.
+const KEPT_FOR: u64 = 8;
+
 enum Command {
     Dispatch {
         pipeline: Arc<wgpu::ComputePipeline>,
@@ -204,7 +209,7 @@ impl Recorder {
 
     /// Hands a buffer back to the pool; work recorded later may get it.
     pub(crate) fn free(&self, id: BufferId) {
-        self.buffers.free(id);
+        self.buffers.free(id, self.stats.get().submissions);
     }
 
     /// Bytes in the pool's buffers.
@@ -397,7 +402,7 @@ impl Recorder {
             .as_ref()
             .is_none_or(|b| b.size() < params.len() as u64);
         let mut bind_groups = self.bind_groups.borrow_mut();
-        self.release_stale_textures(&mut bind_groups);
+        self.release_stale(&mut bind_groups);
         if too_small || bind_groups.len() > MAX_BIND_GROUPS {
             // Cached bind groups point into the old buffer.
             bind_groups.clear();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wgrad_graph::BufferId;
 
-use super::{BindKey, Bound, Command, Recorder};
+use super::{Command, Recorder, KEPT_FOR};
 
 /// Where kernels that read a texture find it: past the buffers and an epilogue's.
 pub(crate) const TEXTURE_BINDING: u32 = 20;
@@ -13,10 +13,6 @@ pub(crate) const TEXTURE_BINDING: u32 = 20;
 /// Textures by width, height and values a texel, each with the number of the submission
 /// that last used it.
 pub(super) type Textures = HashMap<(u32, u32, u32), (Arc<Texture>, u64)>;
-
-/// Submissions a texture is kept for without being used: a repeated step keeps its own,
-/// while those of work that has stopped (another shape, another model) are handed back.
-const TEXTURE_KEPT_FOR: u64 = 8;
 
 /// A float texture (`rgba32float`, or `r32float` for one value a texel) that kernels read
 /// with `textureLoad` (on CPU-type adapters, a texel fetch is a vector gather where a
@@ -42,7 +38,7 @@ impl Recorder {
     /// A texture of `width` × `height` texels of `values` floats (4 or 1), or None past the
     /// adapter's limit. One per size, format and recorder: each user fills it before its
     /// dispatches read it, and work runs in the order recorded. Kept while submissions use
-    /// it (see [`TEXTURE_KEPT_FOR`]).
+    /// it (see [`KEPT_FOR`]).
     pub(crate) fn texture(&self, width: u32, height: u32, values: u32) -> Option<Arc<Texture>> {
         let max = self.ctx.limits.max_texture_dimension_2d;
         if width == 0 || height == 0 || width > max || height > max {
@@ -84,21 +80,20 @@ impl Recorder {
         Some(texture.clone())
     }
 
-    /// Hands back the textures no submission has used for [`TEXTURE_KEPT_FOR`] submissions,
-    /// and the cached bind groups that bind them. Called as a submission starts, once its
-    /// commands are taken: a texture they read was used by this submission.
-    pub(super) fn release_stale_textures(&self, bind_groups: &mut HashMap<BindKey, Bound>) {
+    /// Hands back the textures no submission has used for [`KEPT_FOR`] submissions;
+    /// whether there were any (the caller drops the cached bind groups that bind them).
+    pub(super) fn release_stale_textures(&self) -> bool {
         let now = self.stats.get().submissions;
         let mut textures = self.textures.borrow_mut();
         let before = textures.len();
-        textures.retain(|_, (_, used)| now - *used < TEXTURE_KEPT_FOR);
-        if textures.len() < before {
-            bind_groups.retain(|_, (_, bound, _)| {
-                bound
-                    .as_ref()
-                    .is_none_or(|b| textures.values().any(|(t, _)| Arc::ptr_eq(t, b)))
-            });
-        }
+        textures.retain(|_, (_, used)| now - *used < KEPT_FOR);
+        textures.len() < before
+    }
+
+    /// Whether `texture` is still kept.
+    pub(super) fn texture_kept(&self, texture: &Arc<Texture>) -> bool {
+        let textures = self.textures.borrow();
+        textures.values().any(|(t, _)| Arc::ptr_eq(t, texture))
     }
 
     /// Records filling `dst` from `src`, whose rows lie `dst.bytes_per_row()` apart (a
