@@ -86,17 +86,71 @@ fn parse_backend(name: &str) -> Result<wgpu::Backends> {
     })
 }
 
+/// How an adapter ranks: by its kind of device, then native APIs before GL for the same.
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
-    let kind = match info.device_type {
+    let api = u8::from(info.backend != wgpu::Backend::Gl);
+    (kind(info.device_type), api)
+}
+
+/// How a kind of device ranks: discrete GPUs first, software adapters last but one.
+fn kind(device: wgpu::DeviceType) -> u8 {
+    match device {
         wgpu::DeviceType::DiscreteGpu => 4,
         wgpu::DeviceType::IntegratedGpu => 3,
         wgpu::DeviceType::VirtualGpu => 2,
         wgpu::DeviceType::Cpu => 1,
         wgpu::DeviceType::Other => 0,
+    }
+}
+
+/// The adapters of `backends`: the native APIs' first, then GL's only where it may add a
+/// better one that `named` accepts, since opening GL (EGL and its drivers) costs a process
+/// more than the native APIs do: where no native adapter is named, or where the best is a
+/// processor's (a software adapter) and the system has a GPU device that only GL might
+/// reach.
+async fn find_adapters(
+    backends: wgpu::Backends,
+    named: impl Fn(&wgpu::Adapter) -> bool,
+) -> Vec<wgpu::Adapter> {
+    let enumerate = |backends: wgpu::Backends| {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        async move { instance.enumerate_adapters(backends).await }
     };
-    // Prefer native APIs to GL for the same hardware.
-    let api = u8::from(info.backend != wgpu::Backend::Gl);
-    (kind, api)
+    let gl = wgpu::Backends::GL;
+    if cfg!(target_arch = "wasm32") || !backends.contains(gl) || backends == gl {
+        return enumerate(backends).await;
+    }
+    let mut adapters = enumerate(backends - gl).await;
+    let best = adapters
+        .iter()
+        .filter(|a| named(a))
+        .map(|a| kind(a.get_info().device_type))
+        .max();
+    let software = kind(wgpu::DeviceType::Cpu);
+    if best.is_none_or(|b| b <= software && gpu_device_present()) {
+        adapters.extend(enumerate(gl).await);
+    }
+    adapters
+}
+
+/// Whether the system may have a GPU that GL reaches: on Linux, a DRM or NVIDIA device
+/// node; elsewhere, assumed.
+fn gpu_device_present() -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let drm = std::fs::read_dir("/dev/dri").is_ok_and(|mut entries| {
+        entries.any(|e| {
+            e.is_ok_and(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("render") || name.starts_with("card")
+            })
+        })
+    });
+    drm || std::path::Path::new("/dev/nvidiactl").exists()
 }
 
 impl Context {
@@ -133,10 +187,12 @@ impl Context {
             Some(b) => parse_backend(b)?,
             None => wgpu::Backends::all(),
         };
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = backends;
-        let instance = wgpu::Instance::new(desc);
-        let adapters = instance.enumerate_adapters(backends).await;
+        let wanted = options.name.as_ref().map(|n| n.to_lowercase());
+        let named = |a: &wgpu::Adapter| match &wanted {
+            Some(w) => a.get_info().name.to_lowercase().contains(w),
+            None => true,
+        };
+        let adapters = find_adapters(backends, named).await;
         let names: Vec<String> = adapters
             .iter()
             .map(|a| {
@@ -144,14 +200,7 @@ impl Context {
                 format!("{} ({:?})", i.name, i.backend)
             })
             .collect();
-        let wanted = options.name.as_ref().map(|n| n.to_lowercase());
-        let candidates: Vec<wgpu::Adapter> = adapters
-            .into_iter()
-            .filter(|a| match &wanted {
-                Some(w) => a.get_info().name.to_lowercase().contains(w),
-                None => true,
-            })
-            .collect();
+        let candidates: Vec<wgpu::Adapter> = adapters.into_iter().filter(named).collect();
         let best = candidates.iter().map(|a| rank(&a.get_info())).max();
         let mut peers: Vec<wgpu::Adapter> = candidates
             .into_iter()
