@@ -8,7 +8,7 @@ use wgrad_graph::{BufferId, Error, MemoryStats, Result};
 use crate::context::Context;
 
 pub(crate) struct Slot {
-    /// None once handed back by [`Buffers::release_free`] (the id is not used again).
+    /// None once handed back by [`Buffers::release_unused`] (the id is not used again).
     buffer: Option<wgpu::Buffer>,
     class: u64,
     /// The submission being recorded when it was last handed back to the pool.
@@ -109,9 +109,9 @@ impl Buffers {
         self.pool.borrow_mut().entry(class).or_default().insert(id);
     }
 
-    /// Drops the free buffers that have stayed in the pool since before submission `before`;
-    /// returns their ids, which are not handed out again (cached bind groups that bind one
-    /// must go), and their bytes.
+    /// Drops the free buffers that have stayed in the pool since before submission `before`
+    /// (all of them for `u64::MAX`); returns their ids, which are not handed out again
+    /// (cached bind groups that bind one must go), and their bytes.
     pub(crate) fn release_unused(&self, before: u64) -> (HashSet<BufferId>, u64) {
         let mut slots = self.slots.borrow_mut();
         let (mut released, mut bytes) = (HashSet::new(), 0);
@@ -131,16 +131,6 @@ impl Buffers {
         }
         pool.retain(|_, free| !free.is_empty());
         (released, bytes)
-    }
-
-    /// Drops every free buffer (nothing may still refer to one: recorded work submitted,
-    /// cached bind groups cleared). Their ids are not handed out again.
-    pub(crate) fn release_free(&self) {
-        let mut slots = self.slots.borrow_mut();
-        for id in self.pool.borrow_mut().drain().flat_map(|(_, ids)| ids) {
-            slots[id].buffer = None;
-            self.reserved.set(self.reserved.get() - slots[id].class);
-        }
     }
 
     /// Bytes in use, the most in use at once, and bytes held.

@@ -225,7 +225,7 @@ impl Recorder {
         self.bind_groups.borrow_mut().clear();
         self.textures.borrow_mut().clear();
         *self.uploads_buffer.borrow_mut() = None;
-        self.buffers.release_free();
+        self.buffers.release_unused(u64::MAX);
     }
 
     /// The wgpu buffer behind an id.
